@@ -1,0 +1,141 @@
+//! Postgres access for Gatehouse: the source of truth (L3).
+//!
+//! Architecture invariant: every query on tenant data is scoped by `tenant_id`,
+//! and this is the only crate that writes SQL. Callers get typed rows and a
+//! [`StoreError`] that says which [`ErrorKind`] it is.
+
+pub mod bootstrap;
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use gatehouse_core::ErrorKind;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+/// The schema migrations in `migrations/` at the repository root, embedded in the
+/// binary so `gatehouse migrate` and start-up need no files on disk.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Failures of the store, each mapped to an [`ErrorKind`].
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// `DATABASE_URL` could not be parsed.
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
+    /// Postgres did not answer in time or the connection failed.
+    #[error("postgres unavailable: {0}")]
+    Unavailable(String),
+    /// A write would violate a uniqueness or integrity rule.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Applying migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Password hashing failed while seeding a user.
+    #[error(transparent)]
+    Password(#[from] gatehouse_core::PasswordError),
+    /// Any other database error (a bug or an unexpected state).
+    #[error("database error: {0}")]
+    Database(sqlx::Error),
+}
+
+impl StoreError {
+    /// The shared kind of this error.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidUrl(_) => ErrorKind::Invalid,
+            Self::Unavailable(_) => ErrorKind::Unavailable,
+            Self::Conflict(_) => ErrorKind::Conflict,
+            Self::Migrate(_) | Self::Password(_) | Self::Database(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                Self::Unavailable(e.to_string())
+            }
+            sqlx::Error::Database(db)
+                if db.is_unique_violation() || db.is_foreign_key_violation() =>
+            {
+                Self::Conflict(db.message().to_owned())
+            }
+            // 57014: statement_timeout cancelled the query.
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
+                Self::Unavailable(db.message().to_owned())
+            }
+            _ => Self::Database(e),
+        }
+    }
+}
+
+/// How to reach Postgres and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct DbSettings {
+    /// Parsed connection options (from `DATABASE_URL`).
+    pub connect: PgConnectOptions,
+    /// Upper bound of pooled connections per process.
+    pub max_connections: u32,
+    /// How long a caller waits for a free connection (or a new one) before failing.
+    pub acquire_timeout: Duration,
+    /// Server-side cap on any one statement, so a stuck query cannot hold a
+    /// connection (and a request) forever.
+    pub statement_timeout: Duration,
+}
+
+impl DbSettings {
+    /// Parses a `postgres://` URL with default pool settings.
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        let connect =
+            PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
+        Ok(Self {
+            connect,
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(5),
+        })
+    }
+}
+
+/// Opens a pool and checks that Postgres answers, within `acquire_timeout`.
+pub async fn connect(settings: &DbSettings) -> Result<PgPool, StoreError> {
+    let pool = connect_lazy(settings);
+    ping(&pool).await?;
+    Ok(pool)
+}
+
+/// Builds a pool that connects on first use; start-up that must not block on
+/// Postgres uses this and lets `/readyz` report the state.
+#[must_use]
+pub fn connect_lazy(settings: &DbSettings) -> PgPool {
+    let statement_timeout = settings.statement_timeout.as_millis().to_string();
+    let connect = settings
+        .connect
+        .clone()
+        .application_name("gatehouse")
+        .options([("statement_timeout", statement_timeout.as_str())]);
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .test_before_acquire(false)
+        .connect_lazy_with(connect)
+}
+
+/// One `SELECT 1`: the readiness probe for Postgres.
+pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
+    sqlx::query_scalar::<_, i32>("SELECT 1")
+        .fetch_one(pool)
+        .await?;
+    Ok(())
+}
+
+/// Applies every pending migration; safe to run concurrently from several
+/// processes (sqlx takes an advisory lock).
+pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}

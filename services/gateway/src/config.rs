@@ -1,0 +1,650 @@
+//! Configuration: an optional TOML file, then `GATEHOUSE_*` environment
+//! variables (nested with `__`), then the conventional unprefixed `DATABASE_URL`,
+//! `REDIS_URL` and `REDIS_CACHE_URL`. Later sources win.
+//!
+//! Everything is validated once, here, into [`Config`]; a bad value stops start-up
+//! with a [`ConfigError`] naming the environment variable to fix. Every setting
+//! is documented in `gatehouse.example.toml`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use figment::Figment;
+use figment::providers::{Format as _, Toml};
+use gatehouse_core::Argon2Cost;
+use gatehouse_redis::RedisSettings;
+use gatehouse_store::DbSettings;
+use gatehouse_telemetry::LogFormat;
+use secrecy::{ExposeSecret as _, SecretBox, SecretString};
+use serde::Deserialize;
+
+/// Names of the environment variables, in one place (they are also the names
+/// error messages use).
+pub mod env {
+    /// Path of an optional TOML configuration file.
+    pub const CONFIG: &str = "GATEHOUSE_CONFIG";
+    /// Socket address to listen on.
+    pub const LISTEN: &str = "GATEHOUSE_LISTEN";
+    /// Postgres URL.
+    pub const DATABASE_URL: &str = "DATABASE_URL";
+    /// Redis URL for state (sessions, counters, revocations, routing).
+    pub const REDIS_URL: &str = "REDIS_URL";
+    /// Redis URL for the L2 cache; defaults to `REDIS_URL`.
+    pub const REDIS_CACHE_URL: &str = "REDIS_CACHE_URL";
+    /// Token issuer URL.
+    pub const ISSUER: &str = "GATEHOUSE_ISSUER";
+    /// Base64 of 32 random bytes encrypting signing keys at rest.
+    pub const KEY_ENCRYPTION_KEY: &str = "GATEHOUSE_KEY_ENCRYPTION_KEY";
+    /// File holding the key-encryption key (alternative to the variable).
+    pub const KEY_ENCRYPTION_KEY_FILE: &str = "GATEHOUSE_KEY_ENCRYPTION_KEY_FILE";
+    /// `false` only for plain-http development.
+    pub const COOKIE_SECURE: &str = "GATEHOUSE_COOKIE_SECURE";
+    /// `json` or `pretty`.
+    pub const LOG_FORMAT: &str = "GATEHOUSE_LOG_FORMAT";
+    /// Log filter (`info`, `gatehouse=debug,info`).
+    pub const LOG: &str = "GATEHOUSE_LOG";
+    /// Prefix of every Redis key.
+    pub const REDIS_KEY_PREFIX: &str = "GATEHOUSE_REDIS_KEY_PREFIX";
+    /// Password of the bootstrap admin.
+    pub const ADMIN_PASSWORD: &str = "GATEHOUSE_ADMIN_PASSWORD";
+    /// Password of the demo users.
+    pub const DEMO_PASSWORD: &str = "GATEHOUSE_DEMO_PASSWORD";
+}
+
+/// A setting that could not be accepted; `setting` is the variable to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct ConfigError {
+    /// The environment variable (or file key) at fault.
+    pub setting: &'static str,
+    /// What is wrong with it, without echoing secrets.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(setting: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            setting,
+            message: message.into(),
+        }
+    }
+}
+
+/// Raw settings as they come from the file and the environment.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct RawSettings {
+    listen: String,
+    database_url: Option<String>,
+    redis_url: Option<String>,
+    redis_cache_url: Option<String>,
+    issuer: Option<String>,
+    key_encryption_key: Option<SecretString>,
+    key_encryption_key_file: Option<PathBuf>,
+    cookie_secure: bool,
+    log_format: LogFormat,
+    log: String,
+    redis_key_prefix: String,
+    max_body_bytes: usize,
+    max_header_bytes: usize,
+    request_timeout_ms: u64,
+    shutdown_grace_ms: u64,
+    migrate_on_start: bool,
+    db: RawDb,
+    redis: RawRedis,
+    argon2: Argon2Cost,
+}
+
+impl Default for RawSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".to_owned(),
+            database_url: None,
+            redis_url: None,
+            redis_cache_url: None,
+            issuer: None,
+            key_encryption_key: None,
+            key_encryption_key_file: None,
+            cookie_secure: true,
+            log_format: LogFormat::Json,
+            log: "info".to_owned(),
+            redis_key_prefix: "gh:".to_owned(),
+            max_body_bytes: 64 * 1024,
+            max_header_bytes: 16 * 1024,
+            request_timeout_ms: 30_000,
+            shutdown_grace_ms: 10_000,
+            migrate_on_start: true,
+            db: RawDb::default(),
+            redis: RawRedis::default(),
+            argon2: Argon2Cost::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct RawDb {
+    max_connections: u32,
+    acquire_timeout_ms: u64,
+    statement_timeout_ms: u64,
+}
+
+impl Default for RawDb {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout_ms: 3_000,
+            statement_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct RawRedis {
+    max_connections: usize,
+    command_timeout_ms: u64,
+    connect_timeout_ms: u64,
+}
+
+impl Default for RawRedis {
+    fn default() -> Self {
+        Self {
+            max_connections: 32,
+            command_timeout_ms: 250,
+            connect_timeout_ms: 500,
+        }
+    }
+}
+
+/// The 32-byte key that encrypts signing keys at rest.
+pub type KeyEncryptionKey = SecretBox<[u8; 32]>;
+
+/// Validated configuration of `gatehouse serve`.
+#[derive(Debug)]
+pub struct Config {
+    /// Where the HTTP server listens.
+    pub listen: SocketAddr,
+    /// Postgres connection and deadlines.
+    pub db: DbSettings,
+    /// Redis for state.
+    pub redis_state: RedisSettings,
+    /// Redis for the L2 cache (same server as state unless `REDIS_CACHE_URL`).
+    pub redis_cache: RedisSettings,
+    /// Issuer URL placed in tokens and discovery documents.
+    pub issuer: url::Url,
+    /// Encrypts signing keys at rest.
+    pub key_encryption_key: KeyEncryptionKey,
+    /// Whether cookies carry `Secure` (and HSTS is sent).
+    pub cookie_secure: bool,
+    /// How logs are rendered.
+    pub log_format: LogFormat,
+    /// Log filter directive.
+    pub log_filter: String,
+    /// Prefix of every Redis key.
+    pub redis_key_prefix: String,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Largest accepted total size of request headers.
+    pub max_header_bytes: usize,
+    /// Deadline for a whole request.
+    pub request_timeout: Duration,
+    /// How long in-flight requests may finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// Apply pending migrations when `serve` starts.
+    pub migrate_on_start: bool,
+    /// argon2id cost for password hashing.
+    pub argon2: Argon2Cost,
+}
+
+/// Reads the layered sources. `vars` stands in for the process environment so
+/// tests can pass their own without touching global state.
+fn figment(config_file: Option<&Path>, vars: &[(String, String)]) -> Figment {
+    let mut figment = Figment::new();
+    if let Some(path) = config_file {
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    let prefixed: Vec<(String, String)> = vars
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("GATEHOUSE_")
+                .filter(|rest| !rest.is_empty() && *rest != "CONFIG")
+                .map(|rest| (rest.to_ascii_lowercase().replace("__", "."), v.clone()))
+        })
+        .collect();
+    let plain: Vec<(String, String)> = vars
+        .iter()
+        .filter(|(k, _)| {
+            [env::DATABASE_URL, env::REDIS_URL, env::REDIS_CACHE_URL].contains(&k.as_str())
+        })
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect();
+    for (key, value) in prefixed.into_iter().chain(plain) {
+        // A dotted key (`db.max_connections`) nests, like `GATEHOUSE_DB__MAX_CONNECTIONS`.
+        figment = figment.merge((key, parse_scalar(&value)));
+    }
+    figment
+}
+
+/// Environment values are strings; read booleans and integers the way
+/// figment's own `Env` provider does, so `false` and `5000` type-check.
+fn parse_scalar(raw: &str) -> figment::value::Value {
+    use figment::value::Value;
+    let trimmed = raw.trim();
+    if let Ok(b) = trimmed.parse::<bool>() {
+        return Value::from(b);
+    }
+    if let Ok(n) = trimmed.parse::<u64>() {
+        return Value::from(n);
+    }
+    Value::from(raw.to_owned())
+}
+
+impl Config {
+    /// Loads from the process environment (and `GATEHOUSE_CONFIG` if set).
+    pub fn from_process_env() -> Result<Self, ConfigError> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        Self::load(&vars)
+    }
+
+    /// Loads from the given variables (and the file `GATEHOUSE_CONFIG` names).
+    pub fn load(vars: &[(String, String)]) -> Result<Self, ConfigError> {
+        let config_file = vars
+            .iter()
+            .find(|(k, _)| k == env::CONFIG)
+            .map(|(_, v)| PathBuf::from(v));
+        if let Some(path) = &config_file
+            && !path.is_file()
+        {
+            return Err(ConfigError::new(
+                env::CONFIG,
+                format!("config file {} does not exist", path.display()),
+            ));
+        }
+        let raw: RawSettings = figment(config_file.as_deref(), vars)
+            .extract()
+            .map_err(|e| ConfigError::new(setting_of(&e), e.to_string()))?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: RawSettings) -> Result<Self, ConfigError> {
+        let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+            ConfigError::new(
+                env::LISTEN,
+                format!(
+                    "{:?} is not a socket address like 127.0.0.1:8080",
+                    raw.listen
+                ),
+            )
+        })?;
+
+        let database_url = raw.database_url.ok_or_else(|| {
+            ConfigError::new(
+                env::DATABASE_URL,
+                "is not set (postgres://user@host:port/db)",
+            )
+        })?;
+        let mut db = DbSettings::from_url(&database_url).map_err(|e| {
+            ConfigError::new(
+                env::DATABASE_URL,
+                format!("cannot be parsed as a postgres URL: {e}"),
+            )
+        })?;
+        db.max_connections = raw.db.max_connections.max(1);
+        db.acquire_timeout = Duration::from_millis(raw.db.acquire_timeout_ms.max(1));
+        db.statement_timeout = Duration::from_millis(raw.db.statement_timeout_ms.max(1));
+
+        let redis_url = raw
+            .redis_url
+            .ok_or_else(|| ConfigError::new(env::REDIS_URL, "is not set (redis://host:port)"))?;
+        let redis_state = redis_settings(env::REDIS_URL, redis_url.clone(), &raw.redis)?;
+        let redis_cache = redis_settings(
+            env::REDIS_CACHE_URL,
+            raw.redis_cache_url.unwrap_or(redis_url),
+            &raw.redis,
+        )?;
+
+        let issuer_raw = raw.issuer.unwrap_or_else(|| format!("http://{listen}"));
+        let issuer = url::Url::parse(&issuer_raw)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| {
+                ConfigError::new(
+                    env::ISSUER,
+                    format!("{issuer_raw:?} is not an absolute http(s) URL"),
+                )
+            })?;
+
+        let key_encryption_key = key_encryption_key(
+            raw.key_encryption_key,
+            raw.key_encryption_key_file.as_deref(),
+        )?;
+
+        if raw.redis_key_prefix.is_empty()
+            || raw.redis_key_prefix.len() > 32
+            || raw.redis_key_prefix.contains(['{', '}', ' '])
+        {
+            return Err(ConfigError::new(
+                env::REDIS_KEY_PREFIX,
+                "must be 1 to 32 characters without braces or spaces",
+            ));
+        }
+        if raw.max_body_bytes < 1024 {
+            return Err(ConfigError::new(
+                "GATEHOUSE_MAX_BODY_BYTES",
+                "must be at least 1024",
+            ));
+        }
+        if raw.max_header_bytes < 1024 {
+            return Err(ConfigError::new(
+                "GATEHOUSE_MAX_HEADER_BYTES",
+                "must be at least 1024",
+            ));
+        }
+        if raw.argon2.memory_kib < 8 * raw.argon2.parallelism.max(1) || raw.argon2.iterations == 0 {
+            return Err(ConfigError::new(
+                "GATEHOUSE_ARGON2__*",
+                "argon2 needs iterations >= 1 and memory_kib >= 8 x parallelism",
+            ));
+        }
+
+        Ok(Self {
+            listen,
+            db,
+            redis_state,
+            redis_cache,
+            issuer,
+            key_encryption_key,
+            cookie_secure: raw.cookie_secure,
+            log_format: raw.log_format,
+            log_filter: raw.log,
+            redis_key_prefix: raw.redis_key_prefix,
+            max_body_bytes: raw.max_body_bytes,
+            max_header_bytes: raw.max_header_bytes,
+            request_timeout: Duration::from_millis(raw.request_timeout_ms.max(1)),
+            shutdown_grace: Duration::from_millis(raw.shutdown_grace_ms),
+            migrate_on_start: raw.migrate_on_start,
+            argon2: raw.argon2,
+        })
+    }
+}
+
+/// What `migrate` and `bootstrap` need: only the database (and argon2 cost,
+/// and the issuer's origin for the demo tenant's allowed redirects).
+#[derive(Debug)]
+pub struct DatabaseConfig {
+    /// Postgres connection and deadlines.
+    pub db: DbSettings,
+    /// argon2id cost for seeded passwords.
+    pub argon2: Argon2Cost,
+    /// `GATEHOUSE_ISSUER` when set.
+    pub issuer: Option<url::Url>,
+}
+
+impl DatabaseConfig {
+    /// Loads from the given variables; other settings are not required.
+    pub fn load(vars: &[(String, String)]) -> Result<Self, ConfigError> {
+        let config_file = vars
+            .iter()
+            .find(|(k, _)| k == env::CONFIG)
+            .map(|(_, v)| PathBuf::from(v));
+        let raw: RawSettings = figment(config_file.as_deref(), vars)
+            .extract()
+            .map_err(|e| ConfigError::new(setting_of(&e), e.to_string()))?;
+        let url = raw.database_url.ok_or_else(|| {
+            ConfigError::new(
+                env::DATABASE_URL,
+                "is not set (postgres://user@host:port/db)",
+            )
+        })?;
+        let mut db = DbSettings::from_url(&url).map_err(|e| {
+            ConfigError::new(
+                env::DATABASE_URL,
+                format!("cannot be parsed as a postgres URL: {e}"),
+            )
+        })?;
+        db.acquire_timeout = Duration::from_millis(raw.db.acquire_timeout_ms.max(1));
+        db.statement_timeout = Duration::from_millis(raw.db.statement_timeout_ms.max(1));
+        db.max_connections = 2;
+        let issuer = match raw.issuer {
+            Some(i) => Some(
+                url::Url::parse(&i).map_err(|e| ConfigError::new(env::ISSUER, e.to_string()))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            db,
+            argon2: raw.argon2,
+            issuer,
+        })
+    }
+}
+
+fn redis_settings(
+    setting: &'static str,
+    url: String,
+    raw: &RawRedis,
+) -> Result<RedisSettings, ConfigError> {
+    let parsed = url::Url::parse(&url)
+        .map_err(|e| ConfigError::new(setting, format!("cannot be parsed as a redis URL: {e}")))?;
+    if !matches!(parsed.scheme(), "redis" | "rediss") {
+        return Err(ConfigError::new(
+            setting,
+            format!("scheme {:?} is not redis:// or rediss://", parsed.scheme()),
+        ));
+    }
+    let mut settings = RedisSettings::new(url);
+    settings.max_connections = raw.max_connections.max(1);
+    settings.command_timeout = Duration::from_millis(raw.command_timeout_ms.max(1));
+    settings.connect_timeout = Duration::from_millis(raw.connect_timeout_ms.max(1));
+    Ok(settings)
+}
+
+fn key_encryption_key(
+    inline: Option<SecretString>,
+    file: Option<&Path>,
+) -> Result<KeyEncryptionKey, ConfigError> {
+    let (setting, encoded) = match (inline, file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                env::KEY_ENCRYPTION_KEY,
+                format!(
+                    "set either it or {}, not both",
+                    env::KEY_ENCRYPTION_KEY_FILE
+                ),
+            ));
+        }
+        (Some(value), None) => (env::KEY_ENCRYPTION_KEY, value),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new(
+                    env::KEY_ENCRYPTION_KEY_FILE,
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            (env::KEY_ENCRYPTION_KEY_FILE, SecretString::from(text))
+        }
+        (None, None) => {
+            return Err(ConfigError::new(
+                env::KEY_ENCRYPTION_KEY,
+                format!(
+                    "is not set (nor {}); generate one with `openssl rand -base64 32`",
+                    env::KEY_ENCRYPTION_KEY_FILE
+                ),
+            ));
+        }
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.expose_secret().trim())
+        .map_err(|_| ConfigError::new(setting, "is not valid base64"))?;
+    let key: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
+        ConfigError::new(setting, format!("must decode to 32 bytes, got {}", b.len()))
+    })?;
+    Ok(SecretBox::new(Box::new(key)))
+}
+
+/// Maps a figment error to the variable a person would change.
+fn setting_of(error: &figment::Error) -> &'static str {
+    match error.path.first().map(String::as_str) {
+        Some("cookie_secure") => env::COOKIE_SECURE,
+        Some("log_format") => env::LOG_FORMAT,
+        Some("listen") => env::LISTEN,
+        Some("database_url") => env::DATABASE_URL,
+        Some("redis_url") => env::REDIS_URL,
+        Some("redis_cache_url") => env::REDIS_CACHE_URL,
+        Some("issuer") => env::ISSUER,
+        Some("db") => "GATEHOUSE_DB__*",
+        Some("redis") => "GATEHOUSE_REDIS__*",
+        Some("argon2") => "GATEHOUSE_ARGON2__*",
+        _ => "GATEHOUSE_*",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEK: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn minimal() -> Vec<(String, String)> {
+        vars(&[
+            ("DATABASE_URL", "postgres://gh@127.0.0.1:5432/gh"),
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("GATEHOUSE_KEY_ENCRYPTION_KEY", KEK),
+        ])
+    }
+
+    fn with(mut base: Vec<(String, String)>, key: &str, value: &str) -> Vec<(String, String)> {
+        base.retain(|(k, _)| k != key);
+        base.push((key.to_owned(), value.to_owned()));
+        base
+    }
+
+    fn error_setting(v: &[(String, String)]) -> &'static str {
+        Config::load(v).expect_err("must be refused").setting
+    }
+
+    #[test]
+    fn minimal_configuration_gets_safe_defaults() {
+        let c = Config::load(&minimal()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert!(c.cookie_secure);
+        assert_eq!(c.redis_cache.url, c.redis_state.url);
+        assert_eq!(c.issuer.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(c.redis_key_prefix, "gh:");
+    }
+
+    #[test]
+    fn nested_and_boolean_settings_come_from_env() {
+        let v = with(minimal(), "GATEHOUSE_COOKIE_SECURE", "false");
+        let v = with(v, "GATEHOUSE_DB__STATEMENT_TIMEOUT_MS", "1234");
+        let v = with(v, "REDIS_CACHE_URL", "redis://127.0.0.1:6380");
+        let c = Config::load(&v).unwrap();
+        assert!(!c.cookie_secure);
+        assert_eq!(c.db.statement_timeout, Duration::from_millis(1234));
+        assert_ne!(c.redis_cache.url, c.redis_state.url);
+    }
+
+    #[test]
+    fn each_bad_setting_is_named() {
+        assert_eq!(
+            error_setting(&with(minimal(), "DATABASE_URL", "mysql://x")),
+            "DATABASE_URL"
+        );
+        assert_eq!(
+            error_setting(&with(minimal(), "DATABASE_URL", "::::")),
+            "DATABASE_URL"
+        );
+        assert_eq!(
+            error_setting(&with(minimal(), "REDIS_URL", "http://x")),
+            "REDIS_URL"
+        );
+        assert_eq!(
+            error_setting(&with(minimal(), "GATEHOUSE_LISTEN", "nowhere")),
+            "GATEHOUSE_LISTEN"
+        );
+        assert_eq!(
+            error_setting(&with(minimal(), "GATEHOUSE_ISSUER", "not a url")),
+            "GATEHOUSE_ISSUER"
+        );
+        assert_eq!(
+            error_setting(&with(minimal(), "GATEHOUSE_COOKIE_SECURE", "maybe")),
+            "GATEHOUSE_COOKIE_SECURE"
+        );
+        assert_eq!(
+            error_setting(&with(
+                minimal(),
+                "GATEHOUSE_CONFIG",
+                "/nonexistent/gatehouse.toml"
+            )),
+            "GATEHOUSE_CONFIG"
+        );
+    }
+
+    #[test]
+    fn missing_required_settings_are_named() {
+        for required in ["DATABASE_URL", "REDIS_URL", "GATEHOUSE_KEY_ENCRYPTION_KEY"] {
+            let mut v = minimal();
+            v.retain(|(k, _)| k != required);
+            assert_eq!(error_setting(&v), required);
+        }
+    }
+
+    #[test]
+    fn key_encryption_key_must_be_32_bytes_of_base64() {
+        let short = with(minimal(), "GATEHOUSE_KEY_ENCRYPTION_KEY", "c2hvcnQ=");
+        let err = Config::load(&short).unwrap_err();
+        assert_eq!(err.setting, "GATEHOUSE_KEY_ENCRYPTION_KEY");
+        assert!(err.message.contains("32 bytes"), "{}", err.message);
+        let garbage = with(minimal(), "GATEHOUSE_KEY_ENCRYPTION_KEY", "%%%");
+        assert_eq!(error_setting(&garbage), "GATEHOUSE_KEY_ENCRYPTION_KEY");
+    }
+
+    #[test]
+    fn key_encryption_key_can_come_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("gh-kek-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kek");
+        std::fs::write(&path, format!("{KEK}\n")).unwrap();
+        let mut v = minimal();
+        v.retain(|(k, _)| k != "GATEHOUSE_KEY_ENCRYPTION_KEY");
+        let v = with(
+            v,
+            "GATEHOUSE_KEY_ENCRYPTION_KEY_FILE",
+            path.to_str().unwrap(),
+        );
+        let c = Config::load(&v).unwrap();
+        assert_eq!(c.key_encryption_key.expose_secret()[0], b'0');
+        let both = with(v, "GATEHOUSE_KEY_ENCRYPTION_KEY", KEK);
+        assert_eq!(error_setting(&both), "GATEHOUSE_KEY_ENCRYPTION_KEY");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn env_overrides_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("gh-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gatehouse.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nlog = \"debug\"\n[db]\nmax_connections = 3\n",
+        )
+        .unwrap();
+        let v = with(minimal(), "GATEHOUSE_CONFIG", path.to_str().unwrap());
+        let v = with(v, "GATEHOUSE_LISTEN", "127.0.0.1:9001");
+        let c = Config::load(&v).unwrap();
+        assert_eq!(c.listen.port(), 9001);
+        assert_eq!(c.log_filter, "debug");
+        assert_eq!(c.db.max_connections, 3);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,186 @@
+//! Start-up and shutdown of `gatehouse serve`.
+//!
+//! [`Application::build`] checks every dependency before it binds, so a bad
+//! setting stops start-up with a message naming it; [`Application::run_until_stopped`]
+//! serves until the caller's shutdown future resolves, then drains in-flight
+//! requests for at most the configured grace period.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_redis::{RedisError, RedisPool, RedisSettings};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, env};
+use crate::state::{AppState, HttpSettings};
+
+/// Why `serve` could not start; `setting()` names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Postgres did not answer.
+    #[error("cannot reach Postgres at {address}: {reason}")]
+    Database {
+        /// Host and port, without credentials.
+        address: String,
+        /// What failed.
+        reason: String,
+    },
+    /// Applying migrations failed.
+    #[error("applying migrations failed: {0}")]
+    Migrate(String),
+    /// A Redis server did not answer.
+    #[error("cannot reach Redis at {address}: {reason}")]
+    Redis {
+        /// `REDIS_URL` or `REDIS_CACHE_URL`.
+        setting: &'static str,
+        /// Host and port, without credentials.
+        address: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {address}: {reason}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// What failed.
+        reason: String,
+    },
+}
+
+impl StartupError {
+    /// The configuration variable an operator should look at.
+    #[must_use]
+    pub fn setting(&self) -> &'static str {
+        match self {
+            Self::Database { .. } | Self::Migrate(_) => env::DATABASE_URL,
+            Self::Redis { setting, .. } => setting,
+            Self::Bind { .. } => env::LISTEN,
+        }
+    }
+}
+
+/// A bound, ready-to-run gateway.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    shutdown_grace: Duration,
+}
+
+impl Application {
+    /// Connects to Postgres and Redis (failing fast if either does not answer),
+    /// applies migrations if configured, and binds the listener.
+    pub async fn build(config: &Config, metrics: PrometheusHandle) -> Result<Self, StartupError> {
+        let db_address = format!(
+            "{}:{}",
+            config.db.connect.get_host(),
+            config.db.connect.get_port()
+        );
+        let db =
+            gatehouse_store::connect(&config.db)
+                .await
+                .map_err(|e| StartupError::Database {
+                    address: db_address.clone(),
+                    reason: e.to_string(),
+                })?;
+        if config.migrate_on_start {
+            gatehouse_store::migrate(&db)
+                .await
+                .map_err(|e| StartupError::Migrate(e.to_string()))?;
+        }
+
+        let redis = connect_redis(env::REDIS_URL, &config.redis_state).await?;
+        let redis_cache = if config.redis_cache.url == config.redis_state.url {
+            None
+        } else {
+            Some(connect_redis(env::REDIS_CACHE_URL, &config.redis_cache).await?)
+        };
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| StartupError::Bind {
+                address: config.listen,
+                reason: e.to_string(),
+            })?;
+
+        let state = AppState {
+            db,
+            redis,
+            redis_cache,
+            metrics,
+            http: Arc::new(HttpSettings {
+                max_body_bytes: config.max_body_bytes,
+                max_header_bytes: config.max_header_bytes,
+                request_timeout: config.request_timeout,
+                secure_transport: config.cookie_secure,
+            }),
+        };
+        Ok(Self {
+            listener,
+            state,
+            shutdown_grace: config.shutdown_grace,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish
+    /// for at most the grace period.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let addr = self.listener.local_addr()?;
+        tracing::info!(addr = %addr, "listening");
+        let stopping = Arc::new(tokio::sync::Notify::new());
+        let notify = stopping.clone();
+        let router = crate::app(self.state);
+        let server = axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutdown requested; draining in-flight requests");
+            notify.notify_one();
+        });
+        let grace = self.shutdown_grace;
+        tokio::select! {
+            result = server => result,
+            () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+                    "grace period over; closing remaining connections");
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn connect_redis(
+    setting: &'static str,
+    settings: &RedisSettings,
+) -> Result<RedisPool, StartupError> {
+    let fail = |reason: String| StartupError::Redis {
+        setting,
+        address: settings.redacted_address(),
+        reason,
+    };
+    let pool = RedisPool::new(settings).map_err(|e| fail(e.to_string()))?;
+    // A start-up check may wait longer than a request would: a server that is
+    // just coming up gets a few attempts.
+    let mut last = RedisError::Timeout(settings.command_timeout);
+    for attempt in 0..3u32 {
+        match pool.ping().await {
+            Ok(()) => return Ok(pool),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt + 1))).await;
+    }
+    Err(fail(last.to_string()))
+}

@@ -1,0 +1,47 @@
+//! Shared state handed to every handler. No globals: tests build their own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_redis::RedisPool;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+
+/// Everything a handler may need, cheap to clone (all fields are handles).
+#[derive(Clone)]
+pub struct AppState {
+    /// Postgres: the source of truth.
+    pub db: PgPool,
+    /// Redis for state (sessions, counters, revocations, routing).
+    pub redis: RedisPool,
+    /// Redis for the L2 cache, when it is a different server than `redis`.
+    pub redis_cache: Option<RedisPool>,
+    /// Renders the Prometheus exposition text.
+    pub metrics: PrometheusHandle,
+    /// HTTP-level limits and switches.
+    pub http: Arc<HttpSettings>,
+}
+
+/// HTTP behaviour shared by the router's layers.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Largest accepted total size of request headers (and URI).
+    pub max_header_bytes: usize,
+    /// Deadline for a whole request.
+    pub request_timeout: Duration,
+    /// Whether we are served over https (adds HSTS, `Secure` cookies).
+    pub secure_transport: bool,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            max_header_bytes: 16 * 1024,
+            request_timeout: Duration::from_secs(30),
+            secure_transport: true,
+        }
+    }
+}
