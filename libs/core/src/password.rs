@@ -25,7 +25,7 @@ pub enum PasswordError {
 
 /// argon2id cost parameters. Defaults are OWASP's minimum (m=19 MiB, t=2, p=1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Argon2Cost {
     /// Memory in KiB.
     pub memory_kib: u32,

@@ -266,9 +266,10 @@ async fn ensure_user(
     .bind(user.username.normalized())
     .fetch_optional(&mut *tx)
     .await?;
-    let user_id = match existing {
-        Some(id) => id,
-        None => {
+    let user_id = if let Some(id) = existing {
+        id
+    } else {
+        {
             let id = Uuid::now_v7();
             let hash = hasher.hash(&user.password)?;
             sqlx::query(

@@ -90,6 +90,11 @@ pub struct DbSettings {
 impl DbSettings {
     /// Parses a `postgres://` URL with default pool settings.
     pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(StoreError::InvalidUrl(
+                "must start with postgres:// or postgresql://".to_owned(),
+            ));
+        }
         let connect =
             PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
         Ok(Self {

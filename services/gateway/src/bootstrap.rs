@@ -307,7 +307,7 @@ mod tests {
     fn upstreams_need_demo_and_a_known_version() {
         let u: Upstream = "v3=127.0.0.1:1".parse().unwrap();
         assert_eq!(
-            seed(false, &[u.clone()], &passwords(), &[])
+            seed(false, std::slice::from_ref(&u), &passwords(), &[])
                 .unwrap_err()
                 .setting,
             "--upstream"

@@ -1,5 +1,9 @@
 //! The `gatehouse` command line: the binary's edge, where errors become one
 //! line on stderr and an exit code.
+#![allow(
+    clippy::doc_markdown,
+    reason = "doc comments here are clap's --help text, shown verbatim without markdown"
+)]
 
 use std::process::ExitCode;
 

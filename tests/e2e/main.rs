@@ -1,0 +1,50 @@
+//! End-to-end tests: the real `gatehouse` binary against the real Postgres and
+//! Redis started by `scripts/test`, each test with its own database and Redis
+//! key prefix (or its own redis-server when it must stop it).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::missing_panics_doc,
+    reason = "tests: a failed expectation is a test failure with its location"
+)]
+
+mod cli;
+mod http_basics;
+mod readiness;
+
+use gatehouse_testkit::{Gateway, TestDatabase, TestRedis, gateway_env};
+
+/// A gateway on a fresh database and the shared Redis under a fresh prefix.
+pub(crate) async fn spawn_app() -> (Gateway, TestDatabase) {
+    let db = TestDatabase::new().await;
+    let redis = TestRedis::shared();
+    let gateway = Gateway::spawn(&gateway_env(&db, &redis.url, &redis.prefix)).await;
+    (gateway, db)
+}
+
+/// An HTTP client that never follows redirects (tests look at them).
+pub(crate) fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("build the HTTP client")
+}
+
+/// Asserts a problem+json response with `status` and returns its body.
+pub(crate) async fn expect_problem(response: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: serde_json::Value = response.json().await.expect("problem body is JSON");
+    assert_eq!(body["status"], status);
+    for member in ["type", "title", "detail"] {
+        assert!(body[member].is_string(), "problem lacks {member}: {body}");
+    }
+    body
+}
