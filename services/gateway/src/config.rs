@@ -630,6 +630,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_parses_and_documents_the_defaults() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../gatehouse.example.toml");
+        let from_file = Config::load(&with(minimal(), "GATEHOUSE_CONFIG", example)).unwrap();
+        let defaults = Config::load(&minimal()).unwrap();
+        assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
     fn env_overrides_the_config_file() {
         let dir = std::env::temp_dir().join(format!("gh-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
