@@ -4,7 +4,9 @@
 //! and this is the only crate that writes SQL. Callers get typed rows and a
 //! [`StoreError`] that says which [`ErrorKind`] it is.
 
+pub mod audit;
 pub mod bootstrap;
+pub mod directory;
 
 use std::str::FromStr as _;
 use std::time::Duration;

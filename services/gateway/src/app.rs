@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Request, header};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -27,15 +27,45 @@ use crate::state::AppState;
 /// Header carrying the request id, set when the client did not send one.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Every route of the gateway, before the shared layers.
+fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(routes::health::metrics))
+        .route("/static/gatehouse.css", get(routes::pages::stylesheet))
+        .route(
+            "/t/{tenant}/login",
+            get(routes::browser::login_page).post(routes::browser::login_submit),
+        )
+        .route("/t/{tenant}/account", get(routes::browser::account_page))
+        .route("/t/{tenant}/logout", post(routes::browser::logout_submit))
+        .route(
+            "/t/{tenant}/account/sessions/end-all",
+            post(routes::browser::account_sessions_end_all),
+        )
+        .route(
+            "/t/{tenant}/account/sessions/{id}/end",
+            post(routes::browser::account_session_end),
+        )
+        .route("/v1/auth/login", post(routes::auth_api::login))
+        .route("/v1/auth/logout", post(routes::auth_api::logout))
+        .route("/v1/auth/logout-all", post(routes::auth_api::logout_all))
+        .route("/v1/auth/me", get(routes::auth_api::me))
+        .route("/v1/auth/password", post(routes::auth_api::password_change))
+        .route("/v1/auth/sessions", get(routes::auth_api::sessions_list))
+        .route(
+            "/v1/auth/sessions/{id}",
+            delete(routes::auth_api::sessions_delete),
+        )
+        .fallback(routes::health::not_found)
+}
+
 /// Builds the whole HTTP application for `state`. Tests call this directly and
 /// drive it with `oneshot`, without a socket.
 pub fn app(state: AppState) -> Router {
     let http = state.http.clone();
-    let routes = Router::new()
-        .route("/healthz", get(routes::health::healthz))
-        .route("/readyz", get(routes::health::readyz))
-        .route("/metrics", get(routes::health::metrics))
-        .fallback(routes::health::not_found);
+    let routes = routes();
 
     let security_headers = ServiceBuilder::new()
         .layer(SetResponseHeaderLayer::if_not_present(

@@ -95,6 +95,31 @@ struct RawSettings {
     db: RawDb,
     redis: RawRedis,
     argon2: Argon2Cost,
+    session: RawSession,
+    /// Most argon2 hashes running at once (default: CPU cores).
+    password_workers: Option<usize>,
+    /// How long a login waits for a hashing slot before 503.
+    password_queue_timeout_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct RawSession {
+    cookie_name: Option<String>,
+    idle_timeout_s: u64,
+    absolute_timeout_s: u64,
+    touch_interval_s: u64,
+}
+
+impl Default for RawSession {
+    fn default() -> Self {
+        Self {
+            cookie_name: None,
+            idle_timeout_s: 30 * 60,
+            absolute_timeout_s: 12 * 60 * 60,
+            touch_interval_s: 60,
+        }
+    }
 }
 
 impl Default for RawSettings {
@@ -119,6 +144,9 @@ impl Default for RawSettings {
             db: RawDb::default(),
             redis: RawRedis::default(),
             argon2: Argon2Cost::default(),
+            session: RawSession::default(),
+            password_workers: None,
+            password_queue_timeout_ms: 5_000,
         }
     }
 }
@@ -197,6 +225,14 @@ pub struct Config {
     pub migrate_on_start: bool,
     /// argon2id cost for password hashing.
     pub argon2: Argon2Cost,
+    /// Session lifetimes.
+    pub session: gatehouse_session::SessionConfig,
+    /// Session cookie name (default `__Host-gh_session`, or `gh_session` without Secure).
+    pub session_cookie_name: Option<String>,
+    /// Most argon2 hashes running at once.
+    pub password_workers: usize,
+    /// How long a login waits for a hashing slot.
+    pub password_queue_timeout: Duration,
 }
 
 /// Reads the layered sources. `vars` stands in for the process environment so
@@ -270,6 +306,7 @@ impl Config {
     }
 
     fn validate(raw: RawSettings) -> Result<Self, ConfigError> {
+        check_limits(&raw)?;
         let listen: SocketAddr = raw.listen.parse().map_err(|_| {
             ConfigError::new(
                 env::LISTEN,
@@ -322,34 +359,6 @@ impl Config {
             raw.key_encryption_key_file.as_deref(),
         )?;
 
-        if raw.redis_key_prefix.is_empty()
-            || raw.redis_key_prefix.len() > 32
-            || raw.redis_key_prefix.contains(['{', '}', ' '])
-        {
-            return Err(ConfigError::new(
-                env::REDIS_KEY_PREFIX,
-                "must be 1 to 32 characters without braces or spaces",
-            ));
-        }
-        if raw.max_body_bytes < 1024 {
-            return Err(ConfigError::new(
-                "GATEHOUSE_MAX_BODY_BYTES",
-                "must be at least 1024",
-            ));
-        }
-        if raw.max_header_bytes < 1024 {
-            return Err(ConfigError::new(
-                "GATEHOUSE_MAX_HEADER_BYTES",
-                "must be at least 1024",
-            ));
-        }
-        if raw.argon2.memory_kib < 8 * raw.argon2.parallelism.max(1) || raw.argon2.iterations == 0 {
-            return Err(ConfigError::new(
-                "GATEHOUSE_ARGON2__*",
-                "argon2 needs iterations >= 1 and memory_kib >= 8 x parallelism",
-            ));
-        }
-
         Ok(Self {
             listen,
             db,
@@ -367,6 +376,19 @@ impl Config {
             shutdown_grace: Duration::from_millis(raw.shutdown_grace_ms),
             migrate_on_start: raw.migrate_on_start,
             argon2: raw.argon2,
+            session: gatehouse_session::SessionConfig {
+                idle_timeout: Duration::from_secs(raw.session.idle_timeout_s.max(1)),
+                absolute_timeout: Duration::from_secs(raw.session.absolute_timeout_s.max(1)),
+                touch_interval: Duration::from_secs(raw.session.touch_interval_s),
+            },
+            session_cookie_name: raw.session.cookie_name,
+            password_workers: raw
+                .password_workers
+                .unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+                })
+                .max(1),
+            password_queue_timeout: Duration::from_millis(raw.password_queue_timeout_ms),
         })
     }
 }
@@ -420,6 +442,56 @@ impl DatabaseConfig {
             issuer,
         })
     }
+}
+
+/// Range checks of the plain numeric and naming settings.
+fn check_limits(raw: &RawSettings) -> Result<(), ConfigError> {
+    if raw.redis_key_prefix.is_empty()
+        || raw.redis_key_prefix.len() > 32
+        || raw.redis_key_prefix.contains(['{', '}', ' '])
+    {
+        return Err(ConfigError::new(
+            env::REDIS_KEY_PREFIX,
+            "must be 1 to 32 characters without braces or spaces",
+        ));
+    }
+    if raw.max_body_bytes < 1024 {
+        return Err(ConfigError::new(
+            "GATEHOUSE_MAX_BODY_BYTES",
+            "must be at least 1024",
+        ));
+    }
+    if raw.max_header_bytes < 1024 {
+        return Err(ConfigError::new(
+            "GATEHOUSE_MAX_HEADER_BYTES",
+            "must be at least 1024",
+        ));
+    }
+    if raw.session.idle_timeout_s > raw.session.absolute_timeout_s {
+        return Err(ConfigError::new(
+            "GATEHOUSE_SESSION__IDLE_TIMEOUT_S",
+            "must not exceed GATEHOUSE_SESSION__ABSOLUTE_TIMEOUT_S",
+        ));
+    }
+    if let Some(name) = &raw.session.cookie_name
+        && (name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+    {
+        return Err(ConfigError::new(
+            "GATEHOUSE_SESSION__COOKIE_NAME",
+            "must be non-empty ASCII letters, digits, '_' or '-'",
+        ));
+    }
+    if raw.argon2.memory_kib < 8 * raw.argon2.parallelism.max(1) || raw.argon2.iterations == 0 {
+        return Err(ConfigError::new(
+            "GATEHOUSE_ARGON2__*",
+            "argon2 needs iterations >= 1 and memory_kib >= 8 x parallelism",
+        ));
+    }
+
+    Ok(())
 }
 
 fn redis_settings(
@@ -498,6 +570,7 @@ fn setting_of(error: &figment::Error) -> &'static str {
         Some("db") => "GATEHOUSE_DB__*",
         Some("redis") => "GATEHOUSE_REDIS__*",
         Some("argon2") => "GATEHOUSE_ARGON2__*",
+        Some("session") => "GATEHOUSE_SESSION__*",
         _ => "GATEHOUSE_*",
     }
 }

@@ -14,8 +14,14 @@ use gatehouse_redis::{RedisError, RedisPool, RedisSettings};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
+use secrecy::ExposeSecret as _;
+
+use crate::auth::cookies::CookieSettings;
+use crate::auth::csrf::CsrfKey;
+use crate::auth::login::LoginService;
+use crate::auth::passwords::PasswordPool;
 use crate::config::{Config, env};
-use crate::state::{AppState, HttpSettings};
+use crate::state::{AppState, AuthState, HttpSettings};
 
 /// Why `serve` could not start; `setting()` names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +47,9 @@ pub enum StartupError {
         /// What failed.
         reason: String,
     },
+    /// The argon2 parameters are unusable.
+    #[error("invalid argon2 parameters: {0}")]
+    Argon2(String),
     /// The listen address could not be bound.
     #[error("cannot listen on {address}: {reason}")]
     Bind {
@@ -59,6 +68,7 @@ impl StartupError {
             Self::Database { .. } | Self::Migrate(_) => env::DATABASE_URL,
             Self::Redis { setting, .. } => setting,
             Self::Bind { .. } => env::LISTEN,
+            Self::Argon2(_) => "GATEHOUSE_ARGON2__*",
         }
     }
 }
@@ -106,11 +116,34 @@ impl Application {
                 reason: e.to_string(),
             })?;
 
+        let clock: Arc<dyn gatehouse_core::Clock> = Arc::new(gatehouse_core::SystemClock);
+        let sessions = gatehouse_session::SessionStore::new(
+            redis.clone(),
+            gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
+            clock.clone(),
+            config.session,
+        );
+        let hasher = gatehouse_core::PasswordHasher::new(config.argon2)
+            .map_err(|e| StartupError::Argon2(e.to_string()))?;
+        let passwords = PasswordPool::new(
+            hasher,
+            config.password_workers,
+            config.password_queue_timeout,
+        );
+        let auth = AuthState {
+            login: LoginService::new(db.clone(), sessions.clone(), passwords),
+            sessions,
+            csrf: CsrfKey::derive(config.key_encryption_key.expose_secret()),
+            cookies: CookieSettings::new(config.session_cookie_name.clone(), config.cookie_secure),
+            issuer: config.issuer.clone(),
+            clock,
+        };
         let state = AppState {
             db,
             redis,
             redis_cache,
             metrics,
+            auth: Arc::new(auth),
             http: Arc::new(HttpSettings {
                 max_body_bytes: config.max_body_bytes,
                 max_header_bytes: config.max_header_bytes,
@@ -137,6 +170,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let addr = self.listener.local_addr()?;
+        let gauge_task = tokio::spawn(report_active_sessions(self.state.auth.sessions.clone()));
         tracing::info!(addr = %addr, "listening");
         let stopping = Arc::new(tokio::sync::Notify::new());
         let notify = stopping.clone();
@@ -151,14 +185,16 @@ impl Application {
             notify.notify_one();
         });
         let grace = self.shutdown_grace;
-        tokio::select! {
+        let result = tokio::select! {
             result = server => result,
             () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
                     "grace period over; closing remaining connections");
                 Ok(())
             }
-        }
+        };
+        gauge_task.abort();
+        result
     }
 }
 
@@ -183,4 +219,24 @@ async fn connect_redis(
         tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt + 1))).await;
     }
     Err(fail(last.to_string()))
+}
+
+/// Refreshes the `gatehouse_sessions_active` gauge every 15 s. The figure is
+/// approximate: sessions not ended and not past their absolute deadline (an
+/// idled-out session counts until its absolute deadline). See
+/// `SessionStore::count_active`.
+async fn report_active_sessions(sessions: gatehouse_session::SessionStore) {
+    let mut tick = tokio::time::interval(Duration::from_secs(15));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        match sessions.count_active().await {
+            #[allow(
+                clippy::cast_precision_loss,
+                reason = "a gauge; precision beyond 2^53 sessions is moot"
+            )]
+            Ok(count) => metrics::gauge!("gatehouse_sessions_active").set(count as f64),
+            Err(e) => tracing::debug!(error = %e, "active session count unavailable"),
+        }
+    }
 }

@@ -3,9 +3,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse_core::Clock;
 use gatehouse_redis::RedisPool;
+use gatehouse_session::SessionStore;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
+
+use crate::auth::cookies::CookieSettings;
+use crate::auth::csrf::CsrfKey;
+use crate::auth::login::LoginService;
 
 /// Everything a handler may need, cheap to clone (all fields are handles).
 #[derive(Clone)]
@@ -20,6 +26,24 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// HTTP-level limits and switches.
     pub http: Arc<HttpSettings>,
+    /// Sessions, sign-in, cookies and CSRF.
+    pub auth: Arc<AuthState>,
+}
+
+/// What the sign-in and session handlers share.
+pub struct AuthState {
+    /// Redis sessions.
+    pub sessions: SessionStore,
+    /// Password sign-in.
+    pub login: LoginService,
+    /// Signs CSRF tokens.
+    pub csrf: CsrfKey,
+    /// Cookie names and flags.
+    pub cookies: CookieSettings,
+    /// Public base URL (our own origin for CSRF checks).
+    pub issuer: url::Url,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// HTTP behaviour shared by the router's layers.

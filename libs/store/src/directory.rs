@@ -1,0 +1,198 @@
+//! Tenants and users as the login path needs them.
+
+use gatehouse_core::{TenantSlug, Username};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::StoreError;
+
+/// A tenant as the gateway needs it to serve its pages and logins.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Tenant {
+    /// Stable id (also inside session tokens).
+    pub id: Uuid,
+    /// URL name.
+    pub slug: String,
+    /// Human name.
+    pub display_name: String,
+    /// `active` or `disabled`.
+    pub status: String,
+    /// Origins login may redirect back to.
+    pub allowed_return_origins: Vec<String>,
+}
+
+impl Tenant {
+    /// Whether the tenant accepts logins and requests.
+    #[must_use]
+    pub fn is_active(&self) -> bool {
+        self.status == "active"
+    }
+}
+
+/// What login needs to know about a user.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct LoginUser {
+    /// User id.
+    pub id: Uuid,
+    /// Display username.
+    pub username_display: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// `active` or `disabled`.
+    pub status: String,
+}
+
+/// Finds a tenant by slug (active or not; the caller decides).
+pub async fn tenant_by_slug(
+    pool: &PgPool,
+    slug: &TenantSlug,
+) -> Result<Option<Tenant>, StoreError> {
+    Ok(sqlx::query_as::<_, Tenant>(
+        "SELECT id, slug, display_name, status, allowed_return_origins FROM tenants WHERE slug = $1",
+    )
+    .bind(slug.as_str())
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Finds a tenant by id.
+pub async fn tenant_by_id(pool: &PgPool, id: Uuid) -> Result<Option<Tenant>, StoreError> {
+    Ok(sqlx::query_as::<_, Tenant>(
+        "SELECT id, slug, display_name, status, allowed_return_origins FROM tenants WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Finds a user of `tenant_id` by normalised username.
+pub async fn user_for_login(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    username: &Username,
+) -> Result<Option<LoginUser>, StoreError> {
+    Ok(sqlx::query_as::<_, LoginUser>(
+        "SELECT id, username_display, password_hash, status FROM users
+         WHERE tenant_id = $1 AND username_normalized = $2",
+    )
+    .bind(tenant_id)
+    .bind(username.normalized())
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Names of the roles directly assigned to a user that have not expired at `now`.
+pub async fn active_role_names(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    user_id: Uuid,
+    now: time::OffsetDateTime,
+) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT r.name FROM user_roles ur JOIN roles r ON r.id = ur.role_id
+         WHERE ur.tenant_id = $1 AND ur.user_id = $2
+           AND (ur.expires_at IS NULL OR ur.expires_at > $3)
+         ORDER BY r.name",
+    )
+    .bind(tenant_id)
+    .bind(user_id)
+    .bind(now)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Replaces a user's password hash only if it is still `expected` (so a
+/// rehash on login never overwrites a concurrent password change).
+pub async fn replace_password_hash(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    user_id: Uuid,
+    expected: &str,
+    new_hash: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE users SET password_hash = $4, updated_at = now()
+         WHERE tenant_id = $1 AND id = $2 AND password_hash = $3",
+    )
+    .bind(tenant_id)
+    .bind(user_id)
+    .bind(expected)
+    .bind(new_hash)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Sets a user's password (a deliberate change: records `password_changed_at`).
+/// Returns the user id, or `None` when there is no such user.
+pub async fn set_password(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    username: &Username,
+    new_hash: &str,
+) -> Result<Option<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "UPDATE users SET password_hash = $3, password_changed_at = now(), updated_at = now()
+         WHERE tenant_id = $1 AND username_normalized = $2 RETURNING id",
+    )
+    .bind(tenant_id)
+    .bind(username.normalized())
+    .bind(new_hash)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Enables or disables a user. Returns the user id, or `None` when absent.
+pub async fn set_user_status(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    username: &Username,
+    active: bool,
+) -> Result<Option<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "UPDATE users SET status = $3, updated_at = now()
+         WHERE tenant_id = $1 AND username_normalized = $2 RETURNING id",
+    )
+    .bind(tenant_id)
+    .bind(username.normalized())
+    .bind(if active { "active" } else { "disabled" })
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// A user by id (for password changes by the signed-in user).
+pub async fn user_by_id(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<LoginUser>, StoreError> {
+    Ok(sqlx::query_as::<_, LoginUser>(
+        "SELECT id, username_display, password_hash, status FROM users WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant_id)
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// A deliberate password change by the user: succeeds only if the stored hash
+/// is still the one the current password was checked against.
+pub async fn change_password(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    user_id: Uuid,
+    expected: &str,
+    new_hash: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE users SET password_hash = $4, password_changed_at = now(), updated_at = now()
+         WHERE tenant_id = $1 AND id = $2 AND password_hash = $3",
+    )
+    .bind(tenant_id)
+    .bind(user_id)
+    .bind(expected)
+    .bind(new_hash)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -1,0 +1,148 @@
+//! The session cookie and the login form's CSRF nonce cookie.
+//!
+//! Session cookies are `HttpOnly`, `SameSite=Lax`, host-only (no `Domain`), path
+//! `/`, and `Secure` unless running plain-http development. With `Secure` the
+//! default name carries the `__Host-` prefix, which makes browsers enforce
+//! host-only, `Path=/` and `Secure` themselves.
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use cookie::{Cookie, SameSite};
+
+/// Name of the login form's nonce cookie.
+pub const LOGIN_NONCE_COOKIE: &str = "gh_login_nonce";
+
+/// Cookie behaviour from configuration.
+#[derive(Debug, Clone)]
+pub struct CookieSettings {
+    /// Session cookie name.
+    pub session_name: String,
+    /// Add `Secure`.
+    pub secure: bool,
+}
+
+impl CookieSettings {
+    /// Settings with the default session cookie name for `secure`.
+    #[must_use]
+    pub fn new(name: Option<String>, secure: bool) -> Self {
+        let session_name = name.unwrap_or_else(|| {
+            if secure {
+                "__Host-gh_session"
+            } else {
+                "gh_session"
+            }
+            .to_owned()
+        });
+        Self {
+            session_name,
+            secure,
+        }
+    }
+
+    fn base<'a>(&self, name: String, value: String, path: String) -> Cookie<'a> {
+        Cookie::build((name, value))
+            .path(path)
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(SameSite::Lax)
+            .build()
+    }
+
+    /// `Set-Cookie` for a new session; a session cookie (no `Max-Age`) so the
+    /// browser forgets it on close, while the server enforces the timeouts.
+    #[must_use]
+    pub fn session(&self, token: &str) -> HeaderValue {
+        let cookie = self.base(self.session_name.clone(), token.to_owned(), "/".to_owned());
+        header_value(&cookie)
+    }
+
+    /// `Set-Cookie` that removes the session cookie.
+    #[must_use]
+    pub fn clear_session(&self) -> HeaderValue {
+        let mut cookie = self.base(self.session_name.clone(), String::new(), "/".to_owned());
+        cookie.make_removal();
+        header_value(&cookie)
+    }
+
+    /// `Set-Cookie` for the login form's nonce, scoped to that form's path.
+    #[must_use]
+    pub fn login_nonce(&self, nonce: &str, path: &str) -> HeaderValue {
+        let mut cookie = self.base(
+            LOGIN_NONCE_COOKIE.to_owned(),
+            nonce.to_owned(),
+            path.to_owned(),
+        );
+        cookie.set_max_age(cookie::time::Duration::hours(1));
+        header_value(&cookie)
+    }
+
+    /// `Set-Cookie` that removes the login nonce.
+    #[must_use]
+    pub fn clear_login_nonce(&self, path: &str) -> HeaderValue {
+        let mut cookie = self.base(
+            LOGIN_NONCE_COOKIE.to_owned(),
+            String::new(),
+            path.to_owned(),
+        );
+        cookie.make_removal();
+        header_value(&cookie)
+    }
+}
+
+fn header_value(cookie: &Cookie<'_>) -> HeaderValue {
+    // Names and values we set are ASCII by construction (base64url, fixed names).
+    HeaderValue::from_str(&cookie.encoded().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The value of cookie `name` in the request, if present once or more (the
+/// first wins, as browsers send the most specific path first).
+#[must_use]
+pub fn read(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse_encoded)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_cookie_has_the_security_attributes() {
+        let secure = CookieSettings::new(None, true);
+        let value = secure.session("tok").to_str().unwrap().to_owned();
+        assert!(value.starts_with("__Host-gh_session=tok"), "{value}");
+        for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+            assert!(value.contains(attr), "{attr} missing: {value}");
+        }
+        assert!(!value.contains("Domain"), "host-only: {value}");
+        let dev = CookieSettings::new(None, false).session("tok");
+        let dev = dev.to_str().unwrap();
+        assert!(dev.starts_with("gh_session=") && !dev.contains("Secure"));
+    }
+
+    #[test]
+    fn clearing_expires_the_cookie() {
+        let cleared = CookieSettings::new(None, false).clear_session();
+        let cleared = cleared.to_str().unwrap();
+        assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    }
+
+    #[test]
+    fn cookies_are_read_from_any_cookie_header() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; gh_session=xyz"),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        assert_eq!(read(&h, "gh_session").as_deref(), Some("xyz"));
+        assert_eq!(read(&h, "b").as_deref(), Some("2"));
+        assert_eq!(read(&h, "missing"), None);
+    }
+}

@@ -1,0 +1,211 @@
+//! Password sign-in: the one path every login (form or JSON) takes.
+//!
+//! Unknown user, wrong password, disabled user and malformed username all
+//! cost one argon2 verification and end in the same [`LoginError::InvalidCredentials`],
+//! so neither the answer nor its timing tells which usernames exist.
+
+use gatehouse_core::{Username, Verification};
+use gatehouse_session::{NewSession, Session, SessionStore, SessionToken};
+use gatehouse_store::audit::{self, Actor, AuditEvent, Outcome};
+use gatehouse_store::directory::{self, Tenant};
+use serde_json::json;
+use sqlx::PgPool;
+
+use super::client::ClientInfo;
+use super::passwords::{PasswordPool, PasswordPoolError};
+
+/// Longest password we will hash; longer input is refused without work so it
+/// cannot be used to burn CPU.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Why a sign-in failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// Unknown user, wrong password or disabled account (deliberately one case).
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    /// Too many hashes in flight; retry shortly.
+    #[error("sign-in is busy")]
+    Busy,
+    /// A dependency did not answer.
+    #[error("{0} unavailable")]
+    Unavailable(&'static str),
+    /// Unexpected failure (logged).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Everything sign-in needs.
+#[derive(Clone)]
+pub struct LoginService {
+    db: PgPool,
+    sessions: SessionStore,
+    passwords: PasswordPool,
+}
+
+/// A sign-in request, however it arrived.
+#[derive(Debug)]
+pub struct Credentials<'a> {
+    /// The tenant signing into (already resolved and active).
+    pub tenant: &'a Tenant,
+    /// Username as typed.
+    pub username: &'a str,
+    /// Password as typed.
+    pub password: String,
+    /// Who is asking.
+    pub client: &'a ClientInfo,
+    /// For the audit trail.
+    pub request_id: Option<String>,
+}
+
+impl LoginService {
+    /// Wires the service.
+    #[must_use]
+    pub fn new(db: PgPool, sessions: SessionStore, passwords: PasswordPool) -> Self {
+        Self {
+            db,
+            sessions,
+            passwords,
+        }
+    }
+
+    /// The password pool (also used for password changes).
+    #[must_use]
+    pub fn passwords(&self) -> &PasswordPool {
+        &self.passwords
+    }
+
+    /// Checks the credentials and starts a new session.
+    pub async fn login(
+        &self,
+        credentials: Credentials<'_>,
+    ) -> Result<(SessionToken, Session), LoginError> {
+        let result = self.check_and_start(&credentials).await;
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(LoginError::InvalidCredentials) => "invalid_credentials",
+            Err(LoginError::Busy) => "busy",
+            Err(LoginError::Unavailable(_)) => "unavailable",
+            Err(LoginError::Internal(_)) => "error",
+        };
+        metrics::counter!("gatehouse_logins_total", "result" => outcome).increment(1);
+        result
+    }
+
+    async fn check_and_start(
+        &self,
+        c: &Credentials<'_>,
+    ) -> Result<(SessionToken, Session), LoginError> {
+        if c.password.len() > MAX_PASSWORD_BYTES {
+            self.audit_failure(c, None, "password_too_long").await;
+            return Err(LoginError::InvalidCredentials);
+        }
+        let username = Username::parse(c.username).ok();
+        let user = match &username {
+            Some(name) => directory::user_for_login(&self.db, c.tenant.id, name)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "user lookup failed");
+                    LoginError::Unavailable("database")
+                })?,
+            None => None,
+        };
+        let verification = self
+            .passwords
+            .verify(
+                c.password.clone(),
+                user.as_ref().map(|u| u.password_hash.clone()),
+            )
+            .await
+            .map_err(|e| match e {
+                PasswordPoolError::Busy => LoginError::Busy,
+                PasswordPoolError::Failed(reason) => LoginError::Internal(reason),
+            })?;
+        let Some(user) = user else {
+            self.audit_failure(c, None, "unknown_user").await;
+            return Err(LoginError::InvalidCredentials);
+        };
+        let rehash = match verification {
+            Verification::Mismatch => {
+                self.audit_failure(c, Some(user.id), "wrong_password").await;
+                return Err(LoginError::InvalidCredentials);
+            }
+            Verification::Match => None,
+            Verification::MatchNeedsRehash(new_hash) => Some(new_hash),
+        };
+        if user.status != "active" {
+            self.audit_failure(c, Some(user.id), "user_disabled").await;
+            return Err(LoginError::InvalidCredentials);
+        }
+        if let Some(new_hash) = rehash {
+            match directory::replace_password_hash(
+                &self.db,
+                c.tenant.id,
+                user.id,
+                &user.password_hash,
+                &new_hash,
+            )
+            .await
+            {
+                Ok(_) => {
+                    tracing::info!(user_id = %user.id, "password rehashed with current parameters");
+                }
+                Err(e) => tracing::warn!(error = %e, "password rehash not stored"),
+            }
+        }
+        let (token, session) = self
+            .sessions
+            .create(NewSession {
+                tenant_id: c.tenant.id,
+                tenant_slug: c.tenant.slug.clone(),
+                user_id: user.id,
+                username: user.username_display.clone(),
+                ip: c.client.ip.clone(),
+                user_agent: c.client.user_agent.clone(),
+            })
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "session store unavailable at login");
+                LoginError::Unavailable("session store")
+            })?;
+        self.audit(
+            c,
+            Actor::User(user.id),
+            Outcome::Success,
+            json!({ "session_id": session.id }),
+        )
+        .await;
+        Ok((token, session))
+    }
+
+    async fn audit_failure(&self, c: &Credentials<'_>, user: Option<uuid::Uuid>, reason: &str) {
+        let actor = user.map_or(Actor::Anonymous, Actor::User);
+        self.audit(c, actor, Outcome::Failure, json!({ "reason": reason }))
+            .await;
+    }
+
+    async fn audit(
+        &self,
+        c: &Credentials<'_>,
+        actor: Actor,
+        outcome: Outcome,
+        details: serde_json::Value,
+    ) {
+        let target = Username::parse(c.username)
+            .map_or_else(|_| "<malformed>".to_owned(), |u| u.normalized().to_owned());
+        let event = AuditEvent {
+            tenant_id: Some(c.tenant.id),
+            actor,
+            action: "login",
+            target: Some(target),
+            outcome,
+            ip: Some(c.client.ip.clone()),
+            user_agent: Some(c.client.user_agent.clone()),
+            request_id: c.request_id.clone(),
+            details,
+        };
+        if let Err(e) = audit::record(&self.db, &event).await {
+            tracing::error!(error = %e, action = "login", "audit event not recorded");
+        }
+    }
+}

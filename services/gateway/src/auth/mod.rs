@@ -1,0 +1,10 @@
+//! Signing in and being signed in: password checks, sessions, cookies, CSRF,
+//! and the extractors handlers use to know who is calling.
+
+pub mod client;
+pub mod cookies;
+pub mod csrf;
+pub mod extract;
+pub mod login;
+pub mod passwords;
+pub mod return_to;

@@ -1,0 +1,79 @@
+//! Where to send a browser after sign-in, without becoming an open redirect.
+//!
+//! A `return_to` is honoured only if it is a plain same-site path (`/x/y?z`),
+//! or an absolute http(s) URL whose origin is on the tenant's allowed list.
+//! Everything else (other origins, `//host`, backslashes, `javascript:`,
+//! user-info tricks, control characters) is ignored and the account page is
+//! used instead.
+
+/// The safe destination for `return_to`, or `None` to use the default.
+#[must_use]
+pub fn resolve(return_to: &str, allowed_origins: &[String]) -> Option<String> {
+    let candidate = return_to.trim();
+    if candidate.is_empty() || candidate.len() > 2048 {
+        return None;
+    }
+    if candidate.chars().any(|c| c.is_control() || c == '\\') {
+        return None;
+    }
+    if candidate.starts_with('/') {
+        // "//host" and "/\host" are protocol-relative to browsers.
+        if candidate.starts_with("//") {
+            return None;
+        }
+        return Some(candidate.to_owned());
+    }
+    let url = url::Url::parse(candidate).ok()?;
+    if !matches!(url.scheme(), "http" | "https")
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return None;
+    }
+    let origin = url.origin().ascii_serialization();
+    allowed_origins
+        .iter()
+        .any(|allowed| allowed.trim_end_matches('/').eq_ignore_ascii_case(&origin))
+        .then(|| url.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed() -> Vec<String> {
+        vec!["https://app.acme.test".to_owned()]
+    }
+
+    #[test]
+    fn same_site_paths_and_allowed_origins_are_honoured() {
+        assert_eq!(
+            resolve("/t/acme/account", &allowed()).as_deref(),
+            Some("/t/acme/account")
+        );
+        assert_eq!(
+            resolve("https://app.acme.test/orders?id=7", &allowed()).as_deref(),
+            Some("https://app.acme.test/orders?id=7")
+        );
+    }
+
+    #[test]
+    fn open_redirect_attempts_are_ignored() {
+        for attack in [
+            "https://evil.test/",
+            "//evil.test/x",
+            "/\\evil.test",
+            "\\\\evil.test",
+            "javascript:alert(1)",
+            "data:text/html,hi",
+            "https://app.acme.test@evil.test/",
+            "https://evil.test/?https://app.acme.test",
+            "http://app.acme.test/", // scheme differs from the allowed origin
+            "https://app.acme.test.evil.test/",
+            "/ok\r\nSet-Cookie: x=1",
+            "",
+        ] {
+            assert_eq!(resolve(attack, &allowed()), None, "{attack:?}");
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! The JSON sign-in API (`/v1/auth/...`) for API clients and single-page apps.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use gatehouse_session::SessionId;
+use gatehouse_store::audit::{self, Actor, AuditEvent, Outcome};
+use gatehouse_store::directory;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::browser::active_tenant;
+use crate::auth::client::ClientInfo;
+use crate::auth::extract::CurrentSession;
+use crate::auth::login::{Credentials, LoginError};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Body of `POST /v1/auth/login`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// Tenant slug.
+    pub tenant: String,
+    /// Username.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid-credentials",
+        "invalid username or password",
+    )
+}
+
+fn store_unavailable() -> ApiError {
+    ApiError::unavailable("the session store is unavailable", 1)
+}
+
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// `POST /v1/auth/login`: 200 with the session, 401 for any bad credentials
+/// (same body whether or not the user exists), 503 when the session store or
+/// the password pool cannot take it.
+pub async fn login(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    headers: HeaderMap,
+    Json(body): Json<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let tenant = active_tenant(&state, &body.tenant).await?;
+    let result = state
+        .auth
+        .login
+        .login(Credentials {
+            tenant: &tenant,
+            username: &body.username,
+            password: body.password,
+            client: &client,
+            request_id: request_id(&headers),
+        })
+        .await;
+    match result {
+        Ok((token, session)) => {
+            let now = state.auth.clock.unix_seconds();
+            Ok(Json(json!({
+                "session_id": session.id,
+                "session_token": token.expose(),
+                "token_type": "Session",
+                "expires_in": session.idle_expires_at - now,
+                "absolute_expires_in": session.absolute_expires_at - now,
+            }))
+            .into_response())
+        }
+        Err(LoginError::InvalidCredentials) => Err(invalid_credentials()),
+        Err(LoginError::Busy) => Err(ApiError::unavailable("sign-in is busy; retry shortly", 1)),
+        Err(LoginError::Unavailable(what)) => Err(ApiError::unavailable(
+            format!("the {what} is unavailable"),
+            1,
+        )),
+        Err(LoginError::Internal(reason)) => Err(ApiError::internal(&reason)),
+    }
+}
+
+async fn audit_event(
+    state: &AppState,
+    me: &CurrentSession,
+    action: &'static str,
+    target: String,
+    headers: &HeaderMap,
+    details: serde_json::Value,
+) {
+    let session = &me.0.session;
+    let event = AuditEvent {
+        tenant_id: Some(session.tenant_id),
+        actor: Actor::User(session.user_id),
+        action,
+        target: Some(target),
+        outcome: Outcome::Success,
+        ip: None,
+        user_agent: None,
+        request_id: request_id(headers),
+        details,
+    };
+    if let Err(e) = audit::record(&state.db, &event).await {
+        tracing::error!(error = %e, action, "audit event not recorded");
+    }
+}
+
+/// `POST /v1/auth/logout`: ends the caller's session.
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    me: CurrentSession,
+) -> Result<StatusCode, ApiError> {
+    let s = &me.0.session;
+    state
+        .auth
+        .sessions
+        .end(s.tenant_id, s.user_id, &s.id)
+        .await
+        .map_err(|_| store_unavailable())?;
+    audit_event(&state, &me, "logout", s.id.to_string(), &headers, json!({})).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/auth/logout-all`: ends every session of the caller's user.
+pub async fn logout_all(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    me: CurrentSession,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let s = &me.0.session;
+    let ended = state
+        .auth
+        .sessions
+        .end_all_for_user(s.tenant_id, s.user_id, None)
+        .await
+        .map_err(|_| store_unavailable())?;
+    audit_event(
+        &state,
+        &me,
+        "logout_all",
+        s.username.clone(),
+        &headers,
+        json!({ "ended": ended }),
+    )
+    .await;
+    Ok(Json(json!({ "ended_sessions": ended })))
+}
+
+/// `GET /v1/auth/me`
+pub async fn me(
+    State(state): State<AppState>,
+    me: CurrentSession,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let s = &me.0.session;
+    let roles =
+        directory::active_role_names(&state.db, s.tenant_id, s.user_id, state.auth.clock.now())
+            .await?;
+    Ok(Json(json!({
+        "sub": s.user_id,
+        "tenant": s.tenant_slug,
+        "username": s.username,
+        "roles": roles,
+        "session_id": s.id,
+    })))
+}
+
+/// `GET /v1/auth/sessions`: the caller's live sessions, newest first.
+pub async fn sessions_list(
+    State(state): State<AppState>,
+    me: CurrentSession,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let current = &me.0.session;
+    let sessions = state
+        .auth
+        .sessions
+        .list_for_user(current.tenant_id, current.user_id)
+        .await
+        .map_err(|_| store_unavailable())?;
+    let items: Vec<serde_json::Value> = sessions
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.id,
+                "current": s.id == current.id,
+                "created_at": s.created_at,
+                "last_seen_at": s.last_seen_at,
+                "ip": s.ip,
+                "user_agent": s.user_agent,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "sessions": items })))
+}
+
+/// `DELETE /v1/auth/sessions/{id}`: ends one of the caller's sessions; 404 for
+/// anything else (including another user's session id).
+pub async fn sessions_delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    me: CurrentSession,
+) -> Result<StatusCode, ApiError> {
+    let Some(id) = SessionId::parse(&id) else {
+        return Err(ApiError::not_found("no such session"));
+    };
+    let s = &me.0.session;
+    let ended = state
+        .auth
+        .sessions
+        .end(s.tenant_id, s.user_id, &id)
+        .await
+        .map_err(|_| store_unavailable())?;
+    if !ended {
+        return Err(ApiError::not_found("no such session"));
+    }
+    audit_event(
+        &state,
+        &me,
+        "session.revoke",
+        id.to_string(),
+        &headers,
+        json!({}),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Body of `POST /v1/auth/password`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    /// The password now in force.
+    pub current_password: String,
+    /// The new one.
+    pub new_password: String,
+}
+
+/// Shortest new password accepted.
+pub const MIN_NEW_PASSWORD_CHARS: usize = 10;
+
+/// `POST /v1/auth/password`: changes the caller's password after checking the
+/// current one, and ends every other session of the account.
+pub async fn password_change(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    me: CurrentSession,
+    Json(body): Json<PasswordChange>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let chars = body.new_password.chars().count();
+    if chars < MIN_NEW_PASSWORD_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "new_password must be at least {MIN_NEW_PASSWORD_CHARS} characters"
+        )));
+    }
+    if body.new_password.len() > crate::auth::login::MAX_PASSWORD_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "new_password must be at most {} bytes",
+            crate::auth::login::MAX_PASSWORD_BYTES
+        )));
+    }
+    let s = &me.0.session;
+    let user = directory::user_by_id(&state.db, s.tenant_id, s.user_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::from_kind(
+                gatehouse_core::ErrorKind::Unauthenticated,
+                "the account no longer exists",
+            )
+        })?;
+    let pool = state.auth.login.passwords();
+    let pool_error = |e: crate::auth::passwords::PasswordPoolError| match e {
+        crate::auth::passwords::PasswordPoolError::Busy => {
+            ApiError::unavailable("password hashing is busy; retry shortly", 1)
+        }
+        crate::auth::passwords::PasswordPoolError::Failed(reason) => ApiError::internal(&reason),
+    };
+    let verification = pool
+        .verify(body.current_password, Some(user.password_hash.clone()))
+        .await
+        .map_err(pool_error)?;
+    if verification == gatehouse_core::Verification::Mismatch {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "wrong-password",
+            "current_password is incorrect",
+        ));
+    }
+    let new_hash = pool.hash(body.new_password).await.map_err(pool_error)?;
+    if !directory::change_password(
+        &state.db,
+        s.tenant_id,
+        s.user_id,
+        &user.password_hash,
+        &new_hash,
+    )
+    .await?
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the password changed meanwhile; retry",
+        ));
+    }
+    let ended = state
+        .auth
+        .sessions
+        .end_all_for_user(s.tenant_id, s.user_id, Some(&s.id))
+        .await
+        .map_err(|_| store_unavailable())?;
+    audit_event(
+        &state,
+        &me,
+        "password.change",
+        s.username.clone(),
+        &headers,
+        json!({ "ended_other_sessions": ended }),
+    )
+    .await;
+    Ok(Json(json!({ "ended_sessions": ended })))
+}

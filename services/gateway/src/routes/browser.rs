@@ -1,0 +1,488 @@
+//! The server-rendered sign-in and account pages (`/t/{tenant}/...`). They work
+//! without JavaScript; every form carries a CSRF token and state-changing
+//! posts must come from our own origin.
+
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use gatehouse_core::TenantSlug;
+use gatehouse_session::SessionId;
+use gatehouse_store::audit::{self, Actor, AuditEvent, Outcome};
+use gatehouse_store::directory::{self, Tenant};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::pages::{
+    AccountPage, LoginPage, MessagePage, SessionRow, device_label, format_time, html,
+};
+use crate::auth::client::ClientInfo;
+use crate::auth::extract::{Authenticated, authenticate};
+use crate::auth::login::{Credentials, LoginError};
+use crate::auth::{cookies, csrf, return_to};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const LOGIN_PURPOSE: &str = "login";
+const SESSION_PURPOSE: &str = "session";
+
+/// Resolves `/t/{tenant}`: unknown, malformed and disabled tenants are all the
+/// same 404, so the answer reveals nothing about which tenants exist.
+pub async fn active_tenant(state: &AppState, raw: &str) -> Result<Tenant, ApiError> {
+    let not_found = || ApiError::not_found("no such tenant");
+    let slug = TenantSlug::parse(raw).map_err(|_| not_found())?;
+    match directory::tenant_by_slug(&state.db, &slug).await? {
+        Some(tenant) if tenant.is_active() => Ok(tenant),
+        _ => Err(not_found()),
+    }
+}
+
+fn login_path(tenant: &Tenant) -> String {
+    format!("/t/{}/login", tenant.slug)
+}
+
+fn account_path(tenant: &Tenant) -> String {
+    format!("/t/{}/account", tenant.slug)
+}
+
+fn redirect(to: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(value) = HeaderValue::from_str(to) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Query of the login page.
+#[derive(Debug, Deserialize)]
+pub struct LoginQuery {
+    /// Where to go after sign-in.
+    #[serde(default)]
+    pub return_to: String,
+    /// Set after sign-out to show a notice.
+    #[serde(default)]
+    pub signed_out: Option<String>,
+}
+
+/// Renders the login form with a fresh nonce cookie and matching CSRF token.
+fn login_form(
+    state: &AppState,
+    tenant: &Tenant,
+    status: StatusCode,
+    return_to: String,
+    username: String,
+    error: Option<String>,
+    notice: Option<String>,
+) -> Response {
+    let nonce = csrf::new_nonce();
+    let page = LoginPage {
+        tenant_name: tenant.display_name.clone(),
+        tenant_slug: tenant.slug.clone(),
+        csrf: state
+            .auth
+            .csrf
+            .token(LOGIN_PURPOSE, &format!("{}:{nonce}", tenant.id)),
+        return_to,
+        username,
+        error,
+        notice,
+    };
+    let mut response = html(status, &page);
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        state.auth.cookies.login_nonce(&nonce, &login_path(tenant)),
+    );
+    response
+}
+
+/// `GET /t/{tenant}/login`
+pub async fn login_page(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    Query(query): Query<LoginQuery>,
+) -> Result<Response, ApiError> {
+    let tenant = active_tenant(&state, &tenant).await?;
+    let notice = query
+        .signed_out
+        .map(|_| "You have been signed out.".to_owned());
+    Ok(login_form(
+        &state,
+        &tenant,
+        StatusCode::OK,
+        query.return_to,
+        String::new(),
+        None,
+        notice,
+    ))
+}
+
+/// The login form as posted.
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    /// Username as typed.
+    #[serde(default)]
+    pub username: String,
+    /// Password as typed.
+    #[serde(default)]
+    pub password: String,
+    /// CSRF token from the form.
+    #[serde(default)]
+    pub csrf: String,
+    /// Where to go after sign-in.
+    #[serde(default)]
+    pub return_to: String,
+}
+
+fn forbidden_page(message: &str, retry: &str) -> Response {
+    html(
+        StatusCode::FORBIDDEN,
+        &MessagePage {
+            title: "Request refused".into(),
+            message: message.into(),
+            link: Some(retry.to_owned()),
+            link_text: "Try again".into(),
+        },
+    )
+}
+
+fn unavailable_page(retry: &str) -> Response {
+    let mut response = html(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &MessagePage {
+            title: "Sign-in is temporarily unavailable".into(),
+            message: "Please try again in a moment.".into(),
+            link: Some(retry.to_owned()),
+            link_text: "Try again".into(),
+        },
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+    response
+}
+
+/// `POST /t/{tenant}/login`
+pub async fn login_submit(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    client: ClientInfo,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, ApiError> {
+    let tenant = active_tenant(&state, &tenant).await?;
+    let auth = &state.auth;
+    let origins = csrf::own_origins(&headers, &auth.issuer, auth.cookies.secure);
+    let nonce = cookies::read(&headers, cookies::LOGIN_NONCE_COOKIE).unwrap_or_default();
+    let csrf_ok = !nonce.is_empty()
+        && auth
+            .csrf
+            .verify(LOGIN_PURPOSE, &format!("{}:{nonce}", tenant.id), &form.csrf);
+    if !csrf::same_origin(&headers, &origins) || !csrf_ok {
+        metrics::counter!("gatehouse_logins_total", "result" => "csrf_rejected").increment(1);
+        return Ok(forbidden_page(
+            "This sign-in form expired or did not come from this site. Please sign in again.",
+            &login_path(&tenant),
+        ));
+    }
+    let previous = authenticate(auth, &headers).await.ok().flatten();
+    let result = auth
+        .login
+        .login(Credentials {
+            tenant: &tenant,
+            username: &form.username,
+            password: form.password,
+            client: &client,
+            request_id: request_id(&headers),
+        })
+        .await;
+    match result {
+        Ok((token, _session)) => {
+            // The browser's previous session (if any) is ended, not reused.
+            if let Some(old) = previous {
+                let _ = auth
+                    .sessions
+                    .end(old.session.tenant_id, old.session.user_id, &old.session.id)
+                    .await;
+            }
+            let target = return_to::resolve(&form.return_to, &tenant.allowed_return_origins)
+                .unwrap_or_else(|| account_path(&tenant));
+            let mut response = redirect(&target);
+            let h = response.headers_mut();
+            h.append(header::SET_COOKIE, auth.cookies.session(token.expose()));
+            h.append(
+                header::SET_COOKIE,
+                auth.cookies.clear_login_nonce(&login_path(&tenant)),
+            );
+            Ok(response)
+        }
+        Err(LoginError::InvalidCredentials) => Ok(login_form(
+            &state,
+            &tenant,
+            StatusCode::UNAUTHORIZED,
+            form.return_to,
+            form.username,
+            Some("Incorrect username or password.".into()),
+            None,
+        )),
+        Err(LoginError::Busy | LoginError::Unavailable(_)) => {
+            Ok(unavailable_page(&login_path(&tenant)))
+        }
+        Err(LoginError::Internal(reason)) => Err(ApiError::internal(&reason)),
+    }
+}
+
+/// The signed-in session for this tenant's pages, or a redirect to sign in.
+async fn page_session(
+    state: &AppState,
+    tenant: &Tenant,
+    headers: &HeaderMap,
+) -> Result<Result<Authenticated, Response>, ApiError> {
+    let to_login = || {
+        let back = account_path(tenant);
+        redirect(&format!("{}?return_to={}", login_path(tenant), back))
+    };
+    match authenticate(&state.auth, headers).await {
+        Ok(Some(a)) if a.session.tenant_id == tenant.id => Ok(Ok(a)),
+        Ok(_) => Ok(Err(to_login())),
+        Err(_) => Ok(Err(unavailable_page(&account_path(tenant)))),
+    }
+}
+
+/// Query of the account page.
+#[derive(Debug, Deserialize)]
+pub struct AccountQuery {
+    /// Set after ending a session to show a notice.
+    #[serde(default)]
+    pub ended: Option<String>,
+}
+
+/// `GET /t/{tenant}/account`
+pub async fn account_page(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    Query(query): Query<AccountQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let tenant = active_tenant(&state, &tenant).await?;
+    let me = match page_session(&state, &tenant, &headers).await? {
+        Ok(me) => me,
+        Err(response) => return Ok(response),
+    };
+    let roles = directory::active_role_names(
+        &state.db,
+        tenant.id,
+        me.session.user_id,
+        state.auth.clock.now(),
+    )
+    .await?;
+    let sessions = state
+        .auth
+        .sessions
+        .list_for_user(tenant.id, me.session.user_id)
+        .await
+        .map_err(|_| ApiError::unavailable("the session store is unavailable", 1))?
+        .into_iter()
+        .map(|s| SessionRow {
+            current: s.id == me.session.id,
+            id: s.id.to_string(),
+            device: device_label(&s.user_agent),
+            ip: s.ip,
+            created: format_time(s.created_at),
+            last_seen: format_time(s.last_seen_at),
+        })
+        .collect();
+    let page = AccountPage {
+        tenant_name: tenant.display_name.clone(),
+        tenant_slug: tenant.slug.clone(),
+        username: me.session.username.clone(),
+        roles,
+        sessions,
+        csrf: state
+            .auth
+            .csrf
+            .token(SESSION_PURPOSE, me.session.id.as_str()),
+        notice: query
+            .ended
+            .map(|_| "The session was signed out.".to_owned()),
+    };
+    Ok(html(StatusCode::OK, &page))
+}
+
+/// A form that only carries a CSRF token.
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    /// CSRF token bound to the session.
+    #[serde(default)]
+    pub csrf: String,
+}
+
+/// Checks origin and the session-bound CSRF token of a signed-in form post.
+fn check_session_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    me: &Authenticated,
+    form: &CsrfForm,
+) -> bool {
+    let origins = csrf::own_origins(headers, &state.auth.issuer, state.auth.cookies.secure);
+    csrf::same_origin(headers, &origins)
+        && state
+            .auth
+            .csrf
+            .verify(SESSION_PURPOSE, me.session.id.as_str(), &form.csrf)
+}
+
+async fn audit_session_event(
+    state: &AppState,
+    me: &Authenticated,
+    action: &'static str,
+    target: String,
+    headers: &HeaderMap,
+    details: serde_json::Value,
+) {
+    let event = AuditEvent {
+        tenant_id: Some(me.session.tenant_id),
+        actor: Actor::User(me.session.user_id),
+        action,
+        target: Some(target),
+        outcome: Outcome::Success,
+        ip: None,
+        user_agent: None,
+        request_id: request_id(headers),
+        details,
+    };
+    if let Err(e) = audit::record(&state.db, &event).await {
+        tracing::error!(error = %e, action, "audit event not recorded");
+    }
+}
+
+fn signed_out(state: &AppState, tenant: &Tenant) -> Response {
+    let mut response = redirect(&format!("{}?signed_out=1", login_path(tenant)));
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, state.auth.cookies.clear_session());
+    response
+}
+
+/// `POST /t/{tenant}/logout`
+pub async fn logout_submit(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, ApiError> {
+    let tenant = active_tenant(&state, &tenant).await?;
+    let me = match page_session(&state, &tenant, &headers).await? {
+        Ok(me) => me,
+        Err(response) => return Ok(response),
+    };
+    if !check_session_form(&state, &headers, &me, &form) {
+        return Ok(forbidden_page(
+            "This form expired. Please try again.",
+            &account_path(&tenant),
+        ));
+    }
+    state
+        .auth
+        .sessions
+        .end(tenant.id, me.session.user_id, &me.session.id)
+        .await
+        .map_err(|_| ApiError::unavailable("the session store is unavailable", 1))?;
+    audit_session_event(
+        &state,
+        &me,
+        "logout",
+        me.session.id.to_string(),
+        &headers,
+        json!({}),
+    )
+    .await;
+    Ok(signed_out(&state, &tenant))
+}
+
+/// `POST /t/{tenant}/account/sessions/{id}/end`: "sign out this one".
+pub async fn account_session_end(
+    State(state): State<AppState>,
+    Path((tenant, session_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, ApiError> {
+    let tenant = active_tenant(&state, &tenant).await?;
+    let me = match page_session(&state, &tenant, &headers).await? {
+        Ok(me) => me,
+        Err(response) => return Ok(response),
+    };
+    if !check_session_form(&state, &headers, &me, &form) {
+        return Ok(forbidden_page(
+            "This form expired. Please try again.",
+            &account_path(&tenant),
+        ));
+    }
+    let Some(id) = SessionId::parse(&session_id) else {
+        return Err(ApiError::not_found("no such session"));
+    };
+    let ended = state
+        .auth
+        .sessions
+        .end(tenant.id, me.session.user_id, &id)
+        .await
+        .map_err(|_| ApiError::unavailable("the session store is unavailable", 1))?;
+    if !ended {
+        return Err(ApiError::not_found("no such session"));
+    }
+    audit_session_event(
+        &state,
+        &me,
+        "session.revoke",
+        id.to_string(),
+        &headers,
+        json!({}),
+    )
+    .await;
+    if id == me.session.id {
+        return Ok(signed_out(&state, &tenant));
+    }
+    Ok(redirect(&format!("{}?ended=1", account_path(&tenant))))
+}
+
+/// `POST /t/{tenant}/account/sessions/end-all`: "sign out everywhere".
+pub async fn account_sessions_end_all(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, ApiError> {
+    let tenant = active_tenant(&state, &tenant).await?;
+    let me = match page_session(&state, &tenant, &headers).await? {
+        Ok(me) => me,
+        Err(response) => return Ok(response),
+    };
+    if !check_session_form(&state, &headers, &me, &form) {
+        return Ok(forbidden_page(
+            "This form expired. Please try again.",
+            &account_path(&tenant),
+        ));
+    }
+    let ended = state
+        .auth
+        .sessions
+        .end_all_for_user(tenant.id, me.session.user_id, None)
+        .await
+        .map_err(|_| ApiError::unavailable("the session store is unavailable", 1))?;
+    audit_session_event(
+        &state,
+        &me,
+        "logout_all",
+        me.session.username.clone(),
+        &headers,
+        json!({ "ended": ended }),
+    )
+    .await;
+    Ok(signed_out(&state, &tenant))
+}
