@@ -11,9 +11,55 @@
 
 mod cli;
 mod http_basics;
+mod login_api;
+mod login_browser;
 mod readiness;
 
-use gatehouse_testkit::{Gateway, TestDatabase, TestRedis, gateway_env};
+use gatehouse_testkit::{Gateway, TestDatabase, TestRedis, gateway_env, run_gatehouse};
+
+/// Password of `admin` in seeded test apps.
+pub(crate) const ADMIN_PASSWORD: &str = "admin-password-e2e";
+/// Password of `alice` and `bob` in seeded test apps.
+pub(crate) const DEMO_PASSWORD: &str = "demo-password-e2e";
+
+/// Cheap argon2 for tests (the cost itself is measured by the benchmarks).
+pub(crate) fn cheap_argon2() -> Vec<(String, String)> {
+    vec![
+        ("GATEHOUSE_ARGON2__MEMORY_KIB".to_owned(), "1024".to_owned()),
+        ("GATEHOUSE_ARGON2__ITERATIONS".to_owned(), "1".to_owned()),
+    ]
+}
+
+/// A gateway over a database seeded with `bootstrap --demo` (known passwords),
+/// plus `extra` settings. Returns the environment too, for CLI calls.
+pub(crate) async fn seeded_app(
+    extra: &[(&str, &str)],
+) -> (Gateway, TestDatabase, Vec<(String, String)>) {
+    let db = TestDatabase::new().await;
+    let redis = TestRedis::shared();
+    let mut vars = gateway_env(&db, &redis.url, &redis.prefix);
+    vars.extend(cheap_argon2());
+    vars.push((
+        "GATEHOUSE_ADMIN_PASSWORD".to_owned(),
+        ADMIN_PASSWORD.to_owned(),
+    ));
+    vars.push((
+        "GATEHOUSE_DEMO_PASSWORD".to_owned(),
+        DEMO_PASSWORD.to_owned(),
+    ));
+    for (k, v) in extra {
+        vars.retain(|(key, _)| key != k);
+        vars.push(((*k).to_owned(), (*v).to_owned()));
+    }
+    let seeded = run_gatehouse(&["bootstrap", "--demo"], &vars).await;
+    assert!(
+        seeded.status.success(),
+        "bootstrap: {}",
+        String::from_utf8_lossy(&seeded.stderr)
+    );
+    let gateway = Gateway::spawn(&vars).await;
+    (gateway, db, vars)
+}
 
 /// A gateway on a fresh database and the shared Redis under a fresh prefix.
 pub(crate) async fn spawn_app() -> (Gateway, TestDatabase) {

@@ -403,6 +403,10 @@ pub struct DatabaseConfig {
     pub argon2: Argon2Cost,
     /// `GATEHOUSE_ISSUER` when set.
     pub issuer: Option<url::Url>,
+    /// Redis for state, when `REDIS_URL` is set (operator commands that end sessions need it).
+    pub redis: Option<RedisSettings>,
+    /// Prefix of every Redis key.
+    pub redis_key_prefix: String,
 }
 
 impl DatabaseConfig {
@@ -436,10 +440,16 @@ impl DatabaseConfig {
             ),
             None => None,
         };
+        let redis = match raw.redis_url {
+            Some(url) => Some(redis_settings(env::REDIS_URL, url, &raw.redis)?),
+            None => None,
+        };
         Ok(Self {
             db,
             argon2: raw.argon2,
             issuer,
+            redis,
+            redis_key_prefix: raw.redis_key_prefix,
         })
     }
 }

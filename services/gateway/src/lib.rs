@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod error;
 pub mod middleware;
+pub mod operator;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -55,6 +55,40 @@ enum Command {
         #[arg(long = "upstream", value_name = "VERSION=HOST:PORT")]
         upstreams: Vec<Upstream>,
     },
+    /// Manage a user: disable, enable, or set a password (needs DATABASE_URL and REDIS_URL).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Disable a user: they can no longer sign in and every session of theirs ends.
+    Disable {
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// Username.
+        username: String,
+    },
+    /// Enable a disabled user.
+    Enable {
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// Username.
+        username: String,
+    },
+    /// Set a user's password and end every session of theirs. The password is read from
+    /// GATEHOUSE_NEW_PASSWORD, else from the first line of standard input.
+    SetPassword {
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// Username.
+        username: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -75,6 +109,7 @@ fn main() -> ExitCode {
             Command::Serve => serve(&vars).await,
             Command::Migrate => migrate(&vars).await,
             Command::Bootstrap { demo, upstreams } => run_bootstrap(&vars, demo, &upstreams).await,
+            Command::User { action } => run_user(&vars, action).await,
         }
     });
     match result {
@@ -197,6 +232,80 @@ async fn run_bootstrap(
                 config::env::DEMO_PASSWORD
             };
             println!("credentials: tenant={tenant} username={username} password from {source}");
+        }
+    }
+    Ok(())
+}
+
+/// Environment variable holding the new password for `user set-password`.
+const NEW_PASSWORD: &str = "GATEHOUSE_NEW_PASSWORD";
+
+#[allow(clippy::print_stdout, reason = "operator commands report on stdout")]
+async fn run_user(vars: &[(String, String)], action: UserAction) -> Result<(), Failure> {
+    let config = DatabaseConfig::load(vars)?;
+    let redis = config.redis.clone().ok_or_else(|| {
+        Failure::Config(format!(
+            "{}: is not set (needed to end the user's sessions)",
+            config::env::REDIS_URL
+        ))
+    })?;
+    let pool = gatehouse_store::connect(&config.db)
+        .await
+        .map_err(|e| Failure::Config(format!("{}: {e}", config::env::DATABASE_URL)))?;
+    let redis = gatehouse_redis::RedisPool::new(&redis)
+        .map_err(|e| Failure::Config(format!("{}: {e}", config::env::REDIS_URL)))?;
+    let sessions = gatehouse_session::SessionStore::new(
+        redis,
+        gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
+        std::sync::Arc::new(gatehouse_core::SystemClock),
+        gatehouse_session::SessionConfig::default(),
+    );
+    let operator_error = |e: gatehouse_gateway::operator::OperatorError| match e {
+        gatehouse_gateway::operator::OperatorError::NotFound(message) => Failure::Config(message),
+        other => Failure::Runtime(anyhow::Error::from(other)),
+    };
+    match action {
+        UserAction::Disable { tenant, username } => {
+            let ended = gatehouse_gateway::operator::set_user_enabled(
+                &pool, &sessions, &tenant, &username, false,
+            )
+            .await
+            .map_err(operator_error)?;
+            println!("user {username}@{tenant} disabled; {ended} session(s) ended");
+        }
+        UserAction::Enable { tenant, username } => {
+            gatehouse_gateway::operator::set_user_enabled(
+                &pool, &sessions, &tenant, &username, true,
+            )
+            .await
+            .map_err(operator_error)?;
+            println!("user {username}@{tenant} enabled");
+        }
+        UserAction::SetPassword { tenant, username } => {
+            let password = if let Some((_, v)) = vars.iter().find(|(k, _)| k == NEW_PASSWORD) {
+                v.clone()
+            } else {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).map_err(|e| {
+                    Failure::Runtime(anyhow::anyhow!("reading the password from stdin: {e}"))
+                })?;
+                line.trim_end_matches(['\r', '\n']).to_owned()
+            };
+            if password.chars().count() < bootstrap::MIN_PASSWORD_CHARS {
+                return Err(Failure::Config(format!(
+                    "{NEW_PASSWORD}: must be at least {} characters",
+                    bootstrap::MIN_PASSWORD_CHARS
+                )));
+            }
+            let hasher = gatehouse_core::PasswordHasher::new(config.argon2)
+                .map_err(|e| Failure::Config(format!("GATEHOUSE_ARGON2__*: {e}")))?;
+            let hash = hasher.hash(&password).map_err(anyhow::Error::from)?;
+            let ended = gatehouse_gateway::operator::set_user_password(
+                &pool, &sessions, &tenant, &username, &hash,
+            )
+            .await
+            .map_err(operator_error)?;
+            println!("password of {username}@{tenant} set; {ended} session(s) ended");
         }
     }
     Ok(())
