@@ -62,8 +62,13 @@ async fn oversized_headers_are_refused_with_431() {
 #[tokio::test]
 async fn responses_carry_security_headers_and_no_store() {
     let (gateway, _db) = spawn_app().await;
-    for path in ["/healthz", "/missing"] {
-        let response = client().get(gateway.url(path)).send().await.unwrap();
+    for (path, padding) in [("/healthz", 0), ("/missing", 0), ("/healthz", 17 * 1024)] {
+        let response = client()
+            .get(gateway.url(path))
+            .header("x-padding", "y".repeat(padding))
+            .send()
+            .await
+            .unwrap();
         let h = response.headers();
         assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
         assert_eq!(h["x-frame-options"], "DENY", "{path}");

@@ -455,11 +455,16 @@ async fn pages_link_only_same_origin_styles() {
         .send()
         .await
         .unwrap();
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    // Browsers apply form-action to the post-login redirect: allowed return
+    // origins must be listed.
     assert!(
-        page.headers()["content-security-policy"]
-            .to_str()
-            .unwrap()
-            .contains("default-src 'self'")
+        csp.contains("form-action 'self' http://127.0.0.1:8080"),
+        "{csp}"
     );
     let html = page.text().await.unwrap();
     assert!(!html.contains("<script"), "pages work without JavaScript");

@@ -1,8 +1,8 @@
 //! The router and the layers every request passes through.
 //!
 //! Outermost first: request id → trace span (with the id) → id propagation →
-//! panic catcher → metrics → size guard (headers, declared body length) →
-//! problem+json normaliser → security headers → timeout → handler, whose body
+//! security headers → panic catcher → metrics → size guard (headers, declared
+//! body length) → problem+json normaliser → timeout → handler, whose body
 //! extractors enforce the body limit (`DefaultBodyLimit`) while streaming.
 
 use std::time::Duration;
@@ -137,13 +137,13 @@ pub fn app(state: AppState) -> Router {
                         ),
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+                .layer(security_headers)
                 .layer(CatchPanicLayer::custom(middleware::panic_to_problem))
                 .layer(axum::middleware::from_fn(middleware::record_metrics))
                 .layer(axum::middleware::from_fn(move |req, next| {
                     middleware::limit_sizes(limits, req, next)
                 }))
                 .layer(axum::middleware::from_fn(middleware::errors_as_problems))
-                .layer(security_headers)
                 .layer(TimeoutLayer::with_status_code(
                     axum::http::StatusCode::SERVICE_UNAVAILABLE,
                     http.request_timeout.max(Duration::from_millis(1)),

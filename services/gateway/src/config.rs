@@ -172,7 +172,7 @@ impl Default for RawDb {
 #[derive(Debug, Deserialize)]
 #[serde(default)]
 struct RawRedis {
-    max_connections: usize,
+    connections: usize,
     command_timeout_ms: u64,
     connect_timeout_ms: u64,
 }
@@ -180,7 +180,7 @@ struct RawRedis {
 impl Default for RawRedis {
     fn default() -> Self {
         Self {
-            max_connections: 32,
+            connections: 4,
             command_timeout_ms: 250,
             connect_timeout_ms: 500,
         }
@@ -477,6 +477,12 @@ fn check_limits(raw: &RawSettings) -> Result<(), ConfigError> {
             "must be at least 1024",
         ));
     }
+    if raw.session.touch_interval_s >= raw.session.idle_timeout_s {
+        return Err(ConfigError::new(
+            "GATEHOUSE_SESSION__TOUCH_INTERVAL_S",
+            "must be shorter than GATEHOUSE_SESSION__IDLE_TIMEOUT_S, or sessions never slide",
+        ));
+    }
     if raw.session.idle_timeout_s > raw.session.absolute_timeout_s {
         return Err(ConfigError::new(
             "GATEHOUSE_SESSION__IDLE_TIMEOUT_S",
@@ -518,7 +524,7 @@ fn redis_settings(
         ));
     }
     let mut settings = RedisSettings::new(url);
-    settings.max_connections = raw.max_connections.max(1);
+    settings.connections = raw.connections.max(1);
     settings.command_timeout = Duration::from_millis(raw.command_timeout_ms.max(1));
     settings.connect_timeout = Duration::from_millis(raw.connect_timeout_ms.max(1));
     Ok(settings)
@@ -680,6 +686,15 @@ mod tests {
             v.retain(|(k, _)| k != required);
             assert_eq!(error_setting(&v), required);
         }
+    }
+
+    #[test]
+    fn sessions_must_be_able_to_slide() {
+        let v = with(minimal(), "GATEHOUSE_SESSION__IDLE_TIMEOUT_S", "60");
+        let v = with(v, "GATEHOUSE_SESSION__TOUCH_INTERVAL_S", "60");
+        assert_eq!(error_setting(&v), "GATEHOUSE_SESSION__TOUCH_INTERVAL_S");
+        let v = with(minimal(), "GATEHOUSE_SESSION__IDLE_TIMEOUT_S", "90000");
+        assert_eq!(error_setting(&v), "GATEHOUSE_SESSION__IDLE_TIMEOUT_S");
     }
 
     #[test]

@@ -8,9 +8,6 @@
 use axum::http::{HeaderMap, HeaderValue, header};
 use cookie::{Cookie, SameSite};
 
-/// Name of the login form's nonce cookie.
-pub const LOGIN_NONCE_COOKIE: &str = "gh_login_nonce";
-
 /// Cookie behaviour from configuration.
 #[derive(Debug, Clone)]
 pub struct CookieSettings {
@@ -18,6 +15,9 @@ pub struct CookieSettings {
     pub session_name: String,
     /// Add `Secure`.
     pub secure: bool,
+    /// Name of the login form's nonce cookie (`__Host-` prefixed with Secure,
+    /// so a sibling subdomain cannot plant one).
+    pub nonce_name: String,
 }
 
 impl CookieSettings {
@@ -32,9 +32,16 @@ impl CookieSettings {
             }
             .to_owned()
         });
+        let nonce_name = if secure {
+            "__Host-gh_login_nonce"
+        } else {
+            "gh_login_nonce"
+        }
+        .to_owned();
         Self {
             session_name,
             secure,
+            nonce_name,
         }
     }
 
@@ -63,26 +70,19 @@ impl CookieSettings {
         header_value(&cookie)
     }
 
-    /// `Set-Cookie` for the login form's nonce, scoped to that form's path.
+    /// `Set-Cookie` for the login form's nonce (the CSRF token binds it to the
+    /// tenant, so one cookie at `/` serves every tenant's form).
     #[must_use]
-    pub fn login_nonce(&self, nonce: &str, path: &str) -> HeaderValue {
-        let mut cookie = self.base(
-            LOGIN_NONCE_COOKIE.to_owned(),
-            nonce.to_owned(),
-            path.to_owned(),
-        );
+    pub fn login_nonce(&self, nonce: &str) -> HeaderValue {
+        let mut cookie = self.base(self.nonce_name.clone(), nonce.to_owned(), "/".to_owned());
         cookie.set_max_age(cookie::time::Duration::hours(1));
         header_value(&cookie)
     }
 
     /// `Set-Cookie` that removes the login nonce.
     #[must_use]
-    pub fn clear_login_nonce(&self, path: &str) -> HeaderValue {
-        let mut cookie = self.base(
-            LOGIN_NONCE_COOKIE.to_owned(),
-            String::new(),
-            path.to_owned(),
-        );
+    pub fn clear_login_nonce(&self) -> HeaderValue {
+        let mut cookie = self.base(self.nonce_name.clone(), String::new(), "/".to_owned());
         cookie.make_removal();
         header_value(&cookie)
     }
@@ -94,15 +94,17 @@ fn header_value(cookie: &Cookie<'_>) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// The value of cookie `name` in the request, if present once or more (the
-/// first wins, as browsers send the most specific path first).
+/// The value of cookie `name` in the request (the first if repeated, as
+/// browsers send the most specific path first). Names are compared exactly,
+/// without percent-decoding, so `__Host%2Dx` is not mistaken for `__Host-x`
+/// (which would let a subdomain plant what the prefix is meant to forbid).
 #[must_use]
 pub fn read(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(Cookie::split_parse_encoded)
+        .flat_map(Cookie::split_parse)
         .filter_map(Result::ok)
         .find(|c| c.name() == name)
         .map(|c| c.value().to_owned())
@@ -144,5 +146,15 @@ mod tests {
         assert_eq!(read(&h, "gh_session").as_deref(), Some("xyz"));
         assert_eq!(read(&h, "b").as_deref(), Some("2"));
         assert_eq!(read(&h, "missing"), None);
+    }
+
+    #[test]
+    fn encoded_names_do_not_impersonate_prefixed_cookies() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("__Host%2Dgh_session=planted"),
+        );
+        assert_eq!(read(&h, "__Host-gh_session"), None);
     }
 }

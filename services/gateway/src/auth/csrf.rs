@@ -2,9 +2,10 @@
 //!
 //! Two token kinds, both HMACs under a key derived from the key-encryption key,
 //! so nothing needs storing:
-//! - before sign-in (the login form): the token is bound to a random nonce in
-//!   a short-lived cookie. An attacker who can plant cookies still cannot mint
-//!   a matching token without the key.
+//! - before sign-in (the login form): the token is bound to the tenant and a
+//!   random nonce in a short-lived cookie (`__Host-` prefixed under https, so
+//!   a sibling subdomain cannot plant it). A page on another site can read
+//!   neither the cookie nor the token in our form.
 //! - after sign-in: the token is bound to the session id, so it dies with the
 //!   session.
 //!

@@ -120,7 +120,18 @@ impl LoginService {
             .map_err(|e| match e {
                 PasswordPoolError::Busy => LoginError::Busy,
                 PasswordPoolError::Failed(reason) => LoginError::Internal(reason),
-            })?;
+            });
+        // An unreadable stored hash is an operator problem, but answering 500
+        // would tell the caller this username exists: log it, refuse generically.
+        let verification = match verification {
+            Err(LoginError::Internal(reason)) if user.is_some() => {
+                tracing::error!(reason = %reason, "stored password hash is unusable");
+                let id = user.as_ref().map(|u| u.id);
+                self.audit_failure(c, id, "unusable_password_hash").await;
+                return Err(LoginError::InvalidCredentials);
+            }
+            other => other?,
+        };
         let Some(user) = user else {
             self.audit_failure(c, None, "unknown_user").await;
             return Err(LoginError::InvalidCredentials);
@@ -137,13 +148,13 @@ impl LoginService {
             self.audit_failure(c, Some(user.id), "user_disabled").await;
             return Err(LoginError::InvalidCredentials);
         }
-        if let Some(new_hash) = rehash {
+        if let Some(new_hash) = &rehash {
             match directory::replace_password_hash(
                 &self.db,
                 c.tenant.id,
                 user.id,
                 &user.password_hash,
-                &new_hash,
+                new_hash,
             )
             .await
             {
@@ -168,6 +179,16 @@ impl LoginService {
                 tracing::warn!(error = %e, "session store unavailable at login");
                 LoginError::Unavailable("session store")
             })?;
+        // The account may have been disabled or its password changed while we
+        // were hashing; those operations end the sessions that existed when
+        // they ran, so a session created in that window is ended here.
+        let still_valid = self.account_unchanged(c, &user, rehash.as_deref()).await;
+        if !still_valid {
+            let _ = self.sessions.end(c.tenant.id, user.id, &session.id).await;
+            self.audit_failure(c, Some(user.id), "account_changed_during_login")
+                .await;
+            return Err(LoginError::InvalidCredentials);
+        }
         self.audit(
             c,
             Actor::User(user.id),
@@ -176,6 +197,29 @@ impl LoginService {
         )
         .await;
         Ok((token, session))
+    }
+
+    /// Whether the account is still active with the password just checked
+    /// (or the rehash we stored for it).
+    async fn account_unchanged(
+        &self,
+        c: &Credentials<'_>,
+        user: &directory::LoginUser,
+        rehash: Option<&str>,
+    ) -> bool {
+        let expected_hash = rehash.unwrap_or(&user.password_hash);
+        match directory::user_by_id(&self.db, c.tenant.id, user.id).await {
+            Ok(Some(now)) => {
+                now.status == "active"
+                    && (now.password_hash == user.password_hash
+                        || now.password_hash == expected_hash)
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "user re-check after sign-in failed");
+                false
+            }
+        }
     }
 
     async fn audit_failure(&self, c: &Credentials<'_>, user: Option<uuid::Uuid>, reason: &str) {

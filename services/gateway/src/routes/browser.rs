@@ -95,10 +95,25 @@ fn login_form(
         notice,
     };
     let mut response = html(status, &page);
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        state.auth.cookies.login_nonce(&nonce, &login_path(tenant)),
+    let headers = response.headers_mut();
+    headers.append(header::SET_COOKIE, state.auth.cookies.login_nonce(&nonce));
+    // Chromium applies form-action to the redirect after a form post, so the
+    // tenant's allowed return origins must be listed or the 303 is blocked.
+    let mut csp = String::from(
+        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
     );
+    for origin in &tenant.allowed_return_origins {
+        if origin
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'\''))
+        {
+            csp.push(' ');
+            csp.push_str(origin);
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(&csp) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, value);
+    }
     response
 }
 
@@ -179,7 +194,7 @@ pub async fn login_submit(
     let tenant = active_tenant(&state, &tenant).await?;
     let auth = &state.auth;
     let origins = csrf::own_origins(&headers, &auth.issuer, auth.cookies.secure);
-    let nonce = cookies::read(&headers, cookies::LOGIN_NONCE_COOKIE).unwrap_or_default();
+    let nonce = cookies::read(&headers, &auth.cookies.nonce_name).unwrap_or_default();
     let csrf_ok = !nonce.is_empty()
         && auth
             .csrf
@@ -216,10 +231,7 @@ pub async fn login_submit(
             let mut response = redirect(&target);
             let h = response.headers_mut();
             h.append(header::SET_COOKIE, auth.cookies.session(token.expose()));
-            h.append(
-                header::SET_COOKIE,
-                auth.cookies.clear_login_nonce(&login_path(&tenant)),
-            );
+            h.append(header::SET_COOKIE, auth.cookies.clear_login_nonce());
             Ok(response)
         }
         Err(LoginError::InvalidCredentials) => Ok(login_form(

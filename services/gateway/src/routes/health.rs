@@ -58,9 +58,6 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`: Prometheus text exposition.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let status = state.redis.status();
-    metrics::gauge!("gatehouse_redis_pool_connections", "role" => "state")
-        .set(f64::from(u32::try_from(status.size).unwrap_or(u32::MAX)));
     metrics::gauge!("gatehouse_db_pool_connections").set(f64::from(state.db.size()));
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(
