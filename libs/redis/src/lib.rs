@@ -99,7 +99,8 @@ impl std::fmt::Debug for RedisPool {
 
 impl RedisPool {
     /// Builds the connections without connecting (they connect on first use
-    /// and reconnect after failures with a capped backoff).
+    /// and reconnect after failures with a capped backoff). Must be called
+    /// inside a Tokio runtime: the connections run background tasks.
     pub fn new(settings: &RedisSettings) -> Result<Self, RedisError> {
         let parsed =
             url::Url::parse(&settings.url).map_err(|e| RedisError::InvalidUrl(e.to_string()))?;

@@ -23,6 +23,7 @@ fn session_validate(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    let _runtime_context = runtime.enter();
     let pool = RedisPool::new(&RedisSettings::new(url)).unwrap();
     let store = SessionStore::new(
         pool.clone(),
