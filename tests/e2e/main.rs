@@ -14,6 +14,7 @@ mod http_basics;
 mod login_api;
 mod login_browser;
 mod readiness;
+mod throttle;
 
 use gatehouse_testkit::{Gateway, TestDatabase, TestRedis, gateway_env, run_gatehouse};
 

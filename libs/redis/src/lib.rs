@@ -155,6 +155,23 @@ impl RedisPool {
         .await
     }
 
+    /// Pings every connection once, so none pays its connect on a request
+    /// (start-up calls this; a lazily connecting connection would otherwise
+    /// spend its first caller's deadline on the TCP handshake).
+    pub async fn warm_up(&self) -> Result<(), RedisError> {
+        for conn in self.connections.iter() {
+            let mut conn = conn.clone();
+            let ping = async move { redis::cmd("PING").query_async::<String>(&mut conn).await };
+            match tokio::time::timeout(self.command_timeout, ping).await {
+                Ok(result) => {
+                    result?;
+                }
+                Err(_) => return Err(RedisError::Timeout(self.command_timeout)),
+            }
+        }
+        Ok(())
+    }
+
     /// A dedicated (non-shared) connection, for blocking commands such as
     /// `XREAD BLOCK` that must not stall the shared ones.
     pub async fn dedicated(&self) -> Result<redis::aio::MultiplexedConnection, RedisError> {
@@ -164,6 +181,14 @@ impl RedisPool {
             Err(_) => Err(RedisError::Timeout(self.command_timeout)),
         }
     }
+}
+
+/// Whether an error (also one from a pipeline) means a script is not in the
+/// server's cache (after a restart or `SCRIPT FLUSH`). Single invocations
+/// reload by themselves; pipelined ones must `SCRIPT LOAD` and retry.
+#[must_use]
+pub fn is_noscript(error: &redis::RedisError) -> bool {
+    error.code() == Some("NOSCRIPT") || error.to_string().contains("NoScript")
 }
 
 /// Builds every Redis key: `<prefix>{<tag>}:<parts...>`.

@@ -19,6 +19,8 @@ pub struct Tenant {
     pub status: String,
     /// Origins login may redirect back to.
     pub allowed_return_origins: Vec<String>,
+    /// Per-tenant knobs (`login_throttle`, ...), validated where they are used.
+    pub settings: serde_json::Value,
 }
 
 impl Tenant {
@@ -48,7 +50,7 @@ pub async fn tenant_by_slug(
     slug: &TenantSlug,
 ) -> Result<Option<Tenant>, StoreError> {
     Ok(sqlx::query_as::<_, Tenant>(
-        "SELECT id, slug, display_name, status, allowed_return_origins FROM tenants WHERE slug = $1",
+        "SELECT id, slug, display_name, status, allowed_return_origins, settings FROM tenants WHERE slug = $1",
     )
     .bind(slug.as_str())
     .fetch_optional(pool)
@@ -58,7 +60,7 @@ pub async fn tenant_by_slug(
 /// Finds a tenant by id.
 pub async fn tenant_by_id(pool: &PgPool, id: Uuid) -> Result<Option<Tenant>, StoreError> {
     Ok(sqlx::query_as::<_, Tenant>(
-        "SELECT id, slug, display_name, status, allowed_return_origins FROM tenants WHERE id = $1",
+        "SELECT id, slug, display_name, status, allowed_return_origins, settings FROM tenants WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(pool)

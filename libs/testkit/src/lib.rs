@@ -332,6 +332,10 @@ pub fn gateway_env(db: &TestDatabase, redis_url: &str, prefix: &str) -> Vec<(Str
         ("GATEHOUSE_COOKIE_SECURE", "false".to_owned()),
         ("GATEHOUSE_LOG_FORMAT", "json".to_owned()),
         ("GATEHOUSE_LOG", "info".to_owned()),
+        // Tests run many gateways at once on a small machine; the throttle's
+        // production deadline (50 ms) would flip them to the fallback limiter
+        // under that load. Fallback behaviour has its own tests.
+        ("GATEHOUSE_THROTTLE__REDIS_TIMEOUT_MS", "1000".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -48,6 +48,14 @@ fn routes() -> Router<AppState> {
             "/t/{tenant}/account/sessions/{id}/end",
             post(routes::browser::account_session_end),
         )
+        .route(
+            "/admin/api/v1/tenants/{tenant}/lockouts",
+            get(routes::admin::lockouts_list),
+        )
+        .route(
+            "/admin/api/v1/tenants/{tenant}/lockouts/{id}",
+            delete(routes::admin::lockouts_delete),
+        )
         .route("/v1/auth/login", post(routes::auth_api::login))
         .route("/v1/auth/logout", post(routes::auth_api::logout))
         .route("/v1/auth/logout-all", post(routes::auth_api::logout_all))

@@ -100,6 +100,58 @@ struct RawSettings {
     password_workers: Option<usize>,
     /// How long a login waits for a hashing slot before 503.
     password_queue_timeout_ms: u64,
+    /// CIDRs of proxies whose `X-Forwarded-For` is believed.
+    trusted_proxies: ListOrCsv,
+    throttle: RawThrottle,
+}
+
+/// A list given as a TOML array or as one comma-separated string (env).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ListOrCsv {
+    List(Vec<String>),
+    Csv(String),
+}
+
+impl Default for ListOrCsv {
+    fn default() -> Self {
+        Self::List(Vec::new())
+    }
+}
+
+impl ListOrCsv {
+    fn items(&self) -> Vec<String> {
+        match self {
+            Self::List(items) => items
+                .iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            Self::Csv(text) => text
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct RawThrottle {
+    redis_timeout_ms: u64,
+    breaker_open_ms: u64,
+    expected_instances: u32,
+}
+
+impl Default for RawThrottle {
+    fn default() -> Self {
+        Self {
+            redis_timeout_ms: 50,
+            breaker_open_ms: 5_000,
+            expected_instances: 1,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,6 +199,8 @@ impl Default for RawSettings {
             session: RawSession::default(),
             password_workers: None,
             password_queue_timeout_ms: 5_000,
+            trusted_proxies: ListOrCsv::default(),
+            throttle: RawThrottle::default(),
         }
     }
 }
@@ -233,6 +287,10 @@ pub struct Config {
     pub password_workers: usize,
     /// How long a login waits for a hashing slot.
     pub password_queue_timeout: Duration,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Login throttle behaviour (the limits themselves are per tenant).
+    pub throttle: gatehouse_ratelimit::ThrottleSettings,
 }
 
 /// Reads the layered sources. `vars` stands in for the process environment so
@@ -354,6 +412,21 @@ impl Config {
                 )
             })?;
 
+        let trusted_proxies = raw
+            .trusted_proxies
+            .items()
+            .iter()
+            .map(|item| {
+                item.parse::<ipnet::IpNet>()
+                    .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        ConfigError::new(
+                            "GATEHOUSE_TRUSTED_PROXIES",
+                            format!("{item:?} is not an IP address or CIDR (e.g. 10.0.0.0/8)"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let key_encryption_key = key_encryption_key(
             raw.key_encryption_key,
             raw.key_encryption_key_file.as_deref(),
@@ -389,6 +462,12 @@ impl Config {
                 })
                 .max(1),
             password_queue_timeout: Duration::from_millis(raw.password_queue_timeout_ms),
+            trusted_proxies,
+            throttle: gatehouse_ratelimit::ThrottleSettings {
+                redis_timeout: Duration::from_millis(raw.throttle.redis_timeout_ms.clamp(1, 1_000)),
+                breaker_open_for: Duration::from_millis(raw.throttle.breaker_open_ms),
+                expected_instances: raw.throttle.expected_instances.max(1),
+            },
         })
     }
 }
@@ -587,6 +666,8 @@ fn setting_of(error: &figment::Error) -> &'static str {
         Some("redis") => "GATEHOUSE_REDIS__*",
         Some("argon2") => "GATEHOUSE_ARGON2__*",
         Some("session") => "GATEHOUSE_SESSION__*",
+        Some("trusted_proxies") => "GATEHOUSE_TRUSTED_PROXIES",
+        Some("throttle") => "GATEHOUSE_THROTTLE__*",
         _ => "GATEHOUSE_*",
     }
 }
@@ -686,6 +767,24 @@ mod tests {
             v.retain(|(k, _)| k != required);
             assert_eq!(error_setting(&v), required);
         }
+    }
+
+    #[test]
+    fn trusted_proxies_come_as_a_list_or_comma_separated() {
+        let v = with(
+            minimal(),
+            "GATEHOUSE_TRUSTED_PROXIES",
+            "10.0.0.0/8, 192.168.1.7",
+        );
+        let c = Config::load(&v).unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.trusted_proxies[1].to_string(), "192.168.1.7/32");
+        let bad = with(
+            minimal(),
+            "GATEHOUSE_TRUSTED_PROXIES",
+            "10.0.0.0/8,proxy.local",
+        );
+        assert_eq!(error_setting(&bad), "GATEHOUSE_TRUSTED_PROXIES");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use secrecy::ExposeSecret as _;
 
 use crate::auth::cookies::CookieSettings;
 use crate::auth::csrf::CsrfKey;
+use crate::auth::device::DeviceKey;
 use crate::auth::login::LoginService;
 use crate::auth::passwords::PasswordPool;
 use crate::config::{Config, env};
@@ -130,8 +131,24 @@ impl Application {
             config.password_workers,
             config.password_queue_timeout,
         );
+        let devices = DeviceKey::derive(config.key_encryption_key.expose_secret());
+        let throttle = gatehouse_ratelimit::Throttle::new(
+            redis.clone(),
+            gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
+            clock.clone(),
+            config.throttle,
+        );
         let auth = AuthState {
-            login: LoginService::new(db.clone(), sessions.clone(), passwords),
+            login: LoginService::new(
+                db.clone(),
+                sessions.clone(),
+                passwords,
+                throttle.clone(),
+                devices.clone(),
+                clock.clone(),
+            ),
+            devices,
+            throttle,
             sessions,
             csrf: CsrfKey::derive(config.key_encryption_key.expose_secret()),
             cookies: CookieSettings::new(config.session_cookie_name.clone(), config.cookie_secure),
@@ -149,6 +166,7 @@ impl Application {
                 max_header_bytes: config.max_header_bytes,
                 request_timeout: config.request_timeout,
                 secure_transport: config.cookie_secure,
+                trusted_proxies: config.trusted_proxies.clone(),
             }),
         };
         Ok(Self {
@@ -212,7 +230,7 @@ async fn connect_redis(
     // just coming up gets a few attempts.
     let mut last = RedisError::Timeout(settings.command_timeout);
     for attempt in 0..3u32 {
-        match pool.ping().await {
+        match pool.warm_up().await {
             Ok(()) => return Ok(pool),
             Err(e) => last = e,
         }

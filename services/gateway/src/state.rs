@@ -44,6 +44,10 @@ pub struct AuthState {
     pub issuer: url::Url,
     /// Time source.
     pub clock: Arc<dyn Clock>,
+    /// Signs known-device proofs.
+    pub devices: crate::auth::device::DeviceKey,
+    /// Login throttling.
+    pub throttle: gatehouse_ratelimit::Throttle,
 }
 
 /// HTTP behaviour shared by the router's layers.
@@ -57,6 +61,8 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
     /// Whether we are served over https (adds HSTS, `Secure` cookies).
     pub secure_transport: bool,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for HttpSettings {
@@ -66,6 +72,7 @@ impl Default for HttpSettings {
             max_header_bytes: 16 * 1024,
             request_timeout: Duration::from_secs(30),
             secure_transport: true,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -1,40 +1,125 @@
-//! Who is on the other end of the socket.
+//! Who is on the other end: the client IP (from the socket, or from
+//! `X-Forwarded-For` only when the socket peer is a configured trusted proxy)
+//! and the user agent.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use ipnet::IpNet;
+
+use crate::state::AppState;
 
 /// The client's address and user agent, for sessions, audit and throttling.
-///
-/// The IP is the socket peer. Honouring `X-Forwarded-For` from trusted proxies
-/// is the login-throttling feature's job and lands with it.
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
-    /// Peer IP, or `unknown` when served without connect info (in-process tests).
+    /// Client IP.
+    pub addr: IpAddr,
+    /// The same, as text (`unknown` when served without a socket, in-process tests).
     pub ip: String,
     /// `User-Agent`, possibly empty.
     pub user_agent: String,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
+/// The client IP: the socket peer, unless the peer is a trusted proxy, in
+/// which case `X-Forwarded-For` is walked from the right (the hop closest to
+/// us) past every trusted proxy; the first untrusted address is the client.
+/// A malformed entry stops the walk at the last address we could trust.
+#[must_use]
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    client
+}
+
+impl FromRequestParts<AppState> for ClientInfo {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(
-                || "unknown".to_owned(),
-                |ConnectInfo(addr)| addr.ip().to_string(),
-            );
+            .map(|ConnectInfo(a)| a.ip());
+        let (addr, ip) = match peer {
+            Some(peer) => {
+                let addr = client_ip(peer, &parts.headers, &state.http.trusted_proxies);
+                (addr, addr.to_string())
+            }
+            None => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), "unknown".to_owned()),
+        };
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        Ok(Self { ip, user_agent })
+        Ok(Self {
+            addr,
+            ip,
+            user_agent,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(xff: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_str(xff).unwrap());
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_ignored_from_untrusted_peers() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(client_ip(peer, &headers("198.51.100.1"), &trusted), peer);
+    }
+
+    #[test]
+    fn forwarded_for_is_walked_past_trusted_hops() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        // Client-supplied junk on the left cannot win: the walk stops at the
+        // first untrusted hop from the right.
+        let h = headers("1.2.3.4, 198.51.100.7, 10.0.0.5");
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(peer, &HeaderMap::new(), &trusted), peer);
+        let garbage = headers("not-an-ip, 10.0.0.5");
+        assert_eq!(
+            client_ip(peer, &garbage, &trusted),
+            "10.0.0.5".parse::<IpAddr>().unwrap()
+        );
     }
 }

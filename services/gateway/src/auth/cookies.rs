@@ -18,6 +18,8 @@ pub struct CookieSettings {
     /// Name of the login form's nonce cookie (`__Host-` prefixed with Secure,
     /// so a sibling subdomain cannot plant one).
     pub nonce_name: String,
+    /// Name of the known-device cookie.
+    pub device_name: String,
 }
 
 impl CookieSettings {
@@ -38,10 +40,17 @@ impl CookieSettings {
             "gh_login_nonce"
         }
         .to_owned();
+        let device_name = if secure {
+            "__Host-gh_device"
+        } else {
+            "gh_device"
+        }
+        .to_owned();
         Self {
             session_name,
             secure,
             nonce_name,
+            device_name,
         }
     }
 
@@ -76,6 +85,14 @@ impl CookieSettings {
     pub fn login_nonce(&self, nonce: &str) -> HeaderValue {
         let mut cookie = self.base(self.nonce_name.clone(), nonce.to_owned(), "/".to_owned());
         cookie.set_max_age(cookie::time::Duration::hours(1));
+        header_value(&cookie)
+    }
+
+    /// `Set-Cookie` for the known-device proof (kept a year; see `auth::device`).
+    #[must_use]
+    pub fn device(&self, proof: &str) -> HeaderValue {
+        let mut cookie = self.base(self.device_name.clone(), proof.to_owned(), "/".to_owned());
+        cookie.set_max_age(cookie::time::Duration::days(365));
         header_value(&cookie)
     }
 

@@ -4,7 +4,11 @@
 //! cost one argon2 verification and end in the same [`LoginError::InvalidCredentials`],
 //! so neither the answer nor its timing tells which usernames exist.
 
-use gatehouse_core::{Username, Verification};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_core::{Clock, Username, Verification};
+use gatehouse_ratelimit::{Attempt, Decision, LimitKind, LoginLimits, Throttle};
 use gatehouse_session::{NewSession, Session, SessionStore, SessionToken};
 use gatehouse_store::audit::{self, Actor, AuditEvent, Outcome};
 use gatehouse_store::directory::{self, Tenant};
@@ -12,6 +16,7 @@ use serde_json::json;
 use sqlx::PgPool;
 
 use super::client::ClientInfo;
+use super::device::DeviceKey;
 use super::passwords::{PasswordPool, PasswordPoolError};
 
 /// Longest password we will hash; longer input is refused without work so it
@@ -33,6 +38,25 @@ pub enum LoginError {
     /// Unexpected failure (logged).
     #[error("internal error: {0}")]
     Internal(String),
+    /// Too many attempts for this user, pair, client or tenant.
+    #[error("too many sign-in attempts")]
+    Throttled {
+        /// Which limit.
+        limit: LimitKind,
+        /// When to retry.
+        retry_after: Duration,
+    },
+}
+
+/// A successful sign-in.
+#[derive(Debug)]
+pub struct LoggedIn {
+    /// The new session's token (cookie or bearer value).
+    pub token: SessionToken,
+    /// The new session.
+    pub session: Session,
+    /// A fresh known-device proof for this device.
+    pub device_proof: String,
 }
 
 /// Everything sign-in needs.
@@ -41,6 +65,9 @@ pub struct LoginService {
     db: PgPool,
     sessions: SessionStore,
     passwords: PasswordPool,
+    throttle: Throttle,
+    devices: DeviceKey,
+    clock: Arc<dyn Clock>,
 }
 
 /// A sign-in request, however it arrived.
@@ -56,16 +83,28 @@ pub struct Credentials<'a> {
     pub client: &'a ClientInfo,
     /// For the audit trail.
     pub request_id: Option<String>,
+    /// A known-device proof the client presented, if any.
+    pub device_proof: Option<&'a str>,
 }
 
 impl LoginService {
     /// Wires the service.
     #[must_use]
-    pub fn new(db: PgPool, sessions: SessionStore, passwords: PasswordPool) -> Self {
+    pub fn new(
+        db: PgPool,
+        sessions: SessionStore,
+        passwords: PasswordPool,
+        throttle: Throttle,
+        devices: DeviceKey,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             db,
             sessions,
             passwords,
+            throttle,
+            devices,
+            clock,
         }
     }
 
@@ -76,20 +115,65 @@ impl LoginService {
     }
 
     /// Checks the credentials and starts a new session.
-    pub async fn login(
-        &self,
-        credentials: Credentials<'_>,
-    ) -> Result<(SessionToken, Session), LoginError> {
-        let result = self.check_and_start(&credentials).await;
+    /// Throttled first (before any lookup, so unknown usernames count exactly
+    /// like known ones), then the password check.
+    pub async fn login(&self, credentials: Credentials<'_>) -> Result<LoggedIn, LoginError> {
+        let result = self.throttled_login(&credentials).await;
         let outcome = match &result {
             Ok(_) => "success",
             Err(LoginError::InvalidCredentials) => "invalid_credentials",
             Err(LoginError::Busy) => "busy",
             Err(LoginError::Unavailable(_)) => "unavailable",
             Err(LoginError::Internal(_)) => "error",
+            Err(LoginError::Throttled { .. }) => "throttled",
         };
         metrics::counter!("gatehouse_logins_total", "result" => outcome).increment(1);
         result
+    }
+
+    async fn throttled_login(&self, c: &Credentials<'_>) -> Result<LoggedIn, LoginError> {
+        // Malformed usernames are throttled under their raw lowercased text.
+        let throttle_name = Username::parse(c.username).map_or_else(
+            |_| c.username.trim().to_lowercase(),
+            |u| u.normalized().to_owned(),
+        );
+        let limits = LoginLimits::from_settings(c.tenant.settings.get("login_throttle")).unwrap_or_else(|e| {
+            tracing::warn!(tenant = %c.tenant.slug, error = %e, "invalid login_throttle settings; using defaults");
+            LoginLimits::default()
+        });
+        let now = self.clock.unix_seconds();
+        let known_device = c
+            .device_proof
+            .is_some_and(|proof| self.devices.verify(proof, c.tenant.id, &throttle_name, now));
+        let attempt = Attempt {
+            tenant_id: c.tenant.id,
+            username: throttle_name.clone(),
+            ip: c.client.addr,
+            known_device,
+        };
+        let ticket = match self.throttle.begin(&attempt, &limits).await {
+            Decision::Allowed(ticket) => ticket,
+            Decision::Throttled { limit, retry_after } => {
+                tracing::info!(tenant = %c.tenant.slug, limit = limit.as_str(), "login throttled");
+                return Err(LoginError::Throttled { limit, retry_after });
+            }
+        };
+        match self.check_and_start(c).await {
+            Ok((token, session)) => {
+                self.throttle.succeeded(&attempt, &ticket).await;
+                let device_proof = self.devices.issue(c.tenant.id, &throttle_name, now);
+                Ok(LoggedIn {
+                    token,
+                    session,
+                    device_proof,
+                })
+            }
+            Err(LoginError::InvalidCredentials) => Err(LoginError::InvalidCredentials),
+            Err(other) => {
+                self.throttle.withdraw(&attempt, &ticket).await;
+                Err(other)
+            }
+        }
     }
 
     async fn check_and_start(

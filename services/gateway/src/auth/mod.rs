@@ -4,6 +4,7 @@
 pub mod client;
 pub mod cookies;
 pub mod csrf;
+pub mod device;
 pub mod extract;
 pub mod login;
 pub mod passwords;

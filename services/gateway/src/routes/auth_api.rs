@@ -13,7 +13,7 @@ use serde_json::json;
 use super::browser::active_tenant;
 use crate::auth::client::ClientInfo;
 use crate::auth::extract::CurrentSession;
-use crate::auth::login::{Credentials, LoginError};
+use crate::auth::login::{Credentials, LoggedIn, LoginError};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -27,6 +27,10 @@ pub struct LoginRequest {
     pub username: String,
     /// Password.
     pub password: String,
+    /// A known-device proof from an earlier sign-in (optional; lets this
+    /// client through a username lockout caused by others).
+    #[serde(default)]
+    pub device_token: Option<String>,
 }
 
 fn invalid_credentials() -> ApiError {
@@ -67,10 +71,15 @@ pub async fn login(
             password: body.password,
             client: &client,
             request_id: request_id(&headers),
+            device_proof: body.device_token.as_deref(),
         })
         .await;
     match result {
-        Ok((token, session)) => {
+        Ok(LoggedIn {
+            token,
+            session,
+            device_proof,
+        }) => {
             let now = state.auth.clock.unix_seconds();
             Ok(Json(json!({
                 "session_id": session.id,
@@ -78,10 +87,20 @@ pub async fn login(
                 "token_type": "Session",
                 "expires_in": session.idle_expires_at - now,
                 "absolute_expires_in": session.absolute_expires_at - now,
+                "device_token": device_proof,
             }))
             .into_response())
         }
         Err(LoginError::InvalidCredentials) => Err(invalid_credentials()),
+        Err(LoginError::Throttled { retry_after, .. }) => {
+            let seconds = retry_after.as_secs().max(1);
+            Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "throttled",
+                format!("too many sign-in attempts; retry after {seconds} s"),
+            )
+            .with_retry_after(seconds))
+        }
         Err(LoginError::Busy) => Err(ApiError::unavailable("sign-in is busy; retry shortly", 1)),
         Err(LoginError::Unavailable(what)) => Err(ApiError::unavailable(
             format!("the {what} is unavailable"),

@@ -18,7 +18,7 @@ use super::pages::{
 };
 use crate::auth::client::ClientInfo;
 use crate::auth::extract::{Authenticated, authenticate};
-use crate::auth::login::{Credentials, LoginError};
+use crate::auth::login::{Credentials, LoggedIn, LoginError};
 use crate::auth::{cookies, csrf, return_to};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -58,6 +58,15 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+/// "45 seconds", "3 minutes": how long to wait, for people.
+fn human_wait(seconds: u64) -> String {
+    match seconds {
+        1 => "1 second".to_owned(),
+        s if s < 90 => format!("{s} seconds"),
+        s => format!("{} minutes", s.div_ceil(60)),
+    }
 }
 
 /// Query of the login page.
@@ -207,6 +216,7 @@ pub async fn login_submit(
         ));
     }
     let previous = authenticate(auth, &headers).await.ok().flatten();
+    let device_proof = cookies::read(&headers, &auth.cookies.device_name);
     let result = auth
         .login
         .login(Credentials {
@@ -215,10 +225,15 @@ pub async fn login_submit(
             password: form.password,
             client: &client,
             request_id: request_id(&headers),
+            device_proof: device_proof.as_deref(),
         })
         .await;
     match result {
-        Ok((token, _session)) => {
+        Ok(LoggedIn {
+            token,
+            device_proof,
+            ..
+        }) => {
             // The browser's previous session (if any) is ended, not reused.
             if let Some(old) = previous {
                 let _ = auth
@@ -232,6 +247,7 @@ pub async fn login_submit(
             let h = response.headers_mut();
             h.append(header::SET_COOKIE, auth.cookies.session(token.expose()));
             h.append(header::SET_COOKIE, auth.cookies.clear_login_nonce());
+            h.append(header::SET_COOKIE, auth.cookies.device(&device_proof));
             Ok(response)
         }
         Err(LoginError::InvalidCredentials) => Ok(login_form(
@@ -243,6 +259,25 @@ pub async fn login_submit(
             Some("Incorrect username or password.".into()),
             None,
         )),
+        Err(LoginError::Throttled { retry_after, .. }) => {
+            let seconds = retry_after.as_secs().max(1);
+            let mut response = login_form(
+                &state,
+                &tenant,
+                StatusCode::TOO_MANY_REQUESTS,
+                form.return_to,
+                form.username,
+                Some(format!(
+                    "Too many sign-in attempts. Try again in {}.",
+                    human_wait(seconds)
+                )),
+                None,
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            Ok(response)
+        }
         Err(LoginError::Busy | LoginError::Unavailable(_)) => {
             Ok(unavailable_page(&login_path(&tenant)))
         }

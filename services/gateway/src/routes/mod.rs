@@ -1,5 +1,6 @@
 //! HTTP handlers, one module per area, named noun-first (`sessions_list`).
 
+pub mod admin;
 pub mod auth_api;
 pub mod browser;
 pub mod health;

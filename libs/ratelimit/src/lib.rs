@@ -1,0 +1,607 @@
+//! Login throttling shared by every gateway instance.
+//!
+//! Algorithm: **sliding-window logs** in Redis sorted sets (one member per
+//! attempt, scored by time). Counting and deciding happen in one Lua script,
+//! so concurrent attempts can never be granted more than the limit, and there
+//! is no fixed-window boundary burst. The answer is exact up to the clock skew
+//! between gateway instances (the time comes from the caller's [`Clock`]).
+//! Memory is one sorted-set member per attempt inside the window, bounded by
+//! the limit (refused attempts are not recorded).
+//!
+//! Limits (per tenant, see [`LoginLimits`]): failures per (username, IP) pair,
+//! failures per username with exponential backoff, attempts per client IP
+//! (IPv6 by /64) and a per-tenant ceiling. An allowed attempt is counted as a
+//! failure until it succeeds, so attempts in flight cannot slip past the limit.
+//! Success resets the pair counter (not the IP counter) and withdraws the
+//! attempt from the username count.
+//!
+//! Lockout rule, chosen so one attacker cannot lock a victim out: the pair
+//! limit (5 per 15 min) trips long before the username limit, so one IP gets
+//! a handful of guesses and only slows the username down by seconds. Many IPs
+//! together can push the username into backoff (1 s doubling to a 15 min cap,
+//! never permanent) — but an attempt presenting a *known-device* proof (a
+//! signed cookie from an earlier successful sign-in of that user; the gateway
+//! checks it) skips the username limit, so the real user on a known device
+//! still gets in, limited only by their own pair and IP limits.
+//!
+//! Redis calls have a short deadline behind a breaker: after a failure the
+//! breaker opens for a while and decisions come from an in-process `governor`
+//! limiter with each limit divided by the expected number of instances —
+//! never "no limit", never an error.
+//!
+//! Architecture invariant: every key is built by [`gatehouse_redis::Keyspace`];
+//! usernames and IPs are hashed before they enter a key; scripts get keys only
+//! through `KEYS`.
+
+mod breaker;
+mod fallback;
+mod limits;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_core::Clock;
+use gatehouse_redis::redis::{self, Script};
+use gatehouse_redis::{Keyspace, RedisPool};
+use uuid::Uuid;
+
+pub use breaker::Breaker;
+pub use fallback::Fallback;
+pub use limits::{LimitsError, LoginLimits, UsernameLimit, Window};
+
+/// Which limit refused an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitKind {
+    /// Failures for this (username, IP) pair.
+    Pair,
+    /// Failures for this username.
+    Username,
+    /// Attempts from this client IP.
+    Ip,
+    /// Attempts for this tenant.
+    Tenant,
+}
+
+impl LimitKind {
+    /// Stable label for metrics and logs.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pair => "pair",
+            Self::Username => "username",
+            Self::Ip => "ip",
+            Self::Tenant => "tenant",
+        }
+    }
+}
+
+/// One login attempt, as the throttle sees it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// Tenant signing into.
+    pub tenant_id: Uuid,
+    /// Normalised username (never used raw in a key).
+    pub username: String,
+    /// Client IP after trusted-proxy resolution.
+    pub ip: IpAddr,
+    /// Whether the client proved it is a device this user signed in from before.
+    pub known_device: bool,
+}
+
+/// An allowed attempt's reservation; report its outcome with it.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    id: String,
+    /// Whether this decision came from the in-process fallback.
+    pub fallback: bool,
+}
+
+/// The throttle's answer.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// Go ahead; report the outcome with the ticket.
+    Allowed(Ticket),
+    /// Refused; retry after the given time.
+    Throttled {
+        /// Which limit.
+        limit: LimitKind,
+        /// When a retry may succeed.
+        retry_after: Duration,
+    },
+}
+
+/// A current lockout, for the admin API.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Lockout {
+    /// Opaque id to clear it with (`pair:<hash>` or `user:<hash>`).
+    pub id: String,
+    /// `pair` or `username`.
+    pub kind: String,
+    /// Normalised username.
+    pub username: String,
+    /// Client IP (pair lockouts only).
+    pub ip: Option<String>,
+    /// Unix time (ms) the lockout ends at, as of the last refused attempt.
+    pub until_ms: i64,
+}
+
+/// Failures of the lockout admin operations (the login path never fails).
+#[derive(Debug, thiserror::Error)]
+pub enum ThrottleError {
+    /// Redis could not answer.
+    #[error(transparent)]
+    Redis(#[from] gatehouse_redis::RedisError),
+}
+
+/// Settings of the throttle itself (not the per-tenant limits).
+#[derive(Debug, Clone, Copy)]
+pub struct ThrottleSettings {
+    /// Deadline of one throttle decision in Redis.
+    pub redis_timeout: Duration,
+    /// How long the breaker stays open after a Redis failure.
+    pub breaker_open_for: Duration,
+    /// Gateway instances expected to share the limits; the fallback divides
+    /// each limit by this.
+    pub expected_instances: u32,
+}
+
+impl Default for ThrottleSettings {
+    fn default() -> Self {
+        Self {
+            redis_timeout: Duration::from_millis(50),
+            breaker_open_for: Duration::from_secs(5),
+            expected_instances: 1,
+        }
+    }
+}
+
+struct Scripts {
+    window: Script,
+    login: Script,
+    success: Script,
+}
+
+/// The login throttle.
+#[derive(Clone)]
+pub struct Throttle {
+    redis: RedisPool,
+    keys: Keyspace,
+    clock: Arc<dyn Clock>,
+    breaker: Arc<Breaker>,
+    fallback: Arc<Fallback>,
+    settings: ThrottleSettings,
+    scripts: Arc<Scripts>,
+}
+
+impl std::fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throttle")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The bucket an IP is limited in: the address for IPv4 (and IPv4-mapped
+/// IPv6), the /64 network for IPv6 (one subscriber usually holds a /64).
+#[must_use]
+pub fn ip_bucket(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                v4.to_string()
+            } else {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        }
+    }
+}
+
+/// Answers of the decision pipeline: `(allowed, retry_ms, count)` of the IP
+/// window and `(allowed, retry_ms, limit)` of the login script.
+type Answers = ((i64, i64, i64), (i64, i64, String));
+
+struct AttemptKeys {
+    pair: String,
+    user: String,
+    tenant: String,
+    ip: String,
+    locks: String,
+    lock_details: String,
+    pair_lock_id: String,
+    user_lock_id: String,
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Throttle {
+    /// A throttle over `redis` (its own deadline is `settings.redis_timeout`).
+    #[must_use]
+    pub fn new(
+        redis: RedisPool,
+        keys: Keyspace,
+        clock: Arc<dyn Clock>,
+        settings: ThrottleSettings,
+    ) -> Self {
+        Self {
+            redis,
+            keys,
+            clock,
+            breaker: Arc::new(Breaker::new(settings.breaker_open_for)),
+            fallback: Arc::new(Fallback::new(settings.expected_instances)),
+            settings,
+            scripts: Arc::new(Scripts {
+                window: Script::new(include_str!("../../../lua/throttle_window.lua")),
+                login: Script::new(include_str!("../../../lua/throttle_login.lua")),
+                success: Script::new(include_str!("../../../lua/throttle_success.lua")),
+            }),
+        }
+    }
+
+    fn tenant_tag(tenant_id: Uuid) -> String {
+        tenant_id.simple().to_string()
+    }
+
+    fn keys_for(&self, attempt: &Attempt) -> AttemptKeys {
+        let tenant = Self::tenant_tag(attempt.tenant_id);
+        let user_hash = Keyspace::digest(&attempt.username);
+        let pair_hash = Keyspace::digest(&format!("{}\u{0}{}", attempt.username, attempt.ip));
+        let pair_lock_id = format!("pair:{pair_hash}");
+        let user_lock_id = format!("user:{user_hash}");
+        AttemptKeys {
+            pair: self.keys.tenant_key(&tenant, &format!("rl:{pair_lock_id}")),
+            user: self.keys.tenant_key(&tenant, &format!("rl:{user_lock_id}")),
+            tenant: self.keys.tenant_key(&tenant, "rl:all"),
+            ip: self.keys.ip_key(&ip_bucket(attempt.ip), "rl:login"),
+            locks: self.keys.tenant_key(&tenant, "rl:locks"),
+            lock_details: self.keys.tenant_key(&tenant, "rl:lockinfo"),
+            pair_lock_id,
+            user_lock_id,
+        }
+    }
+
+    /// Decides an attempt and, when allowed, reserves it. Never fails: if
+    /// Redis cannot answer in time, the in-process fallback decides.
+    pub async fn begin(&self, attempt: &Attempt, limits: &LoginLimits) -> Decision {
+        metrics::counter!("gatehouse_login_throttle_attempts_total").increment(1);
+        let id = Uuid::new_v4().simple().to_string();
+        let decision = if self.breaker.allow_request() {
+            match self.begin_in_redis(attempt, limits, &id).await {
+                Ok(decision) => {
+                    self.breaker.record_success();
+                    decision
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "login throttle falling back to in-process limits");
+                    self.breaker.record_failure();
+                    self.fallback_decision(attempt, limits, id)
+                }
+            }
+        } else {
+            self.fallback_decision(attempt, limits, id)
+        };
+        if let Decision::Throttled { limit, .. } = &decision {
+            metrics::counter!("gatehouse_login_throttled_total", "limit" => limit.as_str())
+                .increment(1);
+        }
+        decision
+    }
+
+    fn fallback_decision(&self, attempt: &Attempt, limits: &LoginLimits, id: String) -> Decision {
+        metrics::counter!("gatehouse_login_throttle_fallback_total").increment(1);
+        match self.fallback.check(attempt, limits) {
+            None => Decision::Allowed(Ticket { id, fallback: true }),
+            Some((limit, retry_after)) => Decision::Throttled { limit, retry_after },
+        }
+    }
+
+    /// The one-round-trip pipeline: the IP window script and the tenant-slot
+    /// login script (two slots, so two scripts).
+    fn decision_pipeline(
+        &self,
+        keys: &AttemptKeys,
+        attempt: &Attempt,
+        limits: &LoginLimits,
+        now: i64,
+        id: &str,
+    ) -> redis::Pipeline {
+        let details = |kind: &str, ip: Option<String>| {
+            serde_json::json!({ "kind": kind, "username": attempt.username, "ip": ip }).to_string()
+        };
+        let username_window =
+            i64::try_from(limits.username.window_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(
+            self.scripts
+                .window
+                .key(&keys.ip)
+                .arg(now)
+                .arg(ms(limits.ip.window()))
+                .arg(limits.ip.max)
+                .arg(id),
+        );
+        pipe.invoke_script(
+            self.scripts
+                .login
+                .key(&keys.pair)
+                .key(&keys.user)
+                .key(&keys.tenant)
+                .key(&keys.locks)
+                .key(&keys.lock_details)
+                .arg(now)
+                .arg(id)
+                .arg(limits.pair.max)
+                .arg(ms(limits.pair.window()))
+                .arg(limits.username.max)
+                .arg(username_window)
+                .arg(limits.username.free_failures)
+                .arg(limits.username.backoff_base_ms)
+                .arg(limits.username.backoff_cap_ms)
+                .arg(if attempt.known_device { "1" } else { "0" })
+                .arg(limits.tenant.max)
+                .arg(ms(limits.tenant.window()))
+                .arg(&keys.pair_lock_id)
+                .arg(&keys.user_lock_id)
+                .arg(details("pair", Some(attempt.ip.to_string())))
+                .arg(details("username", None)),
+        );
+        pipe
+    }
+
+    async fn begin_in_redis(
+        &self,
+        attempt: &Attempt,
+        limits: &LoginLimits,
+        id: &str,
+    ) -> Result<Decision, gatehouse_redis::RedisError> {
+        let keys = self.keys_for(attempt);
+        let now = self.clock.now().unix_timestamp_nanos() / 1_000_000;
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        let pipe = self.decision_pipeline(&keys, attempt, limits, now, id);
+        let scripts = self.scripts.clone();
+        let run = self.redis.run(|mut conn| async move {
+            let answers: Result<Answers, _> = pipe.query_async(&mut conn).await;
+            let ((ip_allowed, ip_retry, _count), (allowed, retry, limit)) = match answers {
+                Err(e) if gatehouse_redis::is_noscript(&e) => {
+                    scripts
+                        .window
+                        .prepare_invoke()
+                        .load_async(&mut conn)
+                        .await?;
+                    scripts.login.prepare_invoke().load_async(&mut conn).await?;
+                    pipe.query_async::<Answers>(&mut conn).await?
+                }
+                other => other?,
+            };
+            // One side refused after the other reserved: take the reservation back.
+            if ip_allowed == 1 && allowed == 0 {
+                redis::cmd("ZREM")
+                    .arg(&keys.ip)
+                    .arg(id)
+                    .query_async::<()>(&mut conn)
+                    .await?;
+            }
+            if allowed == 1 && ip_allowed == 0 {
+                redis::pipe()
+                    .cmd("ZREM")
+                    .arg(&keys.pair)
+                    .arg(id)
+                    .ignore()
+                    .cmd("ZREM")
+                    .arg(&keys.user)
+                    .arg(id)
+                    .ignore()
+                    .cmd("ZREM")
+                    .arg(&keys.tenant)
+                    .arg(id)
+                    .ignore()
+                    .query_async::<()>(&mut conn)
+                    .await?;
+            }
+            Ok((ip_allowed, ip_retry, allowed, retry, limit))
+        });
+        let (ip_allowed, ip_retry, allowed, retry, limit) =
+            tokio::time::timeout(self.settings.redis_timeout, run)
+                .await
+                .map_err(|_| gatehouse_redis::RedisError::Timeout(self.settings.redis_timeout))??;
+        let as_duration = |ms: i64| Duration::from_millis(u64::try_from(ms.max(1)).unwrap_or(1));
+        if ip_allowed == 0 {
+            return Ok(Decision::Throttled {
+                limit: LimitKind::Ip,
+                retry_after: as_duration(ip_retry),
+            });
+        }
+        if allowed == 0 {
+            let limit = match limit.as_str() {
+                "pair" => LimitKind::Pair,
+                "username" => LimitKind::Username,
+                _ => LimitKind::Tenant,
+            };
+            if matches!(limit, LimitKind::Pair | LimitKind::Username) {
+                metrics::counter!("gatehouse_login_lockouts_total", "limit" => limit.as_str())
+                    .increment(1);
+            }
+            return Ok(Decision::Throttled {
+                limit,
+                retry_after: as_duration(retry),
+            });
+        }
+        Ok(Decision::Allowed(Ticket {
+            id: id.to_owned(),
+            fallback: false,
+        }))
+    }
+
+    /// The attempt succeeded: reset the pair counter (not the IP counter) and
+    /// withdraw the reservation from the username window.
+    pub async fn succeeded(&self, attempt: &Attempt, ticket: &Ticket) {
+        if ticket.fallback {
+            return;
+        }
+        let keys = self.keys_for(attempt);
+        let scripts = self.scripts.clone();
+        let id = ticket.id.clone();
+        let run = self.redis.run(|mut conn| async move {
+            scripts
+                .success
+                .key(&keys.pair)
+                .key(&keys.user)
+                .key(&keys.locks)
+                .key(&keys.lock_details)
+                .arg(&id)
+                .arg(&keys.pair_lock_id)
+                .invoke_async::<i64>(&mut conn)
+                .await
+        });
+        if let Err(e) = run.await {
+            tracing::warn!(error = %e, "could not reset the login throttle after a success");
+        }
+    }
+
+    /// The attempt ended without a verdict on the password (overload, outage):
+    /// take its reservation back from the pair and username windows, so users
+    /// are not penalised for our trouble. The IP and tenant counts stay.
+    pub async fn withdraw(&self, attempt: &Attempt, ticket: &Ticket) {
+        if ticket.fallback {
+            return;
+        }
+        let keys = self.keys_for(attempt);
+        let id = ticket.id.clone();
+        let run = self.redis.run(|mut conn| async move {
+            redis::pipe()
+                .cmd("ZREM")
+                .arg(&keys.pair)
+                .arg(&id)
+                .ignore()
+                .cmd("ZREM")
+                .arg(&keys.user)
+                .arg(&id)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await
+        });
+        if let Err(e) = run.await {
+            tracing::warn!(error = %e, "could not withdraw a login throttle reservation");
+        }
+    }
+
+    /// Current pair and username lockouts of a tenant.
+    pub async fn lockouts(&self, tenant_id: Uuid) -> Result<Vec<Lockout>, ThrottleError> {
+        let tenant = Self::tenant_tag(tenant_id);
+        let locks = self.keys.tenant_key(&tenant, "rl:locks");
+        let details = self.keys.tenant_key(&tenant, "rl:lockinfo");
+        let now = self.clock.now().unix_timestamp_nanos() / 1_000_000;
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        let entries: Vec<(String, i64)> = self
+            .redis
+            .run(|mut conn| {
+                let locks = locks.clone();
+                async move {
+                    redis::cmd("ZRANGE")
+                        .arg(&locks)
+                        .arg(now)
+                        .arg("+inf")
+                        .arg("BYSCORE")
+                        .arg("WITHSCORES")
+                        .query_async(&mut conn)
+                        .await
+                }
+            })
+            .await?;
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();
+        let infos: Vec<Option<String>> = self
+            .redis
+            .run(|mut conn| async move {
+                redis::cmd("HMGET")
+                    .arg(&details)
+                    .arg(&ids)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(entries
+            .into_iter()
+            .zip(infos)
+            .filter_map(|((id, until_ms), info)| {
+                let info: serde_json::Value = serde_json::from_str(&info?).ok()?;
+                Some(Lockout {
+                    kind: info["kind"].as_str()?.to_owned(),
+                    username: info["username"].as_str()?.to_owned(),
+                    ip: info["ip"].as_str().map(str::to_owned),
+                    id,
+                    until_ms,
+                })
+            })
+            .collect())
+    }
+
+    /// Clears one lockout so the user can sign in again: a pair lockout
+    /// clears that pair's failures *and* the username's (the backoff would
+    /// otherwise still hold them), a username lockout the username's. Returns
+    /// false when there is no such lockout.
+    pub async fn clear(&self, tenant_id: Uuid, lockout_id: &str) -> Result<bool, ThrottleError> {
+        let valid = lockout_id.split_once(':').is_some_and(|(kind, hash)| {
+            matches!(kind, "pair" | "user")
+                && hash.len() == 32
+                && hash.bytes().all(|b| b.is_ascii_hexdigit())
+        });
+        if !valid {
+            return Ok(false);
+        }
+        let tenant = Self::tenant_tag(tenant_id);
+        let locks = self.keys.tenant_key(&tenant, "rl:locks");
+        let details = self.keys.tenant_key(&tenant, "rl:lockinfo");
+        let info: Option<String> = {
+            let (details, id) = (details.clone(), lockout_id.to_owned());
+            self.redis
+                .run(|mut conn| async move {
+                    redis::cmd("HGET")
+                        .arg(&details)
+                        .arg(&id)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?
+        };
+        let Some(info) = info else {
+            return Ok(false);
+        };
+        let username = serde_json::from_str::<serde_json::Value>(&info)
+            .ok()
+            .and_then(|v| v["username"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let user_lock_id = format!("user:{}", Keyspace::digest(&username));
+        let mut counters = vec![self.keys.tenant_key(&tenant, &format!("rl:{lockout_id}"))];
+        let mut ids = vec![lockout_id.to_owned()];
+        if lockout_id != user_lock_id {
+            counters.push(self.keys.tenant_key(&tenant, &format!("rl:{user_lock_id}")));
+            ids.push(user_lock_id);
+        }
+        let (removed,): (i64,) = self
+            .redis
+            .run(|mut conn| async move {
+                redis::pipe()
+                    .cmd("ZREM")
+                    .arg(&locks)
+                    .arg(&ids)
+                    .cmd("DEL")
+                    .arg(&counters)
+                    .ignore()
+                    .cmd("HDEL")
+                    .arg(&details)
+                    .arg(&ids)
+                    .ignore()
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(removed >= 1)
+    }
+}

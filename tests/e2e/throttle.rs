@@ -1,0 +1,342 @@
+//! Login throttling through the real gateway.
+
+use serde_json::{Value, json};
+
+use crate::{DEMO_PASSWORD, client, expect_problem, seeded_app};
+use gatehouse_testkit::Gateway;
+
+async fn login_from(
+    gateway: &Gateway,
+    username: &str,
+    password: &str,
+    xff: Option<&str>,
+    device: Option<&str>,
+) -> reqwest::Response {
+    let mut body = json!({ "tenant": "acme", "username": username, "password": password });
+    if let Some(device) = device {
+        body["device_token"] = json!(device);
+    }
+    let mut request = client().post(gateway.url("/v1/auth/login")).json(&body);
+    if let Some(xff) = xff {
+        request = request.header("x-forwarded-for", xff);
+    }
+    request.send().await.unwrap()
+}
+
+async fn login(gateway: &Gateway, username: &str, password: &str) -> reqwest::Response {
+    login_from(gateway, username, password, None, None).await
+}
+
+async fn fail_times(gateway: &Gateway, username: &str, n: usize) {
+    for _ in 0..n {
+        assert_eq!(
+            login(gateway, username, "wrong-password").await.status(),
+            401
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_sixth_failure_is_429_with_retry_after_for_known_and_unknown_users_alike() {
+    let (gateway, _db, _) = seeded_app(&[]).await;
+    let mut answers = Vec::new();
+    for username in ["alice", "ghost-user"] {
+        fail_times(&gateway, username, 5).await;
+        let response = login(&gateway, username, "wrong-password").await;
+        let retry_after: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(retry_after > 0 && retry_after <= 15 * 60);
+        let body = expect_problem(response, 429).await;
+        answers.push(body["type"].clone());
+        // Even the right password is refused while throttled.
+        assert_eq!(login(&gateway, username, DEMO_PASSWORD).await.status(), 429);
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "no difference between existing and unknown usernames"
+    );
+}
+
+#[tokio::test]
+async fn case_and_unicode_variants_share_one_counter() {
+    let (gateway, _db, _) = seeded_app(&[]).await;
+    for variant in ["Alice", "ALICE", "\u{ff41}lice", " alice ", "alice"] {
+        assert_eq!(
+            login(&gateway, variant, "wrong-password").await.status(),
+            401
+        );
+    }
+    expect_problem(login(&gateway, "aLiCe", "wrong-password").await, 429).await;
+}
+
+#[tokio::test]
+async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
+    let (gateway, _db, _) = seeded_app(&[]).await;
+    for i in 0..5 {
+        let xff = format!("198.51.100.{i}");
+        assert_eq!(
+            login_from(&gateway, "bob", "wrong-password", Some(&xff), None)
+                .await
+                .status(),
+            401
+        );
+    }
+    let response = login_from(
+        &gateway,
+        "bob",
+        "wrong-password",
+        Some("198.51.100.99"),
+        None,
+    )
+    .await;
+    expect_problem(response, 429).await;
+}
+
+#[tokio::test]
+async fn forwarded_for_from_a_trusted_proxy_names_the_client() {
+    let (gateway, _db, _) = seeded_app(&[("GATEHOUSE_TRUSTED_PROXIES", "127.0.0.1/32")]).await;
+    // Client A behind the proxy exhausts its pair limit...
+    for _ in 0..5 {
+        assert_eq!(
+            login_from(
+                &gateway,
+                "bob",
+                "wrong-password",
+                Some("198.51.100.1"),
+                None
+            )
+            .await
+            .status(),
+            401
+        );
+    }
+    expect_problem(
+        login_from(&gateway, "bob", DEMO_PASSWORD, Some("198.51.100.1"), None).await,
+        429,
+    )
+    .await;
+    // ...while client B, a different address behind the same proxy, is a
+    // different pair (after the 1 s username backoff the 5 failures started).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        login_from(&gateway, "bob", DEMO_PASSWORD, Some("198.51.100.2"), None)
+            .await
+            .status(),
+        200
+    );
+    // The recorded session IP is the client's, not the proxy's.
+    let response = login_from(&gateway, "alice", DEMO_PASSWORD, Some("203.0.113.50"), None).await;
+    let token = response.json::<Value>().await.unwrap()["session_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sessions: Value = client()
+        .get(gateway.url("/v1/auth/sessions"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sessions["sessions"][0]["ip"], "203.0.113.50");
+}
+
+#[tokio::test]
+async fn success_resets_the_pair_counter() {
+    let (gateway, db, _) = seeded_app(&[]).await;
+    // Keep the username backoff out of the way: this is about the pair.
+    sqlx::query("UPDATE tenants SET settings = '{\"login_throttle\": {\"username\": {\"free_failures\": 20}}}' WHERE slug = 'acme'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    fail_times(&gateway, "bob", 4).await;
+    assert_eq!(login(&gateway, "bob", DEMO_PASSWORD).await.status(), 200);
+    fail_times(&gateway, "bob", 4).await;
+    assert_eq!(
+        login(&gateway, "bob", DEMO_PASSWORD).await.status(),
+        200,
+        "the counter started again after the success"
+    );
+}
+
+#[tokio::test]
+async fn a_known_device_gets_through_a_username_lockout_caused_by_others() {
+    let (gateway, _db, _) = seeded_app(&[("GATEHOUSE_TRUSTED_PROXIES", "127.0.0.1/32")]).await;
+    let first = login_from(&gateway, "alice", DEMO_PASSWORD, Some("203.0.113.1"), None).await;
+    let device = first.json::<Value>().await.unwrap()["device_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Attackers from many addresses push the username into backoff.
+    let mut throttled = false;
+    for i in 0..30 {
+        let xff = format!("192.0.2.{i}");
+        if login_from(&gateway, "alice", "guess", Some(&xff), None)
+            .await
+            .status()
+            == 429
+        {
+            throttled = true;
+        }
+    }
+    assert!(throttled, "the username is in backoff");
+    let stranger = login_from(&gateway, "alice", DEMO_PASSWORD, Some("203.0.113.1"), None).await;
+    expect_problem(stranger, 429).await;
+    let known = login_from(
+        &gateway,
+        "alice",
+        DEMO_PASSWORD,
+        Some("203.0.113.1"),
+        Some(&device),
+    )
+    .await;
+    assert_eq!(known.status(), 200, "the known device gets through");
+    let forged = login_from(
+        &gateway,
+        "alice",
+        DEMO_PASSWORD,
+        Some("203.0.113.1"),
+        Some("forged.token"),
+    )
+    .await;
+    expect_problem(forged, 429).await;
+}
+
+#[tokio::test]
+async fn the_browser_form_answers_429_with_retry_after() {
+    let (gateway, _db, _) = seeded_app(&[]).await;
+    fail_times(&gateway, "bob", 5).await;
+    let page = client()
+        .get(gateway.url("/t/acme/login"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let html = page.text().await.unwrap();
+    let marker = "name=\"csrf\" value=\"";
+    let start = html.find(marker).unwrap() + marker.len();
+    let csrf = &html[start..start + html[start..].find('"').unwrap()];
+    let response = client()
+        .post(gateway.url("/t/acme/login"))
+        .header("cookie", cookie)
+        .form(&[
+            ("username", "bob"),
+            ("password", DEMO_PASSWORD),
+            ("csrf", csrf),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("Too many sign-in attempts")
+    );
+}
+
+#[tokio::test]
+async fn tenant_limits_change_without_a_restart() {
+    let (gateway, db, _) = seeded_app(&[]).await;
+    sqlx::query("UPDATE tenants SET settings = '{\"login_throttle\": {\"pair\": {\"max\": 2, \"window_s\": 60}}}' WHERE slug = 'acme'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    fail_times(&gateway, "bob", 2).await;
+    expect_problem(login(&gateway, "bob", "wrong-password").await, 429).await;
+}
+
+async fn bearer(gateway: &Gateway, tenant: &str, username: &str, password: &str) -> String {
+    let response = client()
+        .post(gateway.url("/v1/auth/login"))
+        .json(&json!({ "tenant": tenant, "username": username, "password": password }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json::<Value>().await.unwrap()["session_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn admins_list_and_clear_lockouts_of_their_tenant_only() {
+    let (gateway, _db, _) = seeded_app(&[]).await;
+    let alice = bearer(&gateway, "acme", "alice", DEMO_PASSWORD).await;
+    let admin = bearer(&gateway, "system", "admin", crate::ADMIN_PASSWORD).await;
+    fail_times(&gateway, "bob", 5).await;
+    expect_problem(login(&gateway, "bob", DEMO_PASSWORD).await, 429).await;
+
+    let http = client();
+    let listed: Value = http
+        .get(gateway.url("/admin/api/v1/tenants/acme/lockouts"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let lockouts = listed["lockouts"].as_array().unwrap();
+    assert_eq!(lockouts.len(), 1, "{listed}");
+    assert_eq!(lockouts[0]["username"], "bob");
+    let id = lockouts[0]["id"].as_str().unwrap().to_owned();
+
+    // The platform admin sees it too; bob (a member) may not; acme's admin cannot look at system.
+    let as_admin = http
+        .get(gateway.url("/admin/api/v1/tenants/acme/lockouts"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_admin.status(), 200);
+    let other_tenant = http
+        .get(gateway.url("/admin/api/v1/tenants/system/lockouts"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(other_tenant, 404).await;
+
+    let cleared = http
+        .delete(gateway.url(&format!("/admin/api/v1/tenants/acme/lockouts/{id}")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cleared.status(), 204);
+    assert_eq!(
+        login(&gateway, "bob", DEMO_PASSWORD).await.status(),
+        200,
+        "bob can sign in again"
+    );
+    let again = http
+        .delete(gateway.url(&format!("/admin/api/v1/tenants/acme/lockouts/{id}")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(again, 404).await;
+    let bob = bearer(&gateway, "acme", "bob", DEMO_PASSWORD).await;
+    let forbidden = http
+        .get(gateway.url("/admin/api/v1/tenants/acme/lockouts"))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(forbidden, 403).await;
+}
