@@ -2,7 +2,7 @@
 //! stop asking Redis for a while (each ask would cost a full timeout during an
 //! outage), then let one probe through to see whether it is back.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Closed (use Redis), open (skip Redis until a deadline), half-open (one probe).
@@ -12,8 +12,10 @@ pub struct Breaker {
     open_for: Duration,
     /// Milliseconds since `base` until which the breaker is open; 0 = closed.
     open_until_ms: AtomicU64,
-    /// Set while one half-open probe is in flight.
-    probing: AtomicBool,
+    /// Milliseconds since `base` when the current half-open probe started; 0 =
+    /// none. A probe that never reports back (its caller was dropped) stops
+    /// counting after `open_for`, so the breaker cannot stay stuck open.
+    probe_started_ms: AtomicU64,
 }
 
 impl Breaker {
@@ -24,7 +26,7 @@ impl Breaker {
             base: Instant::now(),
             open_for,
             open_until_ms: AtomicU64::new(0),
-            probing: AtomicBool::new(false),
+            probe_started_ms: AtomicU64::new(0),
         }
     }
 
@@ -38,19 +40,26 @@ impl Breaker {
         if until == 0 {
             return true;
         }
-        if self.now_ms() < until {
+        let now = self.now_ms().max(1);
+        if now < until {
             return false;
         }
-        // Open period over: exactly one caller probes.
-        self.probing
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        // Open period over: one caller at a time probes; a probe older than
+        // the open period is presumed lost and replaced.
+        let started = self.probe_started_ms.load(Ordering::Acquire);
+        let open_for = u64::try_from(self.open_for.as_millis()).unwrap_or(u64::MAX);
+        if started != 0 && now.saturating_sub(started) < open_for {
+            return false;
+        }
+        self.probe_started_ms
+            .compare_exchange(started, now, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
     }
 
     /// The call succeeded: close.
     pub fn record_success(&self) {
         self.open_until_ms.store(0, Ordering::Release);
-        self.probing.store(false, Ordering::Release);
+        self.probe_started_ms.store(0, Ordering::Release);
     }
 
     /// The call failed: open (again) for the configured time.
@@ -60,7 +69,7 @@ impl Breaker {
             .saturating_add(u64::try_from(self.open_for.as_millis()).unwrap_or(u64::MAX))
             .max(1);
         self.open_until_ms.store(until, Ordering::Release);
-        self.probing.store(false, Ordering::Release);
+        self.probe_started_ms.store(0, Ordering::Release);
     }
 
     /// Whether the breaker is currently skipping Redis.
@@ -89,6 +98,20 @@ mod tests {
         assert!(
             breaker.allow_request() && breaker.allow_request(),
             "closed again"
+        );
+    }
+
+    #[test]
+    fn a_lost_probe_does_not_keep_the_breaker_open() {
+        let breaker = Breaker::new(Duration::from_millis(30));
+        breaker.record_failure();
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(breaker.allow_request(), "probe taken, and never reported");
+        assert!(!breaker.allow_request());
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(
+            breaker.allow_request(),
+            "a new probe after the lost one expired"
         );
     }
 }

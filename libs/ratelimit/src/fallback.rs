@@ -1,13 +1,17 @@
 //! The in-process limiter used while Redis is unreachable: `governor` (GCRA)
 //! keyed limiters, one per limit kind and quota, each limit divided by the
 //! number of instances expected to share the traffic. It counts attempts
-//! rather than failures (it cannot refund in-flight reservations cheaply), so
-//! it is stricter than the Redis path, never looser.
+//! rather than failures (it cannot refund in-flight reservations) and every
+//! attempt counts towards the username. GCRA is not a sliding log: it allows a
+//! burst of the limit and then a steady rate of limit-per-window, so over one
+//! window it can admit up to about twice the limit. That is the price of a
+//! lock-free, per-process limiter for the length of an outage.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use gatehouse_redis::Keyspace;
 use governor::clock::{Clock as _, DefaultClock};
@@ -22,6 +26,9 @@ type Limiter = Arc<DefaultKeyedRateLimiter<String>>;
 pub struct Fallback {
     instances: u32,
     limiters: Mutex<HashMap<(LimitKind, u32, u64), Limiter>>,
+    /// When (ms since `started`) idle keys were last dropped.
+    last_sweep_ms: AtomicU64,
+    started: Instant,
 }
 
 impl Fallback {
@@ -31,6 +38,8 @@ impl Fallback {
         Self {
             instances: instances.max(1),
             limiters: Mutex::new(HashMap::new()),
+            last_sweep_ms: AtomicU64::new(0),
+            started: Instant::now(),
         }
     }
 
@@ -41,17 +50,9 @@ impl Fallback {
             per_instance,
             u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
         );
-        let mut limiters = self
-            .limiters
+        self.limiters
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Bound the memory of stale keys: each limiter forgets idle keys.
-        for limiter in limiters.values() {
-            if limiter.len() > 100_000 {
-                limiter.retain_recent();
-            }
-        }
-        limiters
+            .unwrap_or_else(PoisonError::into_inner)
             .entry(key)
             .or_insert_with(|| {
                 let burst = NonZeroU32::new(per_instance).unwrap_or(NonZeroU32::MIN);
@@ -64,19 +65,45 @@ impl Fallback {
             .clone()
     }
 
+    /// Drops keys whose limiters are back to full, at most once a second and
+    /// outside the map lock, so memory stays bounded during a long outage
+    /// without every call paying for it.
+    fn sweep(&self) {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.last_sweep_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < 1_000
+            || self
+                .last_sweep_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let limiters: Vec<Limiter> = self
+            .limiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for limiter in limiters {
+            limiter.retain_recent();
+        }
+    }
+
     /// `None` to allow, or the limit that refuses and when to retry.
     pub fn check(&self, attempt: &Attempt, limits: &LoginLimits) -> Option<(LimitKind, Duration)> {
-        let user = Keyspace::digest(&format!("{}\u{0}{}", attempt.tenant_id, attempt.username));
-        let pair = Keyspace::digest(&format!(
-            "{}\u{0}{}\u{0}{}",
-            attempt.tenant_id, attempt.username, attempt.ip
-        ));
+        self.sweep();
+        let bucket = ip_bucket(attempt.ip);
+        let tenant = attempt.tenant_id;
+        let user = Keyspace::digest(&format!("{tenant}\u{0}{}", attempt.username));
+        let pair = Keyspace::digest(&format!("{tenant}\u{0}{}\u{0}{bucket}", attempt.username));
         let mut checks = vec![
             (
                 LimitKind::Ip,
                 limits.ip.max,
                 limits.ip.window(),
-                ip_bucket(attempt.ip),
+                format!("{tenant}\u{0}{bucket}"),
             ),
             (LimitKind::Pair, limits.pair.max, limits.pair.window(), pair),
         ];
@@ -88,7 +115,7 @@ impl Fallback {
             LimitKind::Tenant,
             limits.tenant.max,
             limits.tenant.window(),
-            attempt.tenant_id.to_string(),
+            tenant.to_string(),
         ));
         let clock = DefaultClock::default();
         for (kind, max, window, key) in checks {

@@ -157,7 +157,6 @@ impl Default for ThrottleSettings {
 }
 
 struct Scripts {
-    window: Script,
     login: Script,
     success: Script,
 }
@@ -199,27 +198,34 @@ pub fn ip_bucket(ip: IpAddr) -> String {
     }
 }
 
-/// Answers of the decision pipeline: `(allowed, retry_ms, count)` of the IP
-/// window and `(allowed, retry_ms, limit)` of the login script.
-type Answers = ((i64, i64, i64), (i64, i64, String));
-
+/// Every key one attempt touches; all in the tenant's hash slot.
 struct AttemptKeys {
     pair: String,
     user: String,
-    tenant: String,
     ip: String,
+    tenant: String,
     locks: String,
-    lock_details: String,
+    pair_details: String,
+    user_details: String,
     pair_lock_id: String,
     user_lock_id: String,
+    /// The username window's member for this client: its IP bucket's digest.
+    user_member: String,
 }
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Milliseconds to whole seconds, rounded up (a client told "1 s" for 1.9 s
+/// would retry too early).
+fn ceil_duration(ms: i64) -> Duration {
+    let ms = u64::try_from(ms.max(1)).unwrap_or(1);
+    Duration::from_secs(ms.div_ceil(1000))
+}
+
 impl Throttle {
-    /// A throttle over `redis` (its own deadline is `settings.redis_timeout`).
+    /// A throttle over `redis`; each call has its own `settings.redis_timeout`.
     #[must_use]
     pub fn new(
         redis: RedisPool,
@@ -235,7 +241,6 @@ impl Throttle {
             fallback: Arc::new(Fallback::new(settings.expected_instances)),
             settings,
             scripts: Arc::new(Scripts {
-                window: Script::new(include_str!("../../../lua/throttle_window.lua")),
                 login: Script::new(include_str!("../../../lua/throttle_login.lua")),
                 success: Script::new(include_str!("../../../lua/throttle_success.lua")),
             }),
@@ -246,22 +251,47 @@ impl Throttle {
         tenant_id.simple().to_string()
     }
 
+    fn lock_details_key(&self, tenant: &str, lock_id: &str) -> String {
+        self.keys
+            .tenant_key(tenant, &format!("rl:lockinfo:{lock_id}"))
+    }
+
     fn keys_for(&self, attempt: &Attempt) -> AttemptKeys {
         let tenant = Self::tenant_tag(attempt.tenant_id);
+        let bucket = ip_bucket(attempt.ip);
         let user_hash = Keyspace::digest(&attempt.username);
-        let pair_hash = Keyspace::digest(&format!("{}\u{0}{}", attempt.username, attempt.ip));
+        let pair_hash = Keyspace::digest(&format!("{}\u{0}{bucket}", attempt.username));
         let pair_lock_id = format!("pair:{pair_hash}");
         let user_lock_id = format!("user:{user_hash}");
+        let bucket_hash = Keyspace::digest(&bucket);
         AttemptKeys {
             pair: self.keys.tenant_key(&tenant, &format!("rl:{pair_lock_id}")),
             user: self.keys.tenant_key(&tenant, &format!("rl:{user_lock_id}")),
+            ip: self
+                .keys
+                .tenant_key(&tenant, &format!("rl:ip:{bucket_hash}")),
             tenant: self.keys.tenant_key(&tenant, "rl:all"),
-            ip: self.keys.ip_key(&ip_bucket(attempt.ip), "rl:login"),
             locks: self.keys.tenant_key(&tenant, "rl:locks"),
-            lock_details: self.keys.tenant_key(&tenant, "rl:lockinfo"),
+            pair_details: self.lock_details_key(&tenant, &pair_lock_id),
+            user_details: self.lock_details_key(&tenant, &user_lock_id),
             pair_lock_id,
             user_lock_id,
+            user_member: bucket_hash,
         }
+    }
+
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    }
+
+    /// Runs a throttle Redis call with the throttle's own deadline.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, gatehouse_redis::RedisError>>,
+    ) -> Result<T, gatehouse_redis::RedisError> {
+        tokio::time::timeout(self.settings.redis_timeout, call)
+            .await
+            .map_err(|_| gatehouse_redis::RedisError::Timeout(self.settings.redis_timeout))?
     }
 
     /// Decides an attempt and, when allowed, reserves it. Never fails: if
@@ -270,7 +300,10 @@ impl Throttle {
         metrics::counter!("gatehouse_login_throttle_attempts_total").increment(1);
         let id = Uuid::new_v4().simple().to_string();
         let decision = if self.breaker.allow_request() {
-            match self.begin_in_redis(attempt, limits, &id).await {
+            match self
+                .bounded(self.begin_in_redis(attempt, limits, &id))
+                .await
+            {
                 Ok(decision) => {
                     self.breaker.record_success();
                     decision
@@ -299,59 +332,6 @@ impl Throttle {
         }
     }
 
-    /// The one-round-trip pipeline: the IP window script and the tenant-slot
-    /// login script (two slots, so two scripts).
-    fn decision_pipeline(
-        &self,
-        keys: &AttemptKeys,
-        attempt: &Attempt,
-        limits: &LoginLimits,
-        now: i64,
-        id: &str,
-    ) -> redis::Pipeline {
-        let details = |kind: &str, ip: Option<String>| {
-            serde_json::json!({ "kind": kind, "username": attempt.username, "ip": ip }).to_string()
-        };
-        let username_window =
-            i64::try_from(limits.username.window_s.saturating_mul(1000)).unwrap_or(i64::MAX);
-        let mut pipe = redis::pipe();
-        pipe.invoke_script(
-            self.scripts
-                .window
-                .key(&keys.ip)
-                .arg(now)
-                .arg(ms(limits.ip.window()))
-                .arg(limits.ip.max)
-                .arg(id),
-        );
-        pipe.invoke_script(
-            self.scripts
-                .login
-                .key(&keys.pair)
-                .key(&keys.user)
-                .key(&keys.tenant)
-                .key(&keys.locks)
-                .key(&keys.lock_details)
-                .arg(now)
-                .arg(id)
-                .arg(limits.pair.max)
-                .arg(ms(limits.pair.window()))
-                .arg(limits.username.max)
-                .arg(username_window)
-                .arg(limits.username.free_failures)
-                .arg(limits.username.backoff_base_ms)
-                .arg(limits.username.backoff_cap_ms)
-                .arg(if attempt.known_device { "1" } else { "0" })
-                .arg(limits.tenant.max)
-                .arg(ms(limits.tenant.window()))
-                .arg(&keys.pair_lock_id)
-                .arg(&keys.user_lock_id)
-                .arg(details("pair", Some(attempt.ip.to_string())))
-                .arg(details("username", None)),
-        );
-        pipe
-    }
-
     async fn begin_in_redis(
         &self,
         attempt: &Attempt,
@@ -359,132 +339,120 @@ impl Throttle {
         id: &str,
     ) -> Result<Decision, gatehouse_redis::RedisError> {
         let keys = self.keys_for(attempt);
-        let now = self.clock.now().unix_timestamp_nanos() / 1_000_000;
-        let now = i64::try_from(now).unwrap_or(i64::MAX);
-        let pipe = self.decision_pipeline(&keys, attempt, limits, now, id);
+        let now = self.now_ms();
+        let details = |kind: &str, ip: Option<String>| {
+            serde_json::json!({ "kind": kind, "username": attempt.username, "ip": ip }).to_string()
+        };
+        let pair_details = details("pair", Some(ip_bucket(attempt.ip)));
+        let user_details = details("username", None);
+        let username_window =
+            i64::try_from(limits.username.window_s.saturating_mul(1000)).unwrap_or(i64::MAX);
         let scripts = self.scripts.clone();
-        let run = self.redis.run(|mut conn| async move {
-            let answers: Result<Answers, _> = pipe.query_async(&mut conn).await;
-            let ((ip_allowed, ip_retry, _count), (allowed, retry, limit)) = match answers {
-                Err(e) if gatehouse_redis::is_noscript(&e) => {
-                    scripts
-                        .window
-                        .prepare_invoke()
-                        .load_async(&mut conn)
-                        .await?;
-                    scripts.login.prepare_invoke().load_async(&mut conn).await?;
-                    pipe.query_async::<Answers>(&mut conn).await?
-                }
-                other => other?,
-            };
-            // One side refused after the other reserved: take the reservation back.
-            if ip_allowed == 1 && allowed == 0 {
-                redis::cmd("ZREM")
-                    .arg(&keys.ip)
+        let known = if attempt.known_device { "1" } else { "0" };
+        let (allowed, retry, limit): (i64, i64, String) = self
+            .redis
+            .run(|mut conn| async move {
+                scripts
+                    .login
+                    .key(&keys.pair)
+                    .key(&keys.user)
+                    .key(&keys.ip)
+                    .key(&keys.tenant)
+                    .key(&keys.locks)
+                    .key(&keys.pair_details)
+                    .key(&keys.user_details)
+                    .arg(now)
                     .arg(id)
-                    .query_async::<()>(&mut conn)
-                    .await?;
-            }
-            if allowed == 1 && ip_allowed == 0 {
-                redis::pipe()
-                    .cmd("ZREM")
-                    .arg(&keys.pair)
-                    .arg(id)
-                    .ignore()
-                    .cmd("ZREM")
-                    .arg(&keys.user)
-                    .arg(id)
-                    .ignore()
-                    .cmd("ZREM")
-                    .arg(&keys.tenant)
-                    .arg(id)
-                    .ignore()
-                    .query_async::<()>(&mut conn)
-                    .await?;
-            }
-            Ok((ip_allowed, ip_retry, allowed, retry, limit))
-        });
-        let (ip_allowed, ip_retry, allowed, retry, limit) =
-            tokio::time::timeout(self.settings.redis_timeout, run)
-                .await
-                .map_err(|_| gatehouse_redis::RedisError::Timeout(self.settings.redis_timeout))??;
-        let as_duration = |ms: i64| Duration::from_millis(u64::try_from(ms.max(1)).unwrap_or(1));
-        if ip_allowed == 0 {
-            return Ok(Decision::Throttled {
-                limit: LimitKind::Ip,
-                retry_after: as_duration(ip_retry),
-            });
+                    .arg(&keys.user_member)
+                    .arg(limits.pair.max)
+                    .arg(ms(limits.pair.window()))
+                    .arg(limits.username.max)
+                    .arg(username_window)
+                    .arg(limits.username.free_failures)
+                    .arg(limits.username.backoff_base_ms)
+                    .arg(limits.username.backoff_cap_ms)
+                    .arg(known)
+                    .arg(limits.ip.max)
+                    .arg(ms(limits.ip.window()))
+                    .arg(limits.tenant.max)
+                    .arg(ms(limits.tenant.window()))
+                    .arg(&keys.pair_lock_id)
+                    .arg(&keys.user_lock_id)
+                    .arg(&pair_details)
+                    .arg(&user_details)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        if allowed == 1 {
+            return Ok(Decision::Allowed(Ticket {
+                id: id.to_owned(),
+                fallback: false,
+            }));
         }
-        if allowed == 0 {
-            let limit = match limit.as_str() {
-                "pair" => LimitKind::Pair,
-                "username" => LimitKind::Username,
-                _ => LimitKind::Tenant,
-            };
-            if matches!(limit, LimitKind::Pair | LimitKind::Username) {
-                metrics::counter!("gatehouse_login_lockouts_total", "limit" => limit.as_str())
-                    .increment(1);
-            }
-            return Ok(Decision::Throttled {
-                limit,
-                retry_after: as_duration(retry),
-            });
+        let limit = match limit.as_str() {
+            "pair" => LimitKind::Pair,
+            "username" => LimitKind::Username,
+            "ip" => LimitKind::Ip,
+            _ => LimitKind::Tenant,
+        };
+        if matches!(limit, LimitKind::Pair | LimitKind::Username) {
+            metrics::counter!("gatehouse_login_lockouts_total", "limit" => limit.as_str())
+                .increment(1);
         }
-        Ok(Decision::Allowed(Ticket {
-            id: id.to_owned(),
-            fallback: false,
-        }))
+        Ok(Decision::Throttled {
+            limit,
+            retry_after: ceil_duration(retry),
+        })
     }
 
     /// The attempt succeeded: reset the pair counter (not the IP counter) and
-    /// withdraw the reservation from the username window.
+    /// take this client out of the username window.
     pub async fn succeeded(&self, attempt: &Attempt, ticket: &Ticket) {
-        if ticket.fallback {
+        if ticket.fallback || !self.breaker.allow_request() {
             return;
         }
         let keys = self.keys_for(attempt);
         let scripts = self.scripts.clone();
-        let id = ticket.id.clone();
         let run = self.redis.run(|mut conn| async move {
             scripts
                 .success
                 .key(&keys.pair)
                 .key(&keys.user)
                 .key(&keys.locks)
-                .key(&keys.lock_details)
-                .arg(&id)
+                .key(&keys.pair_details)
+                .arg(&keys.user_member)
                 .arg(&keys.pair_lock_id)
                 .invoke_async::<i64>(&mut conn)
                 .await
         });
-        if let Err(e) = run.await {
-            tracing::warn!(error = %e, "could not reset the login throttle after a success");
+        match self.bounded(run).await {
+            Ok(_) => self.breaker.record_success(),
+            Err(e) => {
+                self.breaker.record_failure();
+                tracing::warn!(error = %e, "could not reset the login throttle after a success");
+            }
         }
     }
 
     /// The attempt ended without a verdict on the password (overload, outage):
-    /// take its reservation back from the pair and username windows, so users
-    /// are not penalised for our trouble. The IP and tenant counts stay.
+    /// take its reservation back from the pair window, so users are not
+    /// penalised for our trouble. The IP and tenant counts stay.
     pub async fn withdraw(&self, attempt: &Attempt, ticket: &Ticket) {
-        if ticket.fallback {
+        if ticket.fallback || !self.breaker.allow_request() {
             return;
         }
         let keys = self.keys_for(attempt);
         let id = ticket.id.clone();
         let run = self.redis.run(|mut conn| async move {
-            redis::pipe()
-                .cmd("ZREM")
+            redis::cmd("ZREM")
                 .arg(&keys.pair)
                 .arg(&id)
-                .ignore()
-                .cmd("ZREM")
-                .arg(&keys.user)
-                .arg(&id)
-                .ignore()
                 .query_async::<()>(&mut conn)
                 .await
         });
-        if let Err(e) = run.await {
+        if let Err(e) = self.bounded(run).await {
+            self.breaker.record_failure();
             tracing::warn!(error = %e, "could not withdraw a login throttle reservation");
         }
     }
@@ -493,35 +461,32 @@ impl Throttle {
     pub async fn lockouts(&self, tenant_id: Uuid) -> Result<Vec<Lockout>, ThrottleError> {
         let tenant = Self::tenant_tag(tenant_id);
         let locks = self.keys.tenant_key(&tenant, "rl:locks");
-        let details = self.keys.tenant_key(&tenant, "rl:lockinfo");
-        let now = self.clock.now().unix_timestamp_nanos() / 1_000_000;
-        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        let now = self.now_ms();
         let entries: Vec<(String, i64)> = self
             .redis
-            .run(|mut conn| {
-                let locks = locks.clone();
-                async move {
-                    redis::cmd("ZRANGE")
-                        .arg(&locks)
-                        .arg(now)
-                        .arg("+inf")
-                        .arg("BYSCORE")
-                        .arg("WITHSCORES")
-                        .query_async(&mut conn)
-                        .await
-                }
+            .run(|mut conn| async move {
+                redis::cmd("ZRANGE")
+                    .arg(&locks)
+                    .arg(now)
+                    .arg("+inf")
+                    .arg("BYSCORE")
+                    .arg("WITHSCORES")
+                    .query_async(&mut conn)
+                    .await
             })
             .await?;
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();
+        let detail_keys: Vec<String> = entries
+            .iter()
+            .map(|(id, _)| self.lock_details_key(&tenant, id))
+            .collect();
         let infos: Vec<Option<String>> = self
             .redis
             .run(|mut conn| async move {
-                redis::cmd("HMGET")
-                    .arg(&details)
-                    .arg(&ids)
+                redis::cmd("MGET")
+                    .arg(&detail_keys)
                     .query_async(&mut conn)
                     .await
             })
@@ -557,14 +522,13 @@ impl Throttle {
         }
         let tenant = Self::tenant_tag(tenant_id);
         let locks = self.keys.tenant_key(&tenant, "rl:locks");
-        let details = self.keys.tenant_key(&tenant, "rl:lockinfo");
+        let details_key = self.lock_details_key(&tenant, lockout_id);
         let info: Option<String> = {
-            let (details, id) = (details.clone(), lockout_id.to_owned());
+            let details_key = details_key.clone();
             self.redis
                 .run(|mut conn| async move {
-                    redis::cmd("HGET")
-                        .arg(&details)
-                        .arg(&id)
+                    redis::cmd("GET")
+                        .arg(&details_key)
                         .query_async(&mut conn)
                         .await
                 })
@@ -578,10 +542,14 @@ impl Throttle {
             .and_then(|v| v["username"].as_str().map(str::to_owned))
             .unwrap_or_default();
         let user_lock_id = format!("user:{}", Keyspace::digest(&username));
-        let mut counters = vec![self.keys.tenant_key(&tenant, &format!("rl:{lockout_id}"))];
         let mut ids = vec![lockout_id.to_owned()];
+        let mut doomed = vec![
+            self.keys.tenant_key(&tenant, &format!("rl:{lockout_id}")),
+            details_key,
+        ];
         if lockout_id != user_lock_id {
-            counters.push(self.keys.tenant_key(&tenant, &format!("rl:{user_lock_id}")));
+            doomed.push(self.keys.tenant_key(&tenant, &format!("rl:{user_lock_id}")));
+            doomed.push(self.lock_details_key(&tenant, &user_lock_id));
             ids.push(user_lock_id);
         }
         let (removed,): (i64,) = self
@@ -592,11 +560,7 @@ impl Throttle {
                     .arg(&locks)
                     .arg(&ids)
                     .cmd("DEL")
-                    .arg(&counters)
-                    .ignore()
-                    .cmd("HDEL")
-                    .arg(&details)
-                    .arg(&ids)
+                    .arg(&doomed)
                     .ignore()
                     .query_async(&mut conn)
                     .await

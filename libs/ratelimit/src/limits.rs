@@ -129,11 +129,25 @@ impl LoginLimits {
                 "must be at most a day (lockouts are never permanent)",
             ),
             (
-                self.pair.window_s == 0
-                    || self.ip.window_s == 0
-                    || self.tenant.window_s == 0
-                    || self.username.window_s == 0,
+                [
+                    self.pair.window_s,
+                    self.ip.window_s,
+                    self.tenant.window_s,
+                    self.username.window_s,
+                ]
+                .iter()
+                .any(|w| *w == 0 || *w > 24 * 3600),
                 "*.window_s",
+                "must be between 1 s and one day",
+            ),
+            (
+                self.username.free_failures == 0,
+                "username.free_failures",
+                "must be at least 1",
+            ),
+            (
+                self.username.backoff_base_ms == 0,
+                "username.backoff_base_ms",
                 "must be at least 1",
             ),
         ];

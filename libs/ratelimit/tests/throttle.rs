@@ -333,3 +333,49 @@ async fn decisions_survive_a_flushed_script_cache() {
         "scripts are reloaded, not bypassed"
     );
 }
+
+#[tokio::test]
+async fn one_attacker_address_cannot_lock_the_real_user_out() {
+    let clock = clock();
+    let t = throttle(&clock);
+    let limits = LoginLimits::default();
+    let tenant = Uuid::new_v4();
+    // One attacker keeps guessing from one address for two hours: it gets its
+    // pair budget each window and is refused in between...
+    for _ in 0..8 {
+        for _ in 0..6 {
+            let _ = t
+                .begin(&attempt(tenant, "victim", "192.0.2.66"), &limits)
+                .await;
+        }
+        clock.advance(time::Duration::minutes(15));
+    }
+    // ...but counts only once towards the username, so the victim, from
+    // anywhere else and without a known-device proof, is never held back.
+    allowed(
+        t.begin(&attempt(tenant, "victim", "198.51.100.200"), &limits)
+            .await,
+    );
+}
+
+#[tokio::test]
+async fn rotating_addresses_inside_one_ipv6_64_is_one_pair() {
+    let clock = clock();
+    let t = throttle(&clock);
+    let limits = LoginLimits::default();
+    let tenant = Uuid::new_v4();
+    for i in 1..=5 {
+        allowed(
+            t.begin(
+                &attempt(tenant, "victim", &format!("2001:db8:9:9::{i}")),
+                &limits,
+            )
+            .await,
+        );
+    }
+    let (limit, _) = refused(
+        t.begin(&attempt(tenant, "victim", "2001:db8:9:9::ffff"), &limits)
+            .await,
+    );
+    assert_eq!(limit, LimitKind::Pair);
+}

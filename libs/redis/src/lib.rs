@@ -183,14 +183,6 @@ impl RedisPool {
     }
 }
 
-/// Whether an error (also one from a pipeline) means a script is not in the
-/// server's cache (after a restart or `SCRIPT FLUSH`). Single invocations
-/// reload by themselves; pipelined ones must `SCRIPT LOAD` and retry.
-#[must_use]
-pub fn is_noscript(error: &redis::RedisError) -> bool {
-    error.code() == Some("NOSCRIPT") || error.to_string().contains("NoScript")
-}
-
 /// Builds every Redis key: `<prefix>{<tag>}:<parts...>`.
 ///
 /// The prefix separates deployments (and tests) sharing one server; the

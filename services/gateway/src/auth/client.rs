@@ -41,7 +41,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         .collect();
     let mut client = peer;
     for hop in hops.iter().rev() {
-        match hop.parse::<IpAddr>() {
+        match parse_hop(hop) {
             Ok(ip) => {
                 client = ip;
                 if !is_trusted(&ip) {
@@ -52,6 +52,16 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         }
     }
     client
+}
+
+/// One `X-Forwarded-For` entry: a bare IP, `ip:port`, or `[v6]:port`, as
+/// proxies write them.
+fn parse_hop(hop: &str) -> Result<IpAddr, std::net::AddrParseError> {
+    hop.parse::<IpAddr>().or_else(|e| {
+        hop.parse::<std::net::SocketAddr>()
+            .map(|a| a.ip())
+            .map_err(|_| e)
+    })
 }
 
 impl FromRequestParts<AppState> for ClientInfo {
@@ -116,6 +126,11 @@ mod tests {
             "198.51.100.7".parse::<IpAddr>().unwrap()
         );
         assert_eq!(client_ip(peer, &HeaderMap::new(), &trusted), peer);
+        let with_ports = headers("198.51.100.8:5123, [2001:db8::7]:443");
+        assert_eq!(
+            client_ip(peer, &with_ports, &trusted),
+            "2001:db8::7".parse::<IpAddr>().unwrap()
+        );
         let garbage = headers("not-an-ip, 10.0.0.5");
         assert_eq!(
             client_ip(peer, &garbage, &trusted),

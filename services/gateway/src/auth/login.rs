@@ -48,6 +48,14 @@ pub enum LoginError {
     },
 }
 
+/// Whole seconds for `Retry-After`, rounded up so clients never retry early.
+#[must_use]
+pub fn retry_after_secs(retry_after: Duration) -> u64 {
+    u64::try_from(retry_after.as_millis().div_ceil(1000))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
 /// A successful sign-in.
 #[derive(Debug)]
 pub struct LoggedIn {

@@ -19,8 +19,36 @@ use crate::auth::extract::CurrentSession;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Resolves `{tenant}` for an admin caller, or 404/403.
+/// Resolves `{tenant}` for an admin caller, or 404/403; a refusal is audited
+/// (against the caller's own tenant, so it reveals nothing about the other).
 async fn admin_tenant(
+    state: &AppState,
+    me: &CurrentSession,
+    raw: &str,
+    action: &'static str,
+) -> Result<Tenant, ApiError> {
+    let result = resolve_admin_tenant(state, me, raw).await;
+    if let Err(refusal) = &result {
+        let session = &me.0.session;
+        let event = AuditEvent {
+            tenant_id: Some(session.tenant_id),
+            actor: Actor::User(session.user_id),
+            action,
+            target: Some(raw.chars().take(64).collect()),
+            outcome: Outcome::Denied,
+            ip: None,
+            user_agent: None,
+            request_id: None,
+            details: json!({ "status": refusal.status().as_u16() }),
+        };
+        if let Err(e) = audit::record(&state.db, &event).await {
+            tracing::error!(error = %e, action, "audit event not recorded");
+        }
+    }
+    result
+}
+
+async fn resolve_admin_tenant(
     state: &AppState,
     me: &CurrentSession,
     raw: &str,
@@ -91,7 +119,7 @@ pub async fn lockouts_list(
     headers: HeaderMap,
     me: CurrentSession,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let tenant = admin_tenant(&state, &me, &tenant).await?;
+    let tenant = admin_tenant(&state, &me, &tenant, "lockouts.list").await?;
     let lockouts = state
         .auth
         .throttle
@@ -119,7 +147,7 @@ pub async fn lockouts_delete(
     headers: HeaderMap,
     me: CurrentSession,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = admin_tenant(&state, &me, &tenant).await?;
+    let tenant = admin_tenant(&state, &me, &tenant, "lockouts.clear").await?;
     let cleared = state
         .auth
         .throttle

@@ -93,7 +93,7 @@ pub async fn login(
         }
         Err(LoginError::InvalidCredentials) => Err(invalid_credentials()),
         Err(LoginError::Throttled { retry_after, .. }) => {
-            let seconds = retry_after.as_secs().max(1);
+            let seconds = crate::auth::login::retry_after_secs(retry_after);
             Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "throttled",

@@ -60,6 +60,15 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Whether the client asked for HTML (browsers send `text/html` in `Accept`).
+fn accepts_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"))
+}
+
 /// "45 seconds", "3 minutes": how long to wait, for people.
 fn human_wait(seconds: u64) -> String {
     match seconds {
@@ -260,7 +269,17 @@ pub async fn login_submit(
             None,
         )),
         Err(LoginError::Throttled { retry_after, .. }) => {
-            let seconds = retry_after.as_secs().max(1);
+            let seconds = crate::auth::login::retry_after_secs(retry_after);
+            // A person gets the form back with the wait spelled out; a script
+            // posting the form (no text/html in Accept) gets problem+json.
+            if !accepts_html(&headers) {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "throttled",
+                    format!("too many sign-in attempts; retry after {seconds} s"),
+                )
+                .with_retry_after(seconds));
+            }
             let mut response = login_form(
                 &state,
                 &tenant,
