@@ -1,5 +1,6 @@
 //! Redis memory of the throttle's keys when full: a pair window at its limit
-//! (5 members), a username window (20), an IP window (100). Run by `scripts/bench`.
+//! (5 members), a username window (20 client addresses), an IP window (100).
+//! Run by `scripts/bench`.
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -35,8 +36,8 @@ async fn main() {
     limits.username.free_failures = 100;
     let tenant = Uuid::new_v4();
     // 100 attempts from one IP: 5 for one username (fills its pair), then
-    // 95 spread over other usernames; the first username collects 20 from
-    // 4 more IPs.
+    // 95 spread over other usernames; the first username then fails from 15
+    // more addresses (20 in its window: one member per address).
     for _ in 0..5 {
         let _ = throttle
             .begin(
@@ -64,7 +65,7 @@ async fn main() {
             .await;
     }
     for i in 0..15 {
-        let ip = format!("198.51.100.{}", 2 + i / 5);
+        let ip = format!("198.51.100.{}", 2 + i);
         let _ = throttle
             .begin(
                 &Attempt {
@@ -107,7 +108,7 @@ async fn main() {
             "pair"
         } else if key.contains(":rl:user:") {
             "username"
-        } else if key.contains("rl:login") {
+        } else if key.contains(":rl:ip:") {
             "ip"
         } else if key.ends_with("rl:all") {
             "tenant"
