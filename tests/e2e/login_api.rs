@@ -2,23 +2,15 @@
 
 use serde_json::{Value, json};
 
-use crate::{DEMO_PASSWORD, client, expect_problem, seeded_app};
+use crate::{DEMO_PASSWORD, client, expect_problem, json_login, seeded_app, session_token};
 use gatehouse_testkit::{Gateway, run_gatehouse};
 
 async fn login(gateway: &Gateway, username: &str, password: &str) -> reqwest::Response {
-    client()
-        .post(gateway.url("/v1/auth/login"))
-        .json(&json!({ "tenant": "acme", "username": username, "password": password }))
-        .send()
-        .await
-        .unwrap()
+    json_login(gateway, "acme", username, password).await
 }
 
 async fn token_for(gateway: &Gateway, username: &str) -> String {
-    let response = login(gateway, username, DEMO_PASSWORD).await;
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    body["session_token"].as_str().unwrap().to_owned()
+    session_token(gateway, "acme", username, DEMO_PASSWORD).await
 }
 
 async fn me(gateway: &Gateway, token: &str) -> reqwest::Response {

@@ -2,7 +2,7 @@
 
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 
-use crate::{DEMO_PASSWORD, client, expect_problem, seeded_app};
+use crate::{DEMO_PASSWORD, client, expect_problem, hidden_field, seeded_app};
 use gatehouse_testkit::Gateway;
 
 /// What a browser keeps between requests.
@@ -38,16 +38,6 @@ impl Browser {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
     }
-}
-
-fn hidden_field(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} field in {html}"))
-        + marker.len();
-    let end = html[start..].find('"').unwrap() + start;
-    html[start..end].to_owned()
 }
 
 /// Loads the login form; returns its CSRF token.

@@ -95,3 +95,42 @@ pub(crate) async fn expect_problem(response: reqwest::Response, status: u16) -> 
     }
     body
 }
+
+/// `POST /v1/auth/login` as JSON.
+pub(crate) async fn json_login(
+    gateway: &Gateway,
+    tenant: &str,
+    username: &str,
+    password: &str,
+) -> reqwest::Response {
+    client()
+        .post(gateway.url("/v1/auth/login"))
+        .json(&serde_json::json!({ "tenant": tenant, "username": username, "password": password }))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Signs in through the JSON API and returns the session token (asserts 200).
+pub(crate) async fn session_token(
+    gateway: &Gateway,
+    tenant: &str,
+    username: &str,
+    password: &str,
+) -> String {
+    let response = json_login(gateway, tenant, username, password).await;
+    assert_eq!(response.status(), 200, "sign-in of {username}@{tenant}");
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["session_token"].as_str().unwrap().to_owned()
+}
+
+/// The value of the hidden form field `name` in a rendered page.
+pub(crate) fn hidden_field(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} field in {html}"))
+        + marker.len();
+    let end = html[start..].find('"').unwrap() + start;
+    html[start..end].to_owned()
+}

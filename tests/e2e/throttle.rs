@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::{DEMO_PASSWORD, client, expect_problem, seeded_app};
+use crate::{DEMO_PASSWORD, client, expect_problem, hidden_field, seeded_app, session_token};
 use gatehouse_testkit::Gateway;
 
 async fn login_from(
@@ -222,9 +222,7 @@ async fn the_browser_form_answers_429_with_retry_after() {
         .unwrap()
         .to_owned();
     let html = page.text().await.unwrap();
-    let marker = "name=\"csrf\" value=\"";
-    let start = html.find(marker).unwrap() + marker.len();
-    let csrf = html[start..start + html[start..].find('"').unwrap()].to_owned();
+    let csrf = hidden_field(&html, "csrf");
     let form = [
         ("username", "bob"),
         ("password", DEMO_PASSWORD),
@@ -270,25 +268,11 @@ async fn tenant_limits_change_without_a_restart() {
     expect_problem(login(&gateway, "bob", "wrong-password").await, 429).await;
 }
 
-async fn bearer(gateway: &Gateway, tenant: &str, username: &str, password: &str) -> String {
-    let response = client()
-        .post(gateway.url("/v1/auth/login"))
-        .json(&json!({ "tenant": tenant, "username": username, "password": password }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json::<Value>().await.unwrap()["session_token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn admins_list_and_clear_lockouts_of_their_tenant_only() {
     let (gateway, _db, _) = seeded_app(&[]).await;
-    let alice = bearer(&gateway, "acme", "alice", DEMO_PASSWORD).await;
-    let admin = bearer(&gateway, "system", "admin", crate::ADMIN_PASSWORD).await;
+    let alice = session_token(&gateway, "acme", "alice", DEMO_PASSWORD).await;
+    let admin = session_token(&gateway, "system", "admin", crate::ADMIN_PASSWORD).await;
     fail_times(&gateway, "bob", 5).await;
     expect_problem(login(&gateway, "bob", DEMO_PASSWORD).await, 429).await;
 
@@ -342,7 +326,7 @@ async fn admins_list_and_clear_lockouts_of_their_tenant_only() {
         .await
         .unwrap();
     expect_problem(again, 404).await;
-    let bob = bearer(&gateway, "acme", "bob", DEMO_PASSWORD).await;
+    let bob = session_token(&gateway, "acme", "bob", DEMO_PASSWORD).await;
     let forbidden = http
         .get(gateway.url("/admin/api/v1/tenants/acme/lockouts"))
         .bearer_auth(&bob)

@@ -89,12 +89,6 @@ impl PasswordHasher {
         Ok(hasher)
     }
 
-    /// The parameters new hashes are made with.
-    #[must_use]
-    pub fn cost(&self) -> Argon2Cost {
-        self.cost
-    }
-
     /// Hashes a password with a fresh 128-bit random salt into a PHC string.
     pub fn hash(&self, password: &str) -> Result<String, PasswordError> {
         let mut salt = [0u8; 16];

@@ -85,7 +85,6 @@ pub struct RedisPool {
     connections: Arc<[ConnectionManager]>,
     next: Arc<AtomicUsize>,
     command_timeout: Duration,
-    client: redis::Client,
 }
 
 impl std::fmt::Debug for RedisPool {
@@ -125,7 +124,6 @@ impl RedisPool {
             connections: connections.into(),
             next: Arc::new(AtomicUsize::new(0)),
             command_timeout: settings.command_timeout,
-            client,
         })
     }
 
@@ -171,16 +169,6 @@ impl RedisPool {
         }
         Ok(())
     }
-
-    /// A dedicated (non-shared) connection, for blocking commands such as
-    /// `XREAD BLOCK` that must not stall the shared ones.
-    pub async fn dedicated(&self) -> Result<redis::aio::MultiplexedConnection, RedisError> {
-        let connect = self.client.get_multiplexed_async_connection();
-        match tokio::time::timeout(self.command_timeout, connect).await {
-            Ok(result) => result.map_err(RedisError::from),
-            Err(_) => Err(RedisError::Timeout(self.command_timeout)),
-        }
-    }
 }
 
 /// Builds every Redis key: `<prefix>{<tag>}:<parts...>`.
@@ -199,12 +187,6 @@ impl Keyspace {
         Self {
             prefix: prefix.into(),
         }
-    }
-
-    /// The configured prefix.
-    #[must_use]
-    pub fn prefix(&self) -> &str {
-        &self.prefix
     }
 
     /// A key for tenant data: `<prefix>{t:<tenant>}:<rest>`. `tenant` must be

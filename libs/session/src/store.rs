@@ -199,12 +199,6 @@ impl SessionStore {
         }
     }
 
-    /// The lifetime rules in force.
-    #[must_use]
-    pub fn config(&self) -> SessionConfig {
-        self.config
-    }
-
     fn session_key(&self, tenant_id: Uuid, id: &SessionId) -> String {
         self.keys
             .tenant_key(&tenant_id.simple().to_string(), &format!("s:{id}"))

@@ -57,16 +57,6 @@ pub async fn tenant_by_slug(
     .await?)
 }
 
-/// Finds a tenant by id.
-pub async fn tenant_by_id(pool: &PgPool, id: Uuid) -> Result<Option<Tenant>, StoreError> {
-    Ok(sqlx::query_as::<_, Tenant>(
-        "SELECT id, slug, display_name, status, allowed_return_origins, settings FROM tenants WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?)
-}
-
 /// Finds a user of `tenant_id` by normalised username.
 pub async fn user_for_login(
     pool: &PgPool,

@@ -122,13 +122,6 @@ impl ApiError {
     }
 }
 
-/// Renders the problem body for `status` without going through [`ApiError`];
-/// used by the fallback that turns framework-generated errors into problems.
-#[must_use]
-pub fn problem_response(status: StatusCode, slug: &'static str, detail: &str) -> Response {
-    ApiError::new(status, slug, detail).into_response()
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ProblemBody {
@@ -155,6 +148,18 @@ impl From<gatehouse_store::StoreError> for ApiError {
             ErrorKind::Unavailable => Self::unavailable("the database is unavailable", 1),
             ErrorKind::Internal => Self::internal(&e),
             kind => Self::from_kind(kind, e.to_string()),
+        }
+    }
+}
+
+impl From<gatehouse_session::SessionError> for ApiError {
+    fn from(e: gatehouse_session::SessionError) -> Self {
+        match e.kind() {
+            ErrorKind::Unavailable => {
+                tracing::warn!(error = %e, "session store call failed");
+                Self::unavailable("the session store is unavailable", 1)
+            }
+            _ => Self::internal(&e),
         }
     }
 }

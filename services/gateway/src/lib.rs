@@ -6,6 +6,7 @@
 //! types and errors; handlers here translate them into responses.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;

@@ -3,7 +3,7 @@
 
 use gatehouse_core::{TenantSlug, Username};
 use gatehouse_session::SessionStore;
-use gatehouse_store::audit::{self, Actor, AuditEvent, Outcome};
+use gatehouse_store::audit::{Actor, AuditEvent, Outcome};
 use gatehouse_store::directory;
 use serde_json::json;
 use sqlx::PgPool;
@@ -54,9 +54,7 @@ async fn record(
         request_id: None,
         details,
     };
-    if let Err(e) = audit::record(db, &event).await {
-        tracing::error!(error = %e, action, "audit event not recorded");
-    }
+    crate::audit::record(db, &event).await;
 }
 
 /// Disables (or re-enables) a user. Disabling ends every session of the

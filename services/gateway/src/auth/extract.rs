@@ -66,10 +66,7 @@ pub async fn authenticate(
             via,
         })),
         Ok(None) => Ok(None),
-        Err(e) => {
-            tracing::warn!(error = %e, "session validation failed");
-            Err(ApiError::unavailable("the session store is unavailable", 1))
-        }
+        Err(e) => Err(e.into()),
     }
 }
 

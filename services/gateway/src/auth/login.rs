@@ -10,7 +10,7 @@ use std::time::Duration;
 use gatehouse_core::{Clock, Username, Verification};
 use gatehouse_ratelimit::{Attempt, Decision, LimitKind, LoginLimits, Throttle};
 use gatehouse_session::{NewSession, Session, SessionStore, SessionToken};
-use gatehouse_store::audit::{self, Actor, AuditEvent, Outcome};
+use gatehouse_store::audit::{Actor, AuditEvent, Outcome};
 use gatehouse_store::directory::{self, Tenant};
 use serde_json::json;
 use sqlx::PgPool;
@@ -340,8 +340,6 @@ impl LoginService {
             request_id: c.request_id.clone(),
             details,
         };
-        if let Err(e) = audit::record(&self.db, &event).await {
-            tracing::error!(error = %e, action = "login", "audit event not recorded");
-        }
+        crate::audit::record(&self.db, &event).await;
     }
 }

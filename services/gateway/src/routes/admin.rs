@@ -10,7 +10,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use gatehouse_core::TenantSlug;
-use gatehouse_store::audit::{self, Actor, AuditEvent, Outcome};
+use gatehouse_store::audit::{Actor, AuditEvent, Outcome};
 use gatehouse_store::directory::{self, Tenant};
 use serde_json::json;
 
@@ -41,9 +41,7 @@ async fn admin_tenant(
             request_id: None,
             details: json!({ "status": refusal.status().as_u16() }),
         };
-        if let Err(e) = audit::record(&state.db, &event).await {
-            tracing::error!(error = %e, action, "audit event not recorded");
-        }
+        crate::audit::record(&state.db, &event).await;
     }
     result
 }
@@ -100,15 +98,10 @@ async fn audit_admin(
         outcome: Outcome::Success,
         ip: Some(client.ip.clone()),
         user_agent: Some(client.user_agent.clone()),
-        request_id: headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        request_id: crate::audit::request_id(headers),
         details: json!({ "by": me.0.session.username, "by_tenant": me.0.session.tenant_slug }),
     };
-    if let Err(e) = audit::record(&state.db, &event).await {
-        tracing::error!(error = %e, action, "audit event not recorded");
-    }
+    crate::audit::record(&state.db, &event).await;
 }
 
 /// `GET /admin/api/v1/tenants/{tenant}/lockouts`

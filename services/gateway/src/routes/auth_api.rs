@@ -5,7 +5,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use gatehouse_session::SessionId;
-use gatehouse_store::audit::{self, Actor, AuditEvent, Outcome};
 use gatehouse_store::directory;
 use serde::Deserialize;
 use serde_json::json;
@@ -41,17 +40,6 @@ fn invalid_credentials() -> ApiError {
     )
 }
 
-fn store_unavailable() -> ApiError {
-    ApiError::unavailable("the session store is unavailable", 1)
-}
-
-fn request_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
 /// `POST /v1/auth/login`: 200 with the session, 401 for any bad credentials
 /// (same body whether or not the user exists), 503 when the session store or
 /// the password pool cannot take it.
@@ -70,7 +58,7 @@ pub async fn login(
             username: &body.username,
             password: body.password,
             client: &client,
-            request_id: request_id(&headers),
+            request_id: crate::audit::request_id(&headers),
             device_proof: body.device_token.as_deref(),
         })
         .await;
@@ -110,31 +98,6 @@ pub async fn login(
     }
 }
 
-async fn audit_event(
-    state: &AppState,
-    me: &CurrentSession,
-    action: &'static str,
-    target: String,
-    headers: &HeaderMap,
-    details: serde_json::Value,
-) {
-    let session = &me.0.session;
-    let event = AuditEvent {
-        tenant_id: Some(session.tenant_id),
-        actor: Actor::User(session.user_id),
-        action,
-        target: Some(target),
-        outcome: Outcome::Success,
-        ip: None,
-        user_agent: None,
-        request_id: request_id(headers),
-        details,
-    };
-    if let Err(e) = audit::record(&state.db, &event).await {
-        tracing::error!(error = %e, action, "audit event not recorded");
-    }
-}
-
 /// `POST /v1/auth/logout`: ends the caller's session.
 pub async fn logout(
     State(state): State<AppState>,
@@ -146,9 +109,16 @@ pub async fn logout(
         .auth
         .sessions
         .end(s.tenant_id, s.user_id, &s.id)
-        .await
-        .map_err(|_| store_unavailable())?;
-    audit_event(&state, &me, "logout", s.id.to_string(), &headers, json!({})).await;
+        .await?;
+    crate::audit::session_event(
+        &state.db,
+        &me.0.session,
+        "logout",
+        s.id.to_string(),
+        &headers,
+        json!({}),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -163,11 +133,10 @@ pub async fn logout_all(
         .auth
         .sessions
         .end_all_for_user(s.tenant_id, s.user_id, None)
-        .await
-        .map_err(|_| store_unavailable())?;
-    audit_event(
-        &state,
-        &me,
+        .await?;
+    crate::audit::session_event(
+        &state.db,
+        &me.0.session,
         "logout_all",
         s.username.clone(),
         &headers,
@@ -205,8 +174,7 @@ pub async fn sessions_list(
         .auth
         .sessions
         .list_for_user(current.tenant_id, current.user_id)
-        .await
-        .map_err(|_| store_unavailable())?;
+        .await?;
     let items: Vec<serde_json::Value> = sessions
         .iter()
         .map(|s| {
@@ -235,18 +203,13 @@ pub async fn sessions_delete(
         return Err(ApiError::not_found("no such session"));
     };
     let s = &me.0.session;
-    let ended = state
-        .auth
-        .sessions
-        .end(s.tenant_id, s.user_id, &id)
-        .await
-        .map_err(|_| store_unavailable())?;
+    let ended = state.auth.sessions.end(s.tenant_id, s.user_id, &id).await?;
     if !ended {
         return Err(ApiError::not_found("no such session"));
     }
-    audit_event(
-        &state,
-        &me,
+    crate::audit::session_event(
+        &state.db,
+        &me.0.session,
         "session.revoke",
         id.to_string(),
         &headers,
@@ -336,11 +299,10 @@ pub async fn password_change(
         .auth
         .sessions
         .end_all_for_user(s.tenant_id, s.user_id, Some(&s.id))
-        .await
-        .map_err(|_| store_unavailable())?;
-    audit_event(
-        &state,
-        &me,
+        .await?;
+    crate::audit::session_event(
+        &state.db,
+        &me.0.session,
         "password.change",
         s.username.clone(),
         &headers,

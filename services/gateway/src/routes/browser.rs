@@ -8,7 +8,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gatehouse_core::TenantSlug;
 use gatehouse_session::SessionId;
-use gatehouse_store::audit::{self, Actor, AuditEvent, Outcome};
 use gatehouse_store::directory::{self, Tenant};
 use serde::Deserialize;
 use serde_json::json;
@@ -51,13 +50,6 @@ fn redirect(to: &str) -> Response {
         response.headers_mut().insert(header::LOCATION, value);
     }
     response
-}
-
-fn request_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
 }
 
 /// Whether the client asked for HTML (browsers send `text/html` in `Accept`).
@@ -233,7 +225,7 @@ pub async fn login_submit(
             username: &form.username,
             password: form.password,
             client: &client,
-            request_id: request_id(&headers),
+            request_id: crate::audit::request_id(&headers),
             device_proof: device_proof.as_deref(),
         })
         .await;
@@ -352,8 +344,7 @@ pub async fn account_page(
         .auth
         .sessions
         .list_for_user(tenant.id, me.session.user_id)
-        .await
-        .map_err(|_| ApiError::unavailable("the session store is unavailable", 1))?
+        .await?
         .into_iter()
         .map(|s| SessionRow {
             current: s.id == me.session.id,
@@ -389,43 +380,32 @@ pub struct CsrfForm {
     pub csrf: String,
 }
 
-/// Checks origin and the session-bound CSRF token of a signed-in form post.
-fn check_session_form(
+/// The caller of a signed-in form post: tenant resolved, session valid for
+/// it, origin and session-bound CSRF token checked. `Ok(Err(page))` is what to
+/// show instead (sign-in redirect, 403 form expired, 503).
+async fn signed_in_form(
     state: &AppState,
+    raw_tenant: &str,
     headers: &HeaderMap,
-    me: &Authenticated,
     form: &CsrfForm,
-) -> bool {
-    let origins = csrf::own_origins(headers, &state.auth.issuer, state.auth.cookies.secure);
-    csrf::same_origin(headers, &origins)
-        && state
-            .auth
-            .csrf
-            .verify(SESSION_PURPOSE, me.session.id.as_str(), &form.csrf)
-}
-
-async fn audit_session_event(
-    state: &AppState,
-    me: &Authenticated,
-    action: &'static str,
-    target: String,
-    headers: &HeaderMap,
-    details: serde_json::Value,
-) {
-    let event = AuditEvent {
-        tenant_id: Some(me.session.tenant_id),
-        actor: Actor::User(me.session.user_id),
-        action,
-        target: Some(target),
-        outcome: Outcome::Success,
-        ip: None,
-        user_agent: None,
-        request_id: request_id(headers),
-        details,
+) -> Result<Result<(Tenant, Authenticated), Response>, ApiError> {
+    let tenant = active_tenant(state, raw_tenant).await?;
+    let me = match page_session(state, &tenant, headers).await? {
+        Ok(me) => me,
+        Err(response) => return Ok(Err(response)),
     };
-    if let Err(e) = audit::record(&state.db, &event).await {
-        tracing::error!(error = %e, action, "audit event not recorded");
+    let origins = csrf::own_origins(headers, &state.auth.issuer, state.auth.cookies.secure);
+    let token_ok = state
+        .auth
+        .csrf
+        .verify(SESSION_PURPOSE, me.session.id.as_str(), &form.csrf);
+    if !csrf::same_origin(headers, &origins) || !token_ok {
+        return Ok(Err(forbidden_page(
+            "This form expired. Please try again.",
+            &account_path(&tenant),
+        )));
     }
+    Ok(Ok((tenant, me)))
 }
 
 fn signed_out(state: &AppState, tenant: &Tenant) -> Response {
@@ -443,26 +423,18 @@ pub async fn logout_submit(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, ApiError> {
-    let tenant = active_tenant(&state, &tenant).await?;
-    let me = match page_session(&state, &tenant, &headers).await? {
-        Ok(me) => me,
+    let (tenant, me) = match signed_in_form(&state, &tenant, &headers, &form).await? {
+        Ok(caller) => caller,
         Err(response) => return Ok(response),
     };
-    if !check_session_form(&state, &headers, &me, &form) {
-        return Ok(forbidden_page(
-            "This form expired. Please try again.",
-            &account_path(&tenant),
-        ));
-    }
     state
         .auth
         .sessions
         .end(tenant.id, me.session.user_id, &me.session.id)
-        .await
-        .map_err(|_| ApiError::unavailable("the session store is unavailable", 1))?;
-    audit_session_event(
-        &state,
-        &me,
+        .await?;
+    crate::audit::session_event(
+        &state.db,
+        &me.session,
         "logout",
         me.session.id.to_string(),
         &headers,
@@ -479,17 +451,10 @@ pub async fn account_session_end(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, ApiError> {
-    let tenant = active_tenant(&state, &tenant).await?;
-    let me = match page_session(&state, &tenant, &headers).await? {
-        Ok(me) => me,
+    let (tenant, me) = match signed_in_form(&state, &tenant, &headers, &form).await? {
+        Ok(caller) => caller,
         Err(response) => return Ok(response),
     };
-    if !check_session_form(&state, &headers, &me, &form) {
-        return Ok(forbidden_page(
-            "This form expired. Please try again.",
-            &account_path(&tenant),
-        ));
-    }
     let Some(id) = SessionId::parse(&session_id) else {
         return Err(ApiError::not_found("no such session"));
     };
@@ -497,14 +462,13 @@ pub async fn account_session_end(
         .auth
         .sessions
         .end(tenant.id, me.session.user_id, &id)
-        .await
-        .map_err(|_| ApiError::unavailable("the session store is unavailable", 1))?;
+        .await?;
     if !ended {
         return Err(ApiError::not_found("no such session"));
     }
-    audit_session_event(
-        &state,
-        &me,
+    crate::audit::session_event(
+        &state.db,
+        &me.session,
         "session.revoke",
         id.to_string(),
         &headers,
@@ -524,26 +488,18 @@ pub async fn account_sessions_end_all(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, ApiError> {
-    let tenant = active_tenant(&state, &tenant).await?;
-    let me = match page_session(&state, &tenant, &headers).await? {
-        Ok(me) => me,
+    let (tenant, me) = match signed_in_form(&state, &tenant, &headers, &form).await? {
+        Ok(caller) => caller,
         Err(response) => return Ok(response),
     };
-    if !check_session_form(&state, &headers, &me, &form) {
-        return Ok(forbidden_page(
-            "This form expired. Please try again.",
-            &account_path(&tenant),
-        ));
-    }
     let ended = state
         .auth
         .sessions
         .end_all_for_user(tenant.id, me.session.user_id, None)
-        .await
-        .map_err(|_| ApiError::unavailable("the session store is unavailable", 1))?;
-    audit_session_event(
-        &state,
-        &me,
+        .await?;
+    crate::audit::session_event(
+        &state.db,
+        &me.session,
         "logout_all",
         me.session.username.clone(),
         &headers,
