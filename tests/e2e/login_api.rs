@@ -440,7 +440,13 @@ async fn a_login_answers_503_with_retry_after_when_redis_is_down() {
             .success()
     );
     let gateway = Gateway::spawn(&vars).await;
+    let token = token_for(&gateway, "alice").await;
     redis.stop().await;
+    // A signed-in request cannot be validated either: 503, not 401 (the
+    // session is not known to be bad) and not 500.
+    let me_down = me(&gateway, &token).await;
+    assert!(me_down.headers().contains_key("retry-after"));
+    expect_problem(me_down, 503).await;
     let response = login(&gateway, "alice", DEMO_PASSWORD).await;
     assert!(response.headers().contains_key("retry-after"));
     expect_problem(response, 503).await;

@@ -16,18 +16,36 @@ use crate::error::{ApiError, PROBLEM_JSON};
 /// path, which would explode label cardinality).
 pub async fn record_metrics(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
-    let route = request
+    let method = method_label(request.method());
+    let route: metrics::SharedString = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        .map_or(metrics::SharedString::const_str("unmatched"), |p| {
+            p.as_str().to_owned().into()
+        });
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("gatehouse_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+    metrics::counter!("gatehouse_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!("gatehouse_http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// A static label for the method (no allocation per request); unusual
+/// methods share one label so clients cannot grow the label set.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }
 
 /// Request size bounds enforced before any handler runs.
