@@ -130,6 +130,11 @@ async fn metrics_are_prometheus_text_counting_requests_by_route() {
     let http = client();
     http.get(gateway.url("/healthz")).send().await.unwrap();
     http.get(gateway.url("/readyz")).send().await.unwrap();
+    let odd = reqwest::Method::from_bytes(b"XYZZY").unwrap();
+    http.request(odd, gateway.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
     let response = http.get(gateway.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(
@@ -147,5 +152,8 @@ async fn metrics_are_prometheus_text_counting_requests_by_route() {
         "{text}"
     );
     assert!(text.contains("gatehouse_http_request_duration_seconds_bucket"));
+    // Client-chosen methods never become label values.
+    assert!(!text.contains("XYZZY"), "{text}");
+    assert!(text.contains("method=\"OTHER\""), "{text}");
     assert!(text.contains("gatehouse_dependency_up{dependency=\"redis\"} 1"));
 }
