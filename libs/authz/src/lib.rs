@@ -23,11 +23,11 @@ mod condition;
 mod model;
 mod pattern;
 
-pub use compile::{CompileError, PolicySet, Warning};
+pub use compile::{CompileError, PolicySet, Warning, validate_policy_document};
 pub use condition::{Condition, ConditionError, Operator};
 pub use model::{
-    Assignment, Decision, Effect, GrantDef, PolicyDef, Reason, Request, RoleDef, TenantRules,
-    Trace,
+    Assignment, Decision, Effect, GrantDef, PolicyDef, PolicyTrace, Reason, Request, RoleDef,
+    TenantRules, Trace,
 };
 pub use pattern::Pattern;
 

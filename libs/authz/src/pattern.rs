@@ -28,7 +28,10 @@ impl Pattern {
     /// Parses `*`, `prefix*` or an exact name (1 to 256 printable characters,
     /// `*` only at the end).
     pub fn parse(raw: &str) -> Result<Self, PatternError> {
-        let fail = |reason| PatternError { pattern: raw.chars().take(64).collect(), reason };
+        let fail = |reason| PatternError {
+            pattern: raw.chars().take(64).collect(),
+            reason,
+        };
         if raw.is_empty() || raw.len() > 256 {
             return Err(fail("must be 1 to 256 characters"));
         }
@@ -63,10 +66,9 @@ impl Pattern {
     pub fn is_covered_by(&self, other: &Self) -> bool {
         match (self, other) {
             (_, Self::Any) => true,
-            (Self::Any, _) => false,
             (Self::Prefix(a) | Self::Exact(a), Self::Prefix(b)) => a.starts_with(b.as_str()),
             (Self::Exact(a), Self::Exact(b)) => a == b,
-            (Self::Prefix(_), Self::Exact(_)) => false,
+            (Self::Any, _) | (Self::Prefix(_), Self::Exact(_)) => false,
         }
     }
 }
@@ -91,7 +93,9 @@ mod tests {
         let prefix = Pattern::parse("orders:*").unwrap();
         let exact = Pattern::parse("orders:7").unwrap();
         assert!(any.matches("anything"));
-        assert!(prefix.matches("orders:7") && prefix.matches("orders:") && !prefix.matches("order"));
+        assert!(
+            prefix.matches("orders:7") && prefix.matches("orders:") && !prefix.matches("order")
+        );
         assert!(exact.matches("orders:7") && !exact.matches("orders:70"));
     }
 

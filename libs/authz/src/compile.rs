@@ -1,0 +1,723 @@
+//! Compiling a tenant's rules once into a [`PolicySet`] and deciding requests
+//! against it.
+//!
+//! Compilation does all the work that does not depend on the request: role
+//! names become indices, every role gets its ancestor list and the flattened
+//! list of grants it holds (its own and inherited), and policies are parsed,
+//! type-checked and sorted into evaluation order. A decision then only walks
+//! the subject's few roles and the applicable policies, without allocating on
+//! the non-explain path.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::MAX_ROLE_DEPTH;
+use crate::condition::{Attr, Condition, ConditionError, Root};
+use crate::model::{Decision, Effect, PolicyDef, PolicyTrace, Reason, Request, TenantRules, Trace};
+use crate::pattern::{Pattern, PatternError};
+
+/// Most patterns in one policy target list.
+const MAX_TARGET_PATTERNS: usize = 64;
+
+/// Why a tenant's rules (or one policy) cannot be compiled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    /// Two roles share a name.
+    #[error("role {0:?} is defined twice")]
+    DuplicateRole(String),
+    /// A role names a parent that does not exist.
+    #[error("role {role:?} has unknown parent {parent:?}")]
+    UnknownParent {
+        /// The child.
+        role: String,
+        /// The missing parent.
+        parent: String,
+    },
+    /// Following parents from a role comes back to it.
+    #[error("role hierarchy cycle through role {0:?}")]
+    Cycle(String),
+    /// A chain of parents is longer than [`MAX_ROLE_DEPTH`].
+    #[error("role hierarchy deeper than {MAX_ROLE_DEPTH} levels at role {0:?}")]
+    TooDeep(String),
+    /// A grant names a role that does not exist.
+    #[error("grant for unknown role {0:?}")]
+    UnknownGrantRole(String),
+    /// A grant's pattern is malformed.
+    #[error("grant of role {role:?}: {source}")]
+    BadGrantPattern {
+        /// The role.
+        role: String,
+        /// The pattern fault.
+        source: PatternError,
+    },
+    /// Two policies share a name.
+    #[error("policy {0:?} is defined twice")]
+    DuplicatePolicy(String),
+    /// A policy document is malformed; `path` points into the document.
+    #[error("policy {policy:?}: {path}: {message}")]
+    BadPolicy {
+        /// The policy.
+        policy: String,
+        /// JSON path of the fault, e.g. `condition.all[2].value`.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Something legal but probably not what the author meant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warning {
+    /// The policy concerned.
+    pub policy: String,
+    /// Stable machine-readable kind: `shadowed`, `unknown_role`, `never_matches`.
+    pub kind: String,
+    /// Explanation for people.
+    pub message: String,
+}
+
+/// A policy's target: which requests it is about.
+#[derive(Debug, Clone)]
+struct Target {
+    resources: Vec<Pattern>,
+    actions: Vec<Pattern>,
+    role: TargetRole,
+}
+
+/// Who a policy is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TargetRole {
+    /// Every subject.
+    Anyone,
+    /// Holders of the role (directly or through a descendant role).
+    Holders(u32),
+    /// The target names a role that does not exist: the policy never applies.
+    UnknownRole,
+}
+
+/// A policy document split into its parts, before roles are resolved.
+struct ParsedDocument {
+    resources: Vec<Pattern>,
+    actions: Vec<Pattern>,
+    role: Option<String>,
+    condition: Condition,
+}
+
+#[derive(Debug, Clone)]
+struct CompiledPolicy {
+    name: String,
+    priority: i32,
+    effect: Effect,
+    target: Target,
+    condition: Condition,
+}
+
+#[derive(Debug, Clone)]
+struct FlatGrant {
+    resource: Pattern,
+    action: Pattern,
+    /// The role that holds it directly (for explanations).
+    role: u32,
+}
+
+/// A tenant's rules compiled for fast, deterministic decisions. Immutable and
+/// cheap to share (`Arc<PolicySet>`); this is what the cache tiers hold.
+#[derive(Debug, Clone)]
+pub struct PolicySet {
+    role_names: Vec<String>,
+    role_index: HashMap<String, u32>,
+    /// For each role: itself and all its ancestors.
+    ancestors: Vec<Vec<u32>>,
+    /// For each role: every grant it holds, own and inherited.
+    grants: Vec<Vec<FlatGrant>>,
+    /// Policies in evaluation order: priority desc, deny first, then name.
+    policies: Vec<CompiledPolicy>,
+    warnings: Vec<Warning>,
+}
+
+fn pattern_list(value: Option<&Value>, path: &str) -> Result<Vec<Pattern>, (String, String)> {
+    let Some(value) = value else {
+        return Ok(vec![Pattern::Any]);
+    };
+    let items: Vec<&Value> = match value {
+        Value::String(_) => vec![value],
+        Value::Array(list) if !list.is_empty() && list.len() <= MAX_TARGET_PATTERNS => {
+            list.iter().collect()
+        }
+        _ => {
+            return Err((
+                path.to_owned(),
+                format!("must be a pattern or an array of 1 to {MAX_TARGET_PATTERNS} patterns"),
+            ));
+        }
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let raw = item
+                .as_str()
+                .ok_or_else(|| (format!("{path}[{i}]"), "must be a string".to_owned()))?;
+            Pattern::parse(raw).map_err(|e| (format!("{path}[{i}]"), e.to_string()))
+        })
+        .collect()
+}
+
+/// Parses a policy document (`{"target": {...}, "condition": {...}}`) into
+/// its target and condition, without resolving the role.
+fn parse_document(document: &Value) -> Result<ParsedDocument, (String, String)> {
+    let object = document
+        .as_object()
+        .ok_or_else(|| ("document".to_owned(), "must be an object".to_owned()))?;
+    if let Some(key) = object
+        .keys()
+        .find(|k| !matches!(k.as_str(), "target" | "condition"))
+    {
+        return Err((
+            "document".to_owned(),
+            format!("unknown key {key:?}; a policy document has target and condition"),
+        ));
+    }
+    let empty = serde_json::Map::new();
+    let target = match object.get("target") {
+        None => &empty,
+        Some(Value::Object(t)) => t,
+        Some(_) => return Err(("target".to_owned(), "must be an object".to_owned())),
+    };
+    if let Some(key) = target
+        .keys()
+        .find(|k| !matches!(k.as_str(), "resources" | "actions" | "role"))
+    {
+        return Err((
+            "target".to_owned(),
+            format!("unknown key {key:?}; a target has resources, actions and role"),
+        ));
+    }
+    let resources = pattern_list(target.get("resources"), "target.resources")?;
+    let actions = pattern_list(target.get("actions"), "target.actions")?;
+    let role = match target.get("role") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(r)) if !r.is_empty() && r.len() <= 64 => Some(r.clone()),
+        Some(_) => return Err(("target.role".to_owned(), "must be a role name".to_owned())),
+    };
+    let condition = match object.get("condition") {
+        None => Condition::All(Vec::new()),
+        Some(c) => {
+            Condition::parse(c).map_err(|ConditionError { path, message }| (path, message))?
+        }
+    };
+    Ok(ParsedDocument {
+        resources,
+        actions,
+        role,
+        condition,
+    })
+}
+
+/// Checks one policy document on its own (for write-time validation before the
+/// rest of the tenant is known). Role existence is checked by [`PolicySet::compile`].
+pub fn validate_policy_document(name: &str, document: &Value) -> Result<(), CompileError> {
+    parse_document(document)
+        .map(|_| ())
+        .map_err(|(path, message)| CompileError::BadPolicy {
+            policy: name.to_owned(),
+            path,
+            message,
+        })
+}
+
+impl PolicySet {
+    /// Compiles a tenant's rules: resolves the hierarchy (rejecting cycles,
+    /// unknown parents and chains deeper than [`MAX_ROLE_DEPTH`]), flattens
+    /// grants, parses policies and reports shadowed or inert policies as
+    /// warnings.
+    pub fn compile(rules: &TenantRules) -> Result<Self, CompileError> {
+        let mut role_index = HashMap::with_capacity(rules.roles.len());
+        let mut role_names = Vec::with_capacity(rules.roles.len());
+        for role in &rules.roles {
+            let id = u32::try_from(role_names.len())
+                .map_err(|_| CompileError::TooDeep(role.name.clone()))?;
+            if role_index.insert(role.name.clone(), id).is_some() {
+                return Err(CompileError::DuplicateRole(role.name.clone()));
+            }
+            role_names.push(role.name.clone());
+        }
+        let ancestors = ancestor_chains(rules, &role_index, &role_names)?;
+        let grants = flatten_grants(rules, &role_index, &role_names, &ancestors)?;
+
+        let mut seen = HashSet::new();
+        let mut policies = Vec::new();
+        let mut warnings = Vec::new();
+        for def in &rules.policies {
+            if !seen.insert(def.name.as_str()) {
+                return Err(CompileError::DuplicatePolicy(def.name.clone()));
+            }
+            if !def.active {
+                continue;
+            }
+            policies.push(compile_policy(def, &role_index, &mut warnings)?);
+        }
+        policies.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then_with(|| (a.effect == Effect::Permit).cmp(&(b.effect == Effect::Permit)))
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        shadowing_warnings(&policies, &mut warnings);
+        Ok(Self {
+            role_names,
+            role_index,
+            ancestors,
+            grants,
+            policies,
+            warnings,
+        })
+    }
+
+    /// Warnings found while compiling (shadowed policies, unknown roles).
+    #[must_use]
+    pub fn warnings(&self) -> &[Warning] {
+        &self.warnings
+    }
+
+    /// Number of roles, for metrics and sanity checks.
+    #[must_use]
+    pub fn role_count(&self) -> usize {
+        self.role_names.len()
+    }
+
+    /// Number of active policies.
+    #[must_use]
+    pub fn policy_count(&self) -> usize {
+        self.policies.len()
+    }
+
+    /// Roles in force for the assignments at `now`: unexpired assignments of
+    /// known roles and all their ancestors, sorted by name.
+    #[must_use]
+    pub fn effective_roles(&self, request: &Request) -> Vec<String> {
+        let mut ids: Vec<u32> = self
+            .live_roles(request)
+            .flat_map(|r| self.ancestors[r as usize].iter().copied())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut names: Vec<String> = ids
+            .into_iter()
+            .map(|r| self.role_names[r as usize].clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Role ids of unexpired assignments (unknown roles are ignored).
+    fn live_roles<'a>(&'a self, request: &'a Request) -> impl Iterator<Item = u32> + 'a {
+        request
+            .assignments
+            .iter()
+            .filter(move |a| a.expires_at.is_none_or(|t| t > request.now))
+            .filter_map(|a| self.role_index.get(&a.role).copied())
+    }
+
+    fn has_role(&self, request: &Request, role: u32) -> bool {
+        self.live_roles(request)
+            .any(|r| self.ancestors[r as usize].contains(&role))
+    }
+
+    fn lookup<'r>(&self, request: &'r Request, attr: &Attr) -> Option<Cow<'r, Value>> {
+        let field = attr.field.as_str();
+        match attr.root {
+            Root::Action => Some(Cow::Owned(Value::String(request.action.clone()))),
+            Root::Subject => match request.subject_attributes.get(field) {
+                Some(v) => Some(Cow::Borrowed(v)),
+                None if field == "id" => Some(Cow::Owned(Value::String(request.subject.clone()))),
+                None if field == "roles" => Some(Cow::Owned(Value::Array(
+                    self.effective_roles(request)
+                        .into_iter()
+                        .map(Value::String)
+                        .collect(),
+                ))),
+                None => None,
+            },
+            Root::Resource => match request.resource_attributes.get(field) {
+                Some(v) => Some(Cow::Borrowed(v)),
+                None if field == "id" => Some(Cow::Owned(Value::String(request.resource.clone()))),
+                None => None,
+            },
+            Root::Context => match request.context.get(field) {
+                Some(v) => Some(Cow::Borrowed(v)),
+                None => derived_context(field, request.now).map(Cow::Owned),
+            },
+        }
+    }
+
+    /// Whether a policy applies: `Err(outcome)` says why not.
+    fn applies(&self, policy: &CompiledPolicy, request: &Request) -> Result<(), &'static str> {
+        let target = &policy.target;
+        let role_ok = match target.role {
+            TargetRole::Anyone => true,
+            TargetRole::UnknownRole => false,
+            TargetRole::Holders(role) => self.has_role(request, role),
+        };
+        if !role_ok
+            || !target
+                .resources
+                .iter()
+                .any(|p| p.matches(&request.resource))
+            || !target.actions.iter().any(|p| p.matches(&request.action))
+        {
+            return Err("target did not match");
+        }
+        if !policy
+            .condition
+            .eval(&|attr: &Attr| self.lookup(request, attr))
+        {
+            return Err("condition false");
+        }
+        Ok(())
+    }
+
+    fn matching_grant(&self, request: &Request) -> Option<&FlatGrant> {
+        self.live_roles(request).find_map(|r| {
+            self.grants[r as usize].iter().find(|g| {
+                g.action.matches(&request.action) && g.resource.matches(&request.resource)
+            })
+        })
+    }
+
+    fn grant_label(&self, grant: &FlatGrant) -> String {
+        format!(
+            "{}: {} on {}",
+            self.role_names[grant.role as usize], grant.action, grant.resource
+        )
+    }
+
+    /// Decides a request; with `explain`, the decision carries a [`Trace`].
+    #[must_use]
+    pub fn decide(&self, request: &Request, explain: bool) -> Decision {
+        let mut trace = explain.then(|| Trace {
+            effective_roles: self.effective_roles(request),
+            expired_assignments: request
+                .assignments
+                .iter()
+                .filter(|a| a.expires_at.is_some_and(|t| t <= request.now))
+                .map(|a| a.role.clone())
+                .collect(),
+            ..Trace::default()
+        });
+        // Policies are sorted priority desc with denies first inside a priority,
+        // so the first applicable policy is the winner of the highest applicable
+        // priority group: a deny if any deny there applies, else a permit.
+        let mut winner: Option<usize> = None;
+        for (i, policy) in self.policies.iter().enumerate() {
+            if let Some(w) = winner {
+                if trace.is_none() {
+                    break;
+                }
+                let outcome = if policy.priority == self.policies[w].priority {
+                    match self.applies(policy, request) {
+                        Ok(()) => "applied (overridden within its priority)",
+                        Err(why) => why,
+                    }
+                } else {
+                    "not reached"
+                };
+                push_policy(trace.as_mut(), policy, outcome);
+                continue;
+            }
+            match self.applies(policy, request) {
+                Ok(()) => {
+                    winner = Some(i);
+                    push_policy(trace.as_mut(), policy, "applied");
+                }
+                Err(why) => push_policy(trace.as_mut(), policy, why),
+            }
+        }
+        if let Some(w) = winner {
+            let policy = &self.policies[w];
+            let allowed = policy.effect == Effect::Permit;
+            if let Some(t) = trace.as_mut() {
+                t.conclusion = format!(
+                    "policy {:?} (priority {}) applied and is the highest-priority applicable {}; ABAC decides over roles",
+                    policy.name,
+                    policy.priority,
+                    if allowed {
+                        "policy and no deny of that priority applied"
+                    } else {
+                        "deny (deny overrides within a priority)"
+                    },
+                );
+            }
+            return Decision {
+                allowed,
+                reason: if allowed {
+                    Reason::PolicyPermit
+                } else {
+                    Reason::PolicyDeny
+                },
+                decided_by: Some(policy.name.clone()),
+                trace,
+            };
+        }
+        if let Some(grant) = self.matching_grant(request) {
+            let label = self.grant_label(grant);
+            if let Some(t) = trace.as_mut() {
+                t.matched_grants = self.all_matching_grants(request);
+                t.conclusion = format!("no policy applied; role grant {label} permits");
+            }
+            return Decision {
+                allowed: true,
+                reason: Reason::RoleGrant,
+                decided_by: Some(label),
+                trace,
+            };
+        }
+        if let Some(t) = trace.as_mut() {
+            "no policy applied and no role grant matched: denied by default"
+                .clone_into(&mut t.conclusion);
+        }
+        Decision {
+            allowed: false,
+            reason: Reason::NoMatch,
+            decided_by: None,
+            trace,
+        }
+    }
+
+    fn all_matching_grants(&self, request: &Request) -> Vec<String> {
+        let mut labels: Vec<String> = self
+            .live_roles(request)
+            .flat_map(|r| self.grants[r as usize].iter())
+            .filter(|g| g.action.matches(&request.action) && g.resource.matches(&request.resource))
+            .map(|g| self.grant_label(g))
+            .collect();
+        labels.sort();
+        labels.dedup();
+        labels
+    }
+}
+
+/// For each role: itself followed by its ancestors, nearest first. Refuses
+/// unknown parents, cycles and chains deeper than [`MAX_ROLE_DEPTH`].
+fn ancestor_chains(
+    rules: &TenantRules,
+    role_index: &HashMap<String, u32>,
+    role_names: &[String],
+) -> Result<Vec<Vec<u32>>, CompileError> {
+    let parents: Vec<Option<u32>> = rules
+        .roles
+        .iter()
+        .map(|role| match &role.parent {
+            None => Ok(None),
+            Some(parent) => role_index.get(parent).copied().map(Some).ok_or_else(|| {
+                CompileError::UnknownParent {
+                    role: role.name.clone(),
+                    parent: parent.clone(),
+                }
+            }),
+        })
+        .collect::<Result<_, _>>()?;
+    let mut ancestors = Vec::with_capacity(role_names.len());
+    for (id, name) in role_names.iter().enumerate() {
+        let mut chain = vec![index(id)];
+        let mut cursor = parents[id];
+        while let Some(parent) = cursor {
+            if parent == index(id) {
+                return Err(CompileError::Cycle(name.clone()));
+            }
+            chain.push(parent);
+            if chain.len() > MAX_ROLE_DEPTH {
+                return Err(CompileError::TooDeep(name.clone()));
+            }
+            cursor = parents[parent as usize];
+        }
+        ancestors.push(chain);
+    }
+    Ok(ancestors)
+}
+
+/// For each role: every grant it holds, own and inherited.
+fn flatten_grants(
+    rules: &TenantRules,
+    role_index: &HashMap<String, u32>,
+    role_names: &[String],
+    ancestors: &[Vec<u32>],
+) -> Result<Vec<Vec<FlatGrant>>, CompileError> {
+    let mut own: Vec<Vec<FlatGrant>> = vec![Vec::new(); role_names.len()];
+    for grant in &rules.grants {
+        let role = *role_index
+            .get(&grant.role)
+            .ok_or_else(|| CompileError::UnknownGrantRole(grant.role.clone()))?;
+        let bad = |source| CompileError::BadGrantPattern {
+            role: grant.role.clone(),
+            source,
+        };
+        let resource = Pattern::parse(&grant.resource).map_err(bad)?;
+        let action = Pattern::parse(&grant.action).map_err(bad)?;
+        own[role as usize].push(FlatGrant {
+            resource,
+            action,
+            role,
+        });
+    }
+    // Flattened and sorted by (role, action, resource) so the grant named in
+    // a decision does not depend on the order rules were stored in.
+    let grants: Vec<Vec<FlatGrant>> = ancestors
+        .iter()
+        .map(|chain| {
+            let mut flat: Vec<FlatGrant> = chain
+                .iter()
+                .flat_map(|&r| own[r as usize].iter().cloned())
+                .collect();
+            flat.sort_by(|a, b| {
+                (
+                    role_names[a.role as usize].as_str(),
+                    a.action.to_string(),
+                    a.resource.to_string(),
+                )
+                    .cmp(&(
+                        role_names[b.role as usize].as_str(),
+                        b.action.to_string(),
+                        b.resource.to_string(),
+                    ))
+            });
+            flat.dedup_by(|a, b| {
+                a.role == b.role && a.action == b.action && a.resource == b.resource
+            });
+            flat
+        })
+        .collect();
+    Ok(grants)
+}
+
+fn index(i: usize) -> u32 {
+    // Role counts are bounded far below u32::MAX by `compile` (ids are assigned
+    // with a checked conversion), so this cannot truncate.
+    u32::try_from(i).unwrap_or(u32::MAX)
+}
+
+fn push_policy(trace: Option<&mut Trace>, policy: &CompiledPolicy, outcome: &str) {
+    if let Some(t) = trace {
+        t.policies.push(PolicyTrace {
+            name: policy.name.clone(),
+            priority: policy.priority,
+            effect: policy.effect,
+            outcome: outcome.to_owned(),
+        });
+    }
+}
+
+/// `context.time` (unix s), `context.hour_utc` (0-23), `context.weekday`
+/// (1 = Monday … 7 = Sunday), derived from the decision time unless the
+/// request supplies them.
+fn derived_context(field: &str, now: i64) -> Option<Value> {
+    match field {
+        "time" => Some(Value::from(now)),
+        "hour_utc" => Some(Value::from(now.rem_euclid(86_400) / 3600)),
+        // 1970-01-01 was a Thursday (4).
+        "weekday" => Some(Value::from((now.div_euclid(86_400) + 3).rem_euclid(7) + 1)),
+        _ => None,
+    }
+}
+
+fn compile_policy(
+    def: &PolicyDef,
+    role_index: &HashMap<String, u32>,
+    warnings: &mut Vec<Warning>,
+) -> Result<CompiledPolicy, CompileError> {
+    let ParsedDocument {
+        resources,
+        actions,
+        role: role_name,
+        condition,
+    } = parse_document(&def.document).map_err(|(path, message)| CompileError::BadPolicy {
+        policy: def.name.clone(),
+        path,
+        message,
+    })?;
+    let role = role_name.map_or(TargetRole::Anyone, |name| {
+        let Some(&id) = role_index.get(&name) else {
+            warnings.push(Warning {
+                policy: def.name.clone(),
+                kind: "unknown_role".to_owned(),
+                message: format!(
+                    "target role {name:?} does not exist, so the policy never applies"
+                ),
+            });
+            return TargetRole::UnknownRole;
+        };
+        TargetRole::Holders(id)
+    });
+    if matches!(&condition, Condition::Any(c) if c.is_empty()) {
+        warnings.push(Warning {
+            policy: def.name.clone(),
+            kind: "never_matches".to_owned(),
+            message: "the condition is an empty \"any\", which is always false".to_owned(),
+        });
+    }
+    Ok(CompiledPolicy {
+        name: def.name.clone(),
+        priority: def.priority,
+        effect: def.effect,
+        target: Target {
+            resources,
+            actions,
+            role,
+        },
+        condition,
+    })
+}
+
+/// Whether every request `inner` targets is also targeted by `outer`.
+fn target_covered(inner: &Target, outer: &Target) -> bool {
+    let role_covered = outer.role == TargetRole::Anyone || outer.role == inner.role;
+    role_covered
+        && inner
+            .resources
+            .iter()
+            .all(|r| outer.resources.iter().any(|o| r.is_covered_by(o)))
+        && inner
+            .actions
+            .iter()
+            .all(|a| outer.actions.iter().any(|o| a.is_covered_by(o)))
+}
+
+/// Reports policies that can never decide: an earlier unconditional policy
+/// whose target covers theirs always applies first (higher priority), or wins
+/// inside the same priority (a deny over a permit, or an equal effect).
+fn shadowing_warnings(policies: &[CompiledPolicy], warnings: &mut Vec<Warning>) {
+    for (i, later) in policies.iter().enumerate() {
+        let shadow = policies[..i].iter().find(|earlier| {
+            earlier.condition.is_always_true() && target_covered(&later.target, &earlier.target)
+        });
+        if let Some(earlier) = shadow {
+            let why = if earlier.priority > later.priority {
+                format!(
+                    "higher-priority policy {:?} has no condition and covers its whole target",
+                    earlier.name
+                )
+            } else {
+                format!(
+                    "policy {:?} of the same priority has no condition, covers its whole target and wins ({})",
+                    earlier.name,
+                    if earlier.effect == later.effect {
+                        "same effect"
+                    } else {
+                        "deny overrides"
+                    }
+                )
+            };
+            warnings.push(Warning {
+                policy: later.name.clone(),
+                kind: "shadowed".to_owned(),
+                message: format!("never decides: {why}"),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
