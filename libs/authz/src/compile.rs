@@ -135,6 +135,11 @@ pub struct PolicySet {
     grants: Vec<Vec<FlatGrant>>,
     /// Policies in evaluation order: priority desc, deny first, then name.
     policies: Vec<CompiledPolicy>,
+    /// Policies (indices, ascending) whose every resource pattern lies inside
+    /// one first segment (`orders` for `orders:*`), keyed by that segment.
+    policies_by_segment: HashMap<String, Vec<u32>>,
+    /// Policies that may match resources of any segment.
+    policies_everywhere: Vec<u32>,
     warnings: Vec<Warning>,
 }
 
@@ -267,12 +272,15 @@ impl PolicySet {
                 .then_with(|| a.name.cmp(&b.name))
         });
         shadowing_warnings(&policies, &mut warnings);
+        let (policies_by_segment, policies_everywhere) = index_policies(&policies);
         Ok(Self {
             role_names,
             role_index,
             ancestors,
             grants,
             policies,
+            policies_by_segment,
+            policies_everywhere,
             warnings,
         })
     }
@@ -299,9 +307,34 @@ impl PolicySet {
     /// known roles and all their ancestors, sorted by name.
     #[must_use]
     pub fn effective_roles(&self, request: &Request) -> Vec<String> {
-        let mut ids: Vec<u32> = self
-            .live_roles(request)
-            .flat_map(|r| self.ancestors[r as usize].iter().copied())
+        self.effective_role_names(&self.live_roles(request))
+    }
+
+    /// Role ids of unexpired assignments (unknown roles are ignored),
+    /// resolved once per decision.
+    fn live_roles(&self, request: &Request) -> LiveRoles {
+        let mut live = LiveRoles::default();
+        for assignment in &request.assignments {
+            if assignment.expires_at.is_none_or(|t| t > request.now)
+                && let Some(&id) = self.role_index.get(&assignment.role)
+            {
+                live.push(id);
+            }
+        }
+        live
+    }
+
+    fn has_role(&self, live: &LiveRoles, role: u32) -> bool {
+        live.as_slice()
+            .iter()
+            .any(|&r| self.ancestors[r as usize].contains(&role))
+    }
+
+    fn effective_role_names(&self, live: &LiveRoles) -> Vec<String> {
+        let mut ids: Vec<u32> = live
+            .as_slice()
+            .iter()
+            .flat_map(|&r| self.ancestors[r as usize].iter().copied())
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -313,21 +346,12 @@ impl PolicySet {
         names
     }
 
-    /// Role ids of unexpired assignments (unknown roles are ignored).
-    fn live_roles<'a>(&'a self, request: &'a Request) -> impl Iterator<Item = u32> + 'a {
-        request
-            .assignments
-            .iter()
-            .filter(move |a| a.expires_at.is_none_or(|t| t > request.now))
-            .filter_map(|a| self.role_index.get(&a.role).copied())
-    }
-
-    fn has_role(&self, request: &Request, role: u32) -> bool {
-        self.live_roles(request)
-            .any(|r| self.ancestors[r as usize].contains(&role))
-    }
-
-    fn lookup<'r>(&self, request: &'r Request, attr: &Attr) -> Option<Cow<'r, Value>> {
+    fn lookup<'r>(
+        &self,
+        request: &'r Request,
+        live: &LiveRoles,
+        attr: &Attr,
+    ) -> Option<Cow<'r, Value>> {
         let field = attr.field.as_str();
         match attr.root {
             Root::Action => Some(Cow::Owned(Value::String(request.action.clone()))),
@@ -335,7 +359,7 @@ impl PolicySet {
                 Some(v) => Some(Cow::Borrowed(v)),
                 None if field == "id" => Some(Cow::Owned(Value::String(request.subject.clone()))),
                 None if field == "roles" => Some(Cow::Owned(Value::Array(
-                    self.effective_roles(request)
+                    self.effective_role_names(live)
                         .into_iter()
                         .map(Value::String)
                         .collect(),
@@ -355,12 +379,17 @@ impl PolicySet {
     }
 
     /// Whether a policy applies: `Err(outcome)` says why not.
-    fn applies(&self, policy: &CompiledPolicy, request: &Request) -> Result<(), &'static str> {
+    fn applies(
+        &self,
+        policy: &CompiledPolicy,
+        request: &Request,
+        live: &LiveRoles,
+    ) -> Result<(), &'static str> {
         let target = &policy.target;
         let role_ok = match target.role {
             TargetRole::Anyone => true,
             TargetRole::UnknownRole => false,
-            TargetRole::Holders(role) => self.has_role(request, role),
+            TargetRole::Holders(role) => self.has_role(live, role),
         };
         if !role_ok
             || !target
@@ -373,15 +402,15 @@ impl PolicySet {
         }
         if !policy
             .condition
-            .eval(&|attr: &Attr| self.lookup(request, attr))
+            .eval(&|attr: &Attr| self.lookup(request, live, attr))
         {
             return Err("condition false");
         }
         Ok(())
     }
 
-    fn matching_grant(&self, request: &Request) -> Option<&FlatGrant> {
-        self.live_roles(request).find_map(|r| {
+    fn matching_grant(&self, request: &Request, live: &LiveRoles) -> Option<&FlatGrant> {
+        live.as_slice().iter().find_map(|&r| {
             self.grants[r as usize].iter().find(|g| {
                 g.action.matches(&request.action) && g.resource.matches(&request.resource)
             })
@@ -395,11 +424,59 @@ impl PolicySet {
         )
     }
 
+    /// The first applicable policy in evaluation order, looking only at the
+    /// policies that can match the resource's first segment. Policies are
+    /// sorted priority desc with denies first inside a priority, so this is
+    /// the winner of the highest applicable priority: a deny if any deny
+    /// there applies, else a permit.
+    fn first_applicable(&self, request: &Request, live: &LiveRoles) -> Option<usize> {
+        let in_segment = resource_segment(&request.resource)
+            .and_then(|segment| self.policies_by_segment.get(segment))
+            .map_or(&[][..], Vec::as_slice);
+        merge_ascending(in_segment, &self.policies_everywhere)
+            .map(|i| i as usize)
+            .find(|&i| self.applies(&self.policies[i], request, live).is_ok())
+    }
+
+    /// The explain path: every policy in order, each with its outcome.
+    fn first_applicable_traced(
+        &self,
+        request: &Request,
+        live: &LiveRoles,
+        trace: &mut Trace,
+    ) -> Option<usize> {
+        let mut winner: Option<usize> = None;
+        for (i, policy) in self.policies.iter().enumerate() {
+            let outcome = match winner {
+                Some(w) if policy.priority != self.policies[w].priority => "not reached",
+                Some(_) => match self.applies(policy, request, live) {
+                    Ok(()) => "applied (overridden within its priority)",
+                    Err(why) => why,
+                },
+                None => match self.applies(policy, request, live) {
+                    Ok(()) => {
+                        winner = Some(i);
+                        "applied"
+                    }
+                    Err(why) => why,
+                },
+            };
+            trace.policies.push(PolicyTrace {
+                name: policy.name.clone(),
+                priority: policy.priority,
+                effect: policy.effect,
+                outcome: outcome.to_owned(),
+            });
+        }
+        winner
+    }
+
     /// Decides a request; with `explain`, the decision carries a [`Trace`].
     #[must_use]
     pub fn decide(&self, request: &Request, explain: bool) -> Decision {
+        let live = self.live_roles(request);
         let mut trace = explain.then(|| Trace {
-            effective_roles: self.effective_roles(request),
+            effective_roles: self.effective_role_names(&live),
             expired_assignments: request
                 .assignments
                 .iter()
@@ -408,34 +485,10 @@ impl PolicySet {
                 .collect(),
             ..Trace::default()
         });
-        // Policies are sorted priority desc with denies first inside a priority,
-        // so the first applicable policy is the winner of the highest applicable
-        // priority group: a deny if any deny there applies, else a permit.
-        let mut winner: Option<usize> = None;
-        for (i, policy) in self.policies.iter().enumerate() {
-            if let Some(w) = winner {
-                if trace.is_none() {
-                    break;
-                }
-                let outcome = if policy.priority == self.policies[w].priority {
-                    match self.applies(policy, request) {
-                        Ok(()) => "applied (overridden within its priority)",
-                        Err(why) => why,
-                    }
-                } else {
-                    "not reached"
-                };
-                push_policy(trace.as_mut(), policy, outcome);
-                continue;
-            }
-            match self.applies(policy, request) {
-                Ok(()) => {
-                    winner = Some(i);
-                    push_policy(trace.as_mut(), policy, "applied");
-                }
-                Err(why) => push_policy(trace.as_mut(), policy, why),
-            }
-        }
+        let winner = match trace.as_mut() {
+            Some(t) => self.first_applicable_traced(request, &live, t),
+            None => self.first_applicable(request, &live),
+        };
         if let Some(w) = winner {
             let policy = &self.policies[w];
             let allowed = policy.effect == Effect::Permit;
@@ -462,10 +515,10 @@ impl PolicySet {
                 trace,
             };
         }
-        if let Some(grant) = self.matching_grant(request) {
+        if let Some(grant) = self.matching_grant(request, &live) {
             let label = self.grant_label(grant);
             if let Some(t) = trace.as_mut() {
-                t.matched_grants = self.all_matching_grants(request);
+                t.matched_grants = self.all_matching_grants(request, &live);
                 t.conclusion = format!("no policy applied; role grant {label} permits");
             }
             return Decision {
@@ -487,10 +540,11 @@ impl PolicySet {
         }
     }
 
-    fn all_matching_grants(&self, request: &Request) -> Vec<String> {
-        let mut labels: Vec<String> = self
-            .live_roles(request)
-            .flat_map(|r| self.grants[r as usize].iter())
+    fn all_matching_grants(&self, request: &Request, live: &LiveRoles) -> Vec<String> {
+        let mut labels: Vec<String> = live
+            .as_slice()
+            .iter()
+            .flat_map(|&r| self.grants[r as usize].iter())
             .filter(|g| g.action.matches(&request.action) && g.resource.matches(&request.resource))
             .map(|g| self.grant_label(g))
             .collect();
@@ -593,21 +647,101 @@ fn flatten_grants(
     Ok(grants)
 }
 
+/// Up to eight role ids inline (the common case), more spill to the heap.
+#[derive(Debug, Default)]
+struct LiveRoles {
+    inline: [u32; 8],
+    len: usize,
+    spill: Vec<u32>,
+}
+
+impl LiveRoles {
+    fn push(&mut self, id: u32) {
+        if self.spill.is_empty() && self.len < self.inline.len() {
+            self.inline[self.len] = id;
+            self.len += 1;
+        } else {
+            if self.spill.is_empty() {
+                self.spill.extend_from_slice(&self.inline[..self.len]);
+            }
+            self.spill.push(id);
+        }
+    }
+
+    fn as_slice(&self) -> &[u32] {
+        if self.spill.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spill
+        }
+    }
+}
+
+/// The part of a resource name before its first `:`, if it has one.
+fn resource_segment(resource: &str) -> Option<&str> {
+    resource.split_once(':').map(|(segment, _)| segment)
+}
+
+/// The one first segment every name matched by the pattern has, if any.
+fn pattern_segment(pattern: &Pattern) -> Option<&str> {
+    match pattern {
+        Pattern::Any => None,
+        Pattern::Prefix(literal) | Pattern::Exact(literal) => resource_segment(literal),
+    }
+}
+
+/// Splits policies into those tied to first segments and the rest, so a
+/// decision looks only at policies that can match its resource.
+fn index_policies(policies: &[CompiledPolicy]) -> (HashMap<String, Vec<u32>>, Vec<u32>) {
+    let mut by_segment: HashMap<String, Vec<u32>> = HashMap::new();
+    let mut everywhere = Vec::new();
+    for (i, policy) in policies.iter().enumerate() {
+        let segments: Option<Vec<&str>> = policy
+            .target
+            .resources
+            .iter()
+            .map(pattern_segment)
+            .collect();
+        match segments {
+            Some(mut segments) => {
+                segments.sort_unstable();
+                segments.dedup();
+                for segment in segments {
+                    by_segment
+                        .entry(segment.to_owned())
+                        .or_default()
+                        .push(index(i));
+                }
+            }
+            None => everywhere.push(index(i)),
+        }
+    }
+    (by_segment, everywhere)
+}
+
+/// Merges two ascending index lists into one ascending sequence.
+fn merge_ascending<'a>(mut a: &'a [u32], mut b: &'a [u32]) -> impl Iterator<Item = u32> + 'a {
+    std::iter::from_fn(move || match (a.first(), b.first()) {
+        (Some(&x), Some(&y)) if x <= y => {
+            a = &a[1..];
+            Some(x)
+        }
+        (_, Some(&y)) => {
+            b = &b[1..];
+            Some(y)
+        }
+        (Some(&x), None) => {
+            a = &a[1..];
+            Some(x)
+        }
+        (None, None) => None,
+    })
+}
+
 fn index(i: usize) -> u32 {
     // Role counts are bounded far below u32::MAX by `compile` (ids are assigned
     // with a checked conversion), so this cannot truncate.
     u32::try_from(i).unwrap_or(u32::MAX)
-}
-
-fn push_policy(trace: Option<&mut Trace>, policy: &CompiledPolicy, outcome: &str) {
-    if let Some(t) = trace {
-        t.policies.push(PolicyTrace {
-            name: policy.name.clone(),
-            priority: policy.priority,
-            effect: policy.effect,
-            outcome: outcome.to_owned(),
-        });
-    }
 }
 
 /// `context.time` (unix s), `context.hour_utc` (0-23), `context.weekday`

@@ -22,6 +22,7 @@ mod compile;
 mod condition;
 mod model;
 mod pattern;
+pub mod reference;
 
 pub use compile::{CompileError, PolicySet, Warning, validate_policy_document};
 pub use condition::{Condition, ConditionError, Operator};

@@ -450,6 +450,10 @@ mod properties {
             Just("*".to_owned()),
             prop::sample::select(names).prop_map(str::to_owned),
             prop::sample::select(names).prop_map(|n| format!("{}*", &n[..n.len().min(3)])),
+            prop::sample::select(names).prop_map(|n| match n.split_once(':') {
+                Some((segment, _)) => format!("{segment}:*"),
+                None => format!("{n}*"),
+            }),
         ]
     }
 
@@ -615,6 +619,14 @@ mod properties {
             let b = PolicySet::compile(&shuffled).unwrap().decide(&req, true);
             prop_assert_eq!(outcome(&a), outcome(&b));
             prop_assert_eq!(a.trace, b.trace);
+        }
+
+        /// The indexed fast path and the explain path (which looks at every
+        /// policy) always agree.
+        #[test]
+        fn the_fast_path_agrees_with_explain((rules, req) in rules_and_request()) {
+            let set = PolicySet::compile(&rules).unwrap();
+            prop_assert_eq!(outcome(&set.decide(&req, false)), outcome(&set.decide(&req, true)));
         }
 
         /// An expired assignment decides exactly as no assignment at all.
