@@ -13,9 +13,9 @@ fn decisions(c: &mut Criterion) {
     let rules = reference::rules();
     let set = PolicySet::compile(&rules).unwrap();
     let users = reference::users();
-    let mixed = reference::requests(&users, 4096, 11);
+    let department = reference::requests(&users, 4096, 11);
     // RBAC-only: the `shared:*` resources are targeted by no policy.
-    let rbac: Vec<Request> = mixed
+    let rbac: Vec<Request> = department
         .iter()
         .cloned()
         .map(|mut r| {
@@ -29,10 +29,12 @@ fn decisions(c: &mut Criterion) {
         })
         .collect();
     // ABAC: department resources, where 3 to 5 policies target every request.
-    let abac: Vec<Request> = mixed
+    let abac = department;
+    // Mixed: alternating RBAC-only and ABAC requests.
+    let mixed: Vec<Request> = rbac
         .iter()
-        .filter(|r| !r.resource.starts_with("shared:"))
-        .cloned()
+        .zip(&abac)
+        .flat_map(|(a, b)| [a.clone(), b.clone()])
         .collect();
 
     let mut group = c.benchmark_group("authz_decision");
