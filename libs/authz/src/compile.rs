@@ -745,14 +745,18 @@ fn index(i: usize) -> u32 {
 }
 
 /// `context.time` (unix s), `context.hour_utc` (0-23), `context.weekday`
-/// (1 = Monday … 7 = Sunday), derived from the decision time unless the
+/// (`mon` … `sun`), derived from the decision time unless the
 /// request supplies them.
 fn derived_context(field: &str, now: i64) -> Option<Value> {
     match field {
         "time" => Some(Value::from(now)),
         "hour_utc" => Some(Value::from(now.rem_euclid(86_400) / 3600)),
-        // 1970-01-01 was a Thursday (4).
-        "weekday" => Some(Value::from((now.div_euclid(86_400) + 3).rem_euclid(7) + 1)),
+        // 1970-01-01 was a Thursday.
+        "weekday" => {
+            let days = ["thu", "fri", "sat", "sun", "mon", "tue", "wed"];
+            let day = usize::try_from(now.div_euclid(86_400).rem_euclid(7)).unwrap_or(0);
+            Some(Value::from(days[day]))
+        }
         _ => None,
     }
 }

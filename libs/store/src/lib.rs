@@ -4,6 +4,7 @@
 //! and this is the only crate that writes SQL. Callers get typed rows and a
 //! [`StoreError`] that says which [`ErrorKind`] it is.
 
+pub mod access;
 pub mod audit;
 pub mod bootstrap;
 pub mod directory;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Request, header};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -55,6 +55,53 @@ fn routes() -> Router<AppState> {
         .route(
             "/admin/api/v1/tenants/{tenant}/lockouts/{id}",
             delete(routes::admin::lockouts_delete),
+        )
+        .route(
+            "/admin/api/v1/tenants/{tenant}/roles",
+            get(routes::admin_authz::roles_list).post(routes::admin_authz::roles_create),
+        )
+        .route(
+            "/admin/api/v1/tenants/{tenant}/roles/{role}",
+            get(routes::admin_authz::role_get)
+                .patch(routes::admin_authz::role_update)
+                .delete(routes::admin_authz::role_delete),
+        )
+        .route(
+            "/admin/api/v1/tenants/{tenant}/roles/{role}/permissions",
+            get(routes::admin_authz::permissions_list)
+                .post(routes::admin_authz::permissions_add)
+                .delete(routes::admin_authz::permissions_remove),
+        )
+        .route(
+            "/admin/api/v1/tenants/{tenant}/users/{user}/roles",
+            get(routes::admin_authz::user_roles_list),
+        )
+        .route(
+            "/admin/api/v1/tenants/{tenant}/users/{user}/roles/{role}",
+            put(routes::admin_authz::user_role_put).delete(routes::admin_authz::user_role_delete),
+        )
+        .route(
+            "/admin/api/v1/tenants/{tenant}/policies",
+            get(routes::admin_authz::policies_list).post(routes::admin_authz::policies_create),
+        )
+        .route(
+            "/admin/api/v1/tenants/{tenant}/policies/validate",
+            post(routes::admin_authz::policies_validate),
+        )
+        .route(
+            "/admin/api/v1/tenants/{tenant}/policies/simulate",
+            post(routes::admin_authz::policies_simulate),
+        )
+        .route(
+            "/admin/api/v1/tenants/{tenant}/policies/{policy}",
+            get(routes::admin_authz::policy_get)
+                .put(routes::admin_authz::policy_update)
+                .delete(routes::admin_authz::policy_delete),
+        )
+        .route("/v1/authz/check", post(routes::authz_api::check))
+        .route(
+            "/v1/authz/check-batch",
+            post(routes::authz_api::check_batch),
         )
         .route("/v1/auth/login", post(routes::auth_api::login))
         .route("/v1/auth/logout", post(routes::auth_api::logout))

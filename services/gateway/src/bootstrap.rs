@@ -195,7 +195,7 @@ pub fn seed(
             ]),
             role("tenant-admin", "Administers the acme tenant", Some("member"), &[
                 ("orders:*", "*"),
-                ("admin:tenant", "*"),
+                ("admin:acme:*", "*"),
             ]),
         ],
         users: vec![

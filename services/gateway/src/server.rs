@@ -156,6 +156,7 @@ impl Application {
             clock,
         };
         let state = AppState {
+            authz: Arc::new(crate::authz::AuthzService::new(db.clone())),
             db,
             redis,
             redis_cache,

@@ -28,6 +28,8 @@ pub struct AppState {
     pub http: Arc<HttpSettings>,
     /// Sessions, sign-in, cookies and CSRF.
     pub auth: Arc<AuthState>,
+    /// Authorisation decisions (compiled tenant rules, subjects).
+    pub authz: Arc<crate::authz::AuthzService>,
 }
 
 /// What the sign-in and session handlers share.

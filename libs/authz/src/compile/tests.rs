@@ -261,7 +261,7 @@ fn derived_context_and_subject_attributes() {
         0,
         Effect::Permit,
         json!({"condition": {"all": [
-            {"op": "eq", "attr": "context.weekday", "value": 1},
+            {"op": "eq", "attr": "context.weekday", "value": "mon"},
             {"op": "contains", "attr": "subject.roles", "value": "viewer"},
             {"op": "eq", "attr": "subject.id", "value": "u1"},
             {"op": "prefix", "attr": "resource.id", "value": "reports:"},

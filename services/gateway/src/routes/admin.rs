@@ -1,10 +1,14 @@
-//! Admin API (`/admin/api/v1`). For now: login lockouts.
+//! Admin API (`/admin/api/v1`): the guard every admin handler passes, and
+//! login lockouts. Roles, grants, assignments and policies are in
+//! `admin_authz`.
 //!
-//! Authorisation here is interim until the authorisation engine lands: the
-//! caller's directly assigned, unexpired roles are read from Postgres and a
-//! `platform-admin` of the `system` tenant may act on every tenant, a
-//! `tenant-admin` only on their own. Other tenants are answered 404, so a
-//! tenant admin cannot even learn which tenants exist.
+//! The admin API is authorised by the engine like everything else: the caller
+//! asks for resource `admin:<tenant>:<area>` with action `read` or `write`,
+//! decided by the rules of the caller's own tenant (`platform-admin` of the
+//! `system` tenant holds `admin:*`, each tenant's `tenant-admin` holds
+//! `admin:<tenant>:*`). On top of that, one rule no grant can override: only
+//! users of the `system` tenant may reach another tenant at all. Other
+//! tenants are answered 404, so a tenant admin cannot learn which exist.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -12,22 +16,39 @@ use axum::http::{HeaderMap, StatusCode};
 use gatehouse_core::TenantSlug;
 use gatehouse_store::audit::{Actor, AuditEvent, Outcome};
 use gatehouse_store::directory::{self, Tenant};
-use serde_json::json;
+use serde_json::{Map, json};
 
 use crate::auth::client::ClientInfo;
 use crate::auth::extract::CurrentSession;
+use crate::authz::{self, Question};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Resolves `{tenant}` for an admin caller, or 404/403; a refusal is audited
-/// (against the caller's own tenant, so it reveals nothing about the other).
-async fn admin_tenant(
+/// Whether a handler reads or changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `read`.
+    Read,
+    /// `write`.
+    Write,
+}
+
+/// The tenant that owns every platform-wide role.
+pub const SYSTEM_TENANT: &str = "system";
+
+/// Resolves `{tenant}` for an admin caller and checks the caller may `access`
+/// its `area`, or answers 404/403; a refusal is audited (against the caller's
+/// own tenant, so it reveals nothing about the other).
+pub async fn admin_tenant(
     state: &AppState,
     me: &CurrentSession,
+    client: &ClientInfo,
     raw: &str,
+    area: &str,
+    access: Access,
     action: &'static str,
 ) -> Result<Tenant, ApiError> {
-    let result = resolve_admin_tenant(state, me, raw).await;
+    let result = resolve_admin_tenant(state, me, client, raw, area, access).await;
     if let Err(refusal) = &result {
         let session = &me.0.session;
         let event = AuditEvent {
@@ -36,10 +57,10 @@ async fn admin_tenant(
             action,
             target: Some(raw.chars().take(64).collect()),
             outcome: Outcome::Denied,
-            ip: None,
-            user_agent: None,
+            ip: Some(client.ip.clone()),
+            user_agent: Some(client.user_agent.clone()),
             request_id: None,
-            details: json!({ "status": refusal.status().as_u16() }),
+            details: json!({ "status": refusal.status().as_u16(), "area": area }),
         };
         crate::audit::record(&state.db, &event).await;
     }
@@ -49,36 +70,65 @@ async fn admin_tenant(
 async fn resolve_admin_tenant(
     state: &AppState,
     me: &CurrentSession,
+    client: &ClientInfo,
     raw: &str,
+    area: &str,
+    access: Access,
 ) -> Result<Tenant, ApiError> {
     let not_found = || ApiError::not_found("no such tenant");
     let session = &me.0.session;
-    let roles = directory::active_role_names(
-        &state.db,
-        session.tenant_id,
-        session.user_id,
-        state.auth.clock.now(),
-    )
-    .await?;
-    let platform_admin =
-        session.tenant_slug == "system" && roles.iter().any(|r| r == "platform-admin");
-    let tenant_admin = roles.iter().any(|r| r == "tenant-admin");
-    if !platform_admin && !tenant_admin {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "an admin role is required",
-        ));
-    }
     let slug = TenantSlug::parse(raw).map_err(|_| not_found())?;
-    let tenant = directory::tenant_by_slug(&state.db, &slug)
-        .await?
-        .ok_or_else(not_found)?;
-    if platform_admin || tenant.id == session.tenant_id {
-        Ok(tenant)
-    } else {
-        Err(not_found())
+    let own_tenant = session.tenant_slug == slug.as_str();
+    if !own_tenant && session.tenant_slug != SYSTEM_TENANT {
+        return Err(not_found());
     }
+    let subject = state
+        .authz
+        .subject_by_id(session.tenant_id, session.user_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "the signed-in user no longer exists",
+            )
+        })?;
+    let rules = state.authz.rules(session.tenant_id).await?;
+    let mut context = Map::new();
+    context.insert("ip".into(), json!(client.ip));
+    let question = Question {
+        resource: format!("admin:{slug}:{area}"),
+        resource_attributes: Map::new(),
+        action: match access {
+            Access::Read => "read",
+            Access::Write => "write",
+        }
+        .to_owned(),
+        context,
+        now: state.auth.clock.now().unix_timestamp(),
+    };
+    let decision = authz::decide(&rules.set, &authz::request_for(&subject, question), false);
+    if !decision.allowed {
+        return Err(if own_tenant {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "your roles do not allow {} of {area} in this tenant",
+                    if access == Access::Read {
+                        "reading"
+                    } else {
+                        "changing"
+                    }
+                ),
+            )
+        } else {
+            not_found()
+        });
+    }
+    directory::tenant_by_slug(&state.db, &slug)
+        .await?
+        .ok_or_else(not_found)
 }
 
 async fn audit_admin(
@@ -112,7 +162,16 @@ pub async fn lockouts_list(
     headers: HeaderMap,
     me: CurrentSession,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let tenant = admin_tenant(&state, &me, &tenant, "lockouts.list").await?;
+    let tenant = admin_tenant(
+        &state,
+        &me,
+        &client,
+        &tenant,
+        "lockouts",
+        Access::Read,
+        "lockouts.list",
+    )
+    .await?;
     let lockouts = state
         .auth
         .throttle
@@ -140,7 +199,16 @@ pub async fn lockouts_delete(
     headers: HeaderMap,
     me: CurrentSession,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = admin_tenant(&state, &me, &tenant, "lockouts.clear").await?;
+    let tenant = admin_tenant(
+        &state,
+        &me,
+        &client,
+        &tenant,
+        "lockouts",
+        Access::Write,
+        "lockouts.clear",
+    )
+    .await?;
     let cleared = state
         .auth
         .throttle

@@ -1,7 +1,9 @@
 //! HTTP handlers, one module per area, named noun-first (`sessions_list`).
 
 pub mod admin;
+pub mod admin_authz;
 pub mod auth_api;
+pub mod authz_api;
 pub mod browser;
 pub mod health;
 pub mod pages;

@@ -1,0 +1,146 @@
+//! Deciding requests: a tenant's compiled rules plus a subject, read through
+//! the store.
+//!
+//! Until the tiered cache lands, the compiled set is kept in process per
+//! tenant and reused only while the tenant's data version in Postgres is
+//! unchanged (one primary-key read per decision), so an admin write is in
+//! force for the very next decision on every instance. The answer's `tier` is
+//! therefore always `l3`: Postgres was consulted.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use gatehouse_authz::{Decision, PolicySet, Request};
+use gatehouse_store::access::{self, Subject};
+use serde_json::{Map, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// A tenant's compiled rules at one data version.
+#[derive(Debug)]
+pub struct CompiledTenant {
+    /// The data version it was compiled from.
+    pub version: i64,
+    /// The compiled rules.
+    pub set: PolicySet,
+}
+
+/// Compiles and keeps tenants' rule sets; decides requests.
+pub struct AuthzService {
+    db: PgPool,
+    compiled: RwLock<HashMap<Uuid, Arc<CompiledTenant>>>,
+}
+
+/// What a caller asks about one subject.
+#[derive(Debug, Clone)]
+pub struct Question {
+    /// Resource name.
+    pub resource: String,
+    /// Resource attributes.
+    pub resource_attributes: Map<String, Value>,
+    /// Action.
+    pub action: String,
+    /// Context attributes.
+    pub context: Map<String, Value>,
+    /// Decision time, unix seconds.
+    pub now: i64,
+}
+
+impl AuthzService {
+    /// A service reading through `db`.
+    #[must_use]
+    pub fn new(db: PgPool) -> Self {
+        Self {
+            db,
+            compiled: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The tenant's compiled rules at its current data version.
+    pub async fn rules(&self, tenant_id: Uuid) -> Result<Arc<CompiledTenant>, ApiError> {
+        let current = access::data_version(&self.db, tenant_id)
+            .await?
+            .unwrap_or(1);
+        if let Some(hit) = self.cached(tenant_id).filter(|c| c.version == current) {
+            return Ok(hit);
+        }
+        let snapshot = access::load_rules(&self.db, tenant_id).await?;
+        let set = PolicySet::compile(&snapshot.rules).map_err(|e| {
+            // Writes are compile-checked, so this means someone edited the
+            // tables by hand. Fail closed and say why in the log.
+            tracing::error!(%tenant_id, error = %e, "tenant rules do not compile; denying");
+            ApiError::internal(&e)
+        })?;
+        let compiled = Arc::new(CompiledTenant {
+            version: snapshot.version,
+            set,
+        });
+        if let Ok(mut map) = self.compiled.write() {
+            map.insert(tenant_id, Arc::clone(&compiled));
+        }
+        metrics::counter!("gatehouse_authz_compilations_total").increment(1);
+        Ok(compiled)
+    }
+
+    fn cached(&self, tenant_id: Uuid) -> Option<Arc<CompiledTenant>> {
+        self.compiled.read().ok()?.get(&tenant_id).cloned()
+    }
+
+    /// Loads a subject by id.
+    pub async fn subject_by_id(
+        &self,
+        tenant_id: Uuid,
+        user_id: Uuid,
+    ) -> Result<Option<Subject>, ApiError> {
+        Ok(access::subject_by_id(&self.db, tenant_id, user_id).await?)
+    }
+
+    /// Loads a subject by normalised username.
+    pub async fn subject_by_username(
+        &self,
+        tenant_id: Uuid,
+        normalized: &str,
+    ) -> Result<Option<Subject>, ApiError> {
+        Ok(access::subject_by_username(&self.db, tenant_id, normalized).await?)
+    }
+}
+
+/// Builds the engine request for a subject. A disabled user holds no roles
+/// and no attributes, so nothing but an unconditional policy can permit them.
+#[must_use]
+pub fn request_for(subject: &Subject, question: Question) -> Request {
+    let active = subject.status == "active";
+    Request {
+        subject: subject.id.to_string(),
+        assignments: if active {
+            subject.assignments.clone()
+        } else {
+            Vec::new()
+        },
+        subject_attributes: if active {
+            subject.attributes.clone()
+        } else {
+            Map::new()
+        },
+        resource: question.resource,
+        resource_attributes: question.resource_attributes,
+        action: question.action,
+        context: question.context,
+        now: question.now,
+    }
+}
+
+/// Decides and records the decision's metrics.
+#[must_use]
+pub fn decide(set: &PolicySet, request: &Request, explain: bool) -> Decision {
+    let started = Instant::now();
+    let decision = set.decide(request, explain);
+    metrics::histogram!("gatehouse_authz_decision_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("gatehouse_authz_decisions_total", "allowed" => if decision.allowed { "true" } else { "false" })
+        .increment(1);
+    decision
+}
