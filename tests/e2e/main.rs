@@ -9,6 +9,7 @@
     reason = "tests: a failed expectation is a test failure with its location"
 )]
 
+mod authz;
 mod cli;
 mod http_basics;
 mod login_api;
