@@ -20,6 +20,7 @@
 
 mod compile;
 mod condition;
+pub mod http;
 mod model;
 mod pattern;
 pub mod reference;

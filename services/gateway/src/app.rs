@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Request, header};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{any, delete, get, post, put};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -98,6 +98,7 @@ fn routes() -> Router<AppState> {
                 .put(routes::admin_authz::policy_update)
                 .delete(routes::admin_authz::policy_delete),
         )
+        .route("/v1/verify", any(routes::verify::verify))
         .route("/v1/authz/check", post(routes::authz_api::check))
         .route(
             "/v1/authz/check-batch",

@@ -7,3 +7,4 @@ pub mod authz_api;
 pub mod browser;
 pub mod health;
 pub mod pages;
+pub mod verify;

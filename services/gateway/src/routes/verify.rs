@@ -1,0 +1,148 @@
+//! `/v1/verify`: forward auth for nginx `auth_request`, Traefik `ForwardAuth`
+//! and Envoy `ext_authz` (HTTP mode).
+//!
+//! The proxy sends the client's cookie or `Authorization` header and names the
+//! original request in `X-Forwarded-Method` + `X-Forwarded-Uri` (Traefik),
+//! `X-Original-Method` + `X-Original-URI` (nginx), or — for Envoy, which
+//! forwards the request itself — the request line of this call. The request
+//! is mapped to an action and resource (`gatehouse_authz::http`, per-tenant
+//! `settings.verify`) and decided by the engine with `context.ip` = the
+//! client address and `context.host` = `X-Forwarded-Host`.
+//!
+//! 200 with `X-Gatehouse-User`, `X-Gatehouse-User-Id`, `X-Gatehouse-Tenant`,
+//! `X-Gatehouse-Roles` (effective roles, comma-separated); 401 when not
+//! authenticated; 403 when authenticated but denied; 400 when the forwarded
+//! request cannot be mapped. Bearer JWTs are accepted once tokens exist
+//! (issue 4); today the Bearer value is a session token.
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use gatehouse_authz::http::HttpMapping;
+use gatehouse_core::TenantSlug;
+use gatehouse_store::directory;
+use serde_json::{Map, json};
+
+use crate::auth::client::ClientInfo;
+use crate::auth::extract::authenticate;
+use crate::authz::{self, Question};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// The original method and URI as the proxy reported them.
+fn forwarded<'a>(headers: &'a HeaderMap, method: &'a Method, uri: &'a Uri) -> (&'a str, &'a str) {
+    let method = header(headers, "x-forwarded-method")
+        .or_else(|| header(headers, "x-original-method"))
+        .unwrap_or(method.as_str());
+    let uri = header(headers, "x-forwarded-uri")
+        .or_else(|| header(headers, "x-original-uri"))
+        .unwrap_or_else(|| uri.path_and_query().map_or("/", |p| p.as_str()));
+    (method, uri)
+}
+
+fn outcome(result: &'static str, started: Instant) {
+    metrics::counter!("gatehouse_verify_total", "result" => result).increment(1);
+    metrics::histogram!("gatehouse_verify_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// `ANY /v1/verify`
+pub async fn verify(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    client: ClientInfo,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let Some(me) = authenticate(&state.auth, &headers).await? else {
+        outcome("unauthenticated", started);
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "a valid session is required (session cookie or Authorization: Bearer)",
+        ));
+    };
+    let session = &me.session;
+    let slug = TenantSlug::parse(&session.tenant_slug).map_err(|e| ApiError::internal(&e))?;
+    let tenant = directory::tenant_by_slug(&state.db, &slug)
+        .await?
+        .filter(directory::Tenant::is_active)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "the session's tenant is not active",
+            )
+        })?;
+    let mapping: HttpMapping = match tenant.settings.get("verify") {
+        Some(raw) => serde_json::from_value(raw.clone()).map_err(|e| {
+            tracing::error!(tenant = %tenant.slug, error = %e, "invalid verify settings; refusing");
+            ApiError::internal(&e)
+        })?,
+        None => HttpMapping::default(),
+    };
+    let (original_method, original_uri) = forwarded(&headers, &method, &uri);
+    let (action, resource) = mapping.map(original_method, original_uri).map_err(|e| {
+        outcome("bad_request", started);
+        ApiError::bad_request(e.to_string())
+    })?;
+    let subject = state
+        .authz
+        .subject_by_id(tenant.id, session.user_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "the signed-in user no longer exists",
+            )
+        })?;
+    let rules = state.authz.rules(tenant.id).await?;
+    let mut context = Map::new();
+    context.insert("ip".into(), json!(client.ip));
+    if let Some(host) = header(&headers, "x-forwarded-host") {
+        context.insert("host".into(), json!(host));
+    }
+    let question = Question {
+        resource: resource.clone(),
+        resource_attributes: Map::new(),
+        action: action.clone(),
+        context,
+        now: state.auth.clock.now().unix_timestamp(),
+    };
+    let request = authz::request_for(&subject, question);
+    let decision = authz::decide(&rules.set, &request, false);
+    if !decision.allowed {
+        outcome("denied", started);
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{action} on {resource} is not allowed"),
+        ));
+    }
+    outcome("allowed", started);
+    let effective_roles = rules.set.effective_roles(&request).join(",");
+    let mut response = StatusCode::OK.into_response();
+    let out = response.headers_mut();
+    for (name, value) in [
+        ("x-gatehouse-user", subject.username.as_str()),
+        ("x-gatehouse-user-id", &subject.id.to_string()),
+        ("x-gatehouse-tenant", tenant.slug.as_str()),
+        ("x-gatehouse-roles", effective_roles.as_str()),
+    ] {
+        let value = HeaderValue::from_str(value).map_err(|e| ApiError::internal(&e))?;
+        out.insert(HeaderName::from_static(name), value);
+    }
+    Ok(response)
+}
