@@ -1087,3 +1087,49 @@ async fn forward_auth_mapping_is_configurable_per_tenant_and_follows_rule_change
         "the grant is in force for the next verify"
     );
 }
+
+#[tokio::test]
+async fn a_tenant_admin_cannot_grant_their_way_into_another_tenant() {
+    let d = demo().await;
+    let g = &d.gateway;
+    // alice gives acme's tenant-admin every admin permission there is...
+    ok_json(
+        call(
+            g,
+            &d.alice,
+            Method::POST,
+            "/admin/api/v1/tenants/acme/roles/tenant-admin/permissions",
+            Some(json!({"resource": "*", "action": "*"})),
+        )
+        .await,
+        201,
+    )
+    .await;
+    // ...which still does not reach the system tenant: only system users cross tenants.
+    expect_problem(
+        call(
+            g,
+            &d.alice,
+            Method::GET,
+            "/admin/api/v1/tenants/system/roles",
+            None,
+        )
+        .await,
+        404,
+    )
+    .await;
+    expect_problem(
+        call(
+            g,
+            &d.alice,
+            Method::POST,
+            "/v1/authz/check",
+            Some(
+                json!({"tenant": "system", "subject": "admin", "resource": "x", "action": "read"}),
+            ),
+        )
+        .await,
+        404,
+    )
+    .await;
+}

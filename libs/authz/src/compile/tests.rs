@@ -725,3 +725,27 @@ mod properties {
         })
     }
 }
+
+#[test]
+fn the_published_schema_examples_are_accepted() {
+    let schema: Value =
+        serde_json::from_str(include_str!("../../../../docs/policy.schema.json")).unwrap();
+    let examples = schema["examples"].as_array().unwrap();
+    assert!(examples.len() >= 4);
+    for example in examples {
+        validate_policy_document("example", example).unwrap_or_else(|e| panic!("{example}: {e}"));
+    }
+    // The operator list in the schema is the parser's.
+    let ops = schema["$defs"]["comparison"]["properties"]["op"]["enum"]
+        .as_array()
+        .unwrap();
+    for op in ops {
+        let doc = json!({"condition": {"op": op, "attr": "subject.x", "value": 0}});
+        if let Err(CompileError::BadPolicy { path, .. }) = validate_policy_document("p", &doc) {
+            assert_ne!(
+                path, "condition.op",
+                "schema operator {op} unknown to the parser"
+            );
+        }
+    }
+}
