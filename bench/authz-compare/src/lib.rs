@@ -70,7 +70,7 @@
 //! address.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fmt::{self, Display};
+use std::fmt::{self, Display, Write as _};
 use std::str::FromStr;
 
 use cedar_policy::{
@@ -212,8 +212,23 @@ fn access(container: &str, key: &str) -> Access {
         && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !matches!(
             key,
-            "true" | "false" | "if" | "then" | "else" | "in" | "is" | "like" | "has" | "permit"
-                | "forbid" | "when" | "unless" | "principal" | "action" | "resource" | "context"
+            "true"
+                | "false"
+                | "if"
+                | "then"
+                | "else"
+                | "in"
+                | "is"
+                | "like"
+                | "has"
+                | "permit"
+                | "forbid"
+                | "when"
+                | "unless"
+                | "principal"
+                | "action"
+                | "resource"
+                | "context"
         );
     if ident {
         Access {
@@ -327,10 +342,7 @@ impl Translated {
             Effect::Permit => "permit",
             Effect::Deny => "forbid",
         };
-        let principal = self
-            .role
-            .as_deref()
-            .unwrap_or("principal");
+        let principal = self.role.as_deref().unwrap_or("principal");
         let action = self.action_scope.as_deref().unwrap_or("action");
         let mut text = format!(
             "@gatehouse_priority(\"{}\")\n{effect} (\n  {principal},\n  {action},\n  resource\n)",
@@ -339,11 +351,12 @@ impl Translated {
         let when = self.when_parts();
         if !when.is_empty() {
             let body: Vec<String> = when.iter().map(|p| format!("({p})")).collect();
-            text.push_str(&format!("\nwhen {{ {} }}", body.join(" && ")));
+            // Writing to a String cannot fail.
+            let _ = write!(text, "\nwhen {{ {} }}", body.join(" && "));
         }
         if !overridden_by.is_empty() {
             let body: Vec<String> = overridden_by.iter().map(|p| format!("({p})")).collect();
-            text.push_str(&format!("\nunless {{ {} }}", body.join(" || ")));
+            let _ = write!(text, "\nunless {{ {} }}", body.join(" || "));
         }
         text.push(';');
         text
@@ -410,10 +423,14 @@ impl Needs {
             policy: policy.to_owned(),
             what: what.to_owned(),
         };
-        let object = value.as_object().ok_or_else(|| bad("a non-object condition"))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| bad("a non-object condition"))?;
         if let Some(children) = object.get("all").or_else(|| object.get("any")) {
             let all = object.contains_key("all");
-            let list = children.as_array().ok_or_else(|| bad("a non-array all/any"))?;
+            let list = children
+                .as_array()
+                .ok_or_else(|| bad("a non-array all/any"))?;
             let parts = list
                 .iter()
                 .map(|c| self.condition(c, policy).map(|s| format!("({s})")))
@@ -429,7 +446,10 @@ impl Needs {
             return Ok(format!("!({})", self.condition(child, policy)?));
         }
         let op = object.get("op").and_then(Value::as_str).unwrap_or_default();
-        let raw_attr = object.get("attr").and_then(Value::as_str).unwrap_or_default();
+        let raw_attr = object
+            .get("attr")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let operand = object.get("value").unwrap_or(&Value::Null);
         let Access { get, has } = self.attribute(raw_attr, policy)?;
         let guarded = |expr: String| format!("{has} && {expr}");
@@ -437,8 +457,11 @@ impl Needs {
             integer_bound(operand, round).ok_or_else(|| bad(&format!("{op} bound {operand}")))
         };
         Ok(match op {
-            "eq" => scalar(operand).map_or_else(|| "false".to_owned(), |v| guarded(format!("{get} == {v}"))),
-            "ne" => scalar(operand).map_or_else(|| has.clone(), |v| guarded(format!("{get} != {v}"))),
+            "eq" => scalar(operand)
+                .map_or_else(|| "false".to_owned(), |v| guarded(format!("{get} == {v}"))),
+            "ne" => {
+                scalar(operand).map_or_else(|| has.clone(), |v| guarded(format!("{get} != {v}")))
+            }
             "in" => {
                 let items: Vec<String> = operand
                     .as_array()
@@ -452,14 +475,19 @@ impl Needs {
                     guarded(format!("[{}].contains({get})", items.join(", ")))
                 }
             }
-            "contains" => scalar(operand)
-                .map_or_else(|| "false".to_owned(), |v| guarded(format!("{get}.contains({v})"))),
+            "contains" => scalar(operand).map_or_else(
+                || "false".to_owned(),
+                |v| guarded(format!("{get}.contains({v})")),
+            ),
             "lt" => guarded(format!("{get} < {}", bound(Round::Up)?)),
             "le" => guarded(format!("{get} <= {}", bound(Round::Down)?)),
             "gt" => guarded(format!("{get} > {}", bound(Round::Down)?)),
             "ge" => guarded(format!("{get} >= {}", bound(Round::Up)?)),
             "between" => {
-                let pair = operand.as_array().filter(|p| p.len() == 2).ok_or_else(|| bad("between"))?;
+                let pair = operand
+                    .as_array()
+                    .filter(|p| p.len() == 2)
+                    .ok_or_else(|| bad("between"))?;
                 let lo = integer_bound(&pair[0], Round::Up).ok_or_else(|| bad("between low"))?;
                 let hi = integer_bound(&pair[1], Round::Down).ok_or_else(|| bad("between high"))?;
                 guarded(format!("{get} >= {lo} && {get} <= {hi}"))
@@ -525,7 +553,7 @@ impl Needs {
             Some(r) => Some(format!("principal in {}", entity_literal("Role", r))),
             None => None,
         };
-        let (action_scope, action_when) = if actions.iter().any(|a| *a == Pattern::Any) {
+        let (action_scope, action_when) = if actions.contains(&Pattern::Any) {
             (None, None)
         } else if let Some(exact) = actions
             .iter()
@@ -545,7 +573,7 @@ impl Needs {
             let parts: Vec<String> = actions.iter().filter_map(|a| self.action_expr(a)).collect();
             (None, Some(parts.join(" || ")))
         };
-        let resources = if resources.iter().any(|r| *r == Pattern::Any) {
+        let resources = if resources.contains(&Pattern::Any) {
             None
         } else {
             let parts: Vec<String> = resources.iter().filter_map(resource_expr).collect();
@@ -599,7 +627,7 @@ impl Translation {
     /// with [`TranslateError::Unsupported`]).
     pub fn new(rules: &TenantRules, layout: GrantLayout) -> Result<Self, TranslateError> {
         PolicySet::compile(rules).map_err(|e| TranslateError::Gatehouse(e.to_string()))?;
-        let roles: BTreeMap<String, Option<String>> = rules
+        let hierarchy: BTreeMap<String, Option<String>> = rules
             .roles
             .iter()
             .map(|r| (r.name.clone(), r.parent.clone()))
@@ -611,9 +639,8 @@ impl Translation {
         // roles inherit through the entity hierarchy, as in gatehouse).
         let mut by_role: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (i, grant) in rules.grants.iter().enumerate() {
-            let parse = |p: &str| {
-                Pattern::parse(p).map_err(|e| TranslateError::Gatehouse(e.to_string()))
-            };
+            let parse =
+                |p: &str| Pattern::parse(p).map_err(|e| TranslateError::Gatehouse(e.to_string()));
             let (resource, action) = (parse(&grant.resource)?, parse(&grant.action)?);
             let principal = format!("principal in {}", entity_literal("Role", &grant.role));
             match layout {
@@ -625,8 +652,10 @@ impl Translation {
                         }
                         other => ("action".to_owned(), needs.action_expr(other)),
                     };
-                    let when: Vec<String> =
-                        action_when.into_iter().chain(resource_expr(&resource)).collect();
+                    let when: Vec<String> = action_when
+                        .into_iter()
+                        .chain(resource_expr(&resource))
+                        .collect();
                     let when = if when.is_empty() {
                         String::new()
                     } else {
@@ -634,7 +663,9 @@ impl Translation {
                     };
                     sources.push((
                         format!("grant/{i}"),
-                        format!("permit (\n  {principal},\n  {action_scope},\n  resource\n){when};"),
+                        format!(
+                            "permit (\n  {principal},\n  {action_scope},\n  resource\n){when};"
+                        ),
                     ));
                 }
                 GrantLayout::PerRole => by_role
@@ -659,14 +690,13 @@ impl Translation {
         // applicable permit of higher priority (see the module docs).
         let mut translated = Vec::new();
         for def in rules.policies.iter().filter(|p| p.active) {
-            if let Some(t) = needs.policy(def, &roles)? {
+            if let Some(t) = needs.policy(def, &hierarchy)? {
                 translated.push(t);
             }
         }
         for policy in &translated {
             let overridden_by: Vec<String> = match policy.effect {
                 Effect::Permit => Vec::new(),
-                Effect::Deny if std::env::var_os("MUTATE").is_some() => Vec::new(),
                 Effect::Deny => translated
                     .iter()
                     .filter(|p| p.effect == Effect::Permit && p.priority > policy.priority)
@@ -689,7 +719,7 @@ impl Translation {
         Ok(Self {
             policies,
             policy_count,
-            roles,
+            roles: hierarchy,
             derived_context: needs.derived_context,
             needs_action_name: needs.action_name,
             needs_role_list: needs.role_list,
@@ -699,10 +729,12 @@ impl Translation {
     /// The Cedar text of every policy (for reading and debugging).
     #[must_use]
     pub fn policy_text(&self) -> String {
-        self.policies
-            .policies()
-            .map(|p| format!("// {}\n{p}\n", p.id()))
-            .collect()
+        let mut text = String::new();
+        for p in self.policies.policies() {
+            // Writing to a String cannot fail.
+            let _ = writeln!(text, "// {}\n{p}", p.id());
+        }
+        text
     }
 
     /// The roles in force for `assignments` at `now`: unexpired assignments of
@@ -766,12 +798,18 @@ impl Translation {
 
         let mut entities = Vec::with_capacity(self.roles.len() + users.len() + requests.len());
         for (name, parent) in &self.roles {
-            let parents = parent.iter().map(|p| uid("Role", p)).collect::<Result<_, _>>()?;
+            let parents = parent
+                .iter()
+                .map(|p| uid("Role", p))
+                .collect::<Result<_, _>>()?;
             entities.push(Entity::new_no_attrs(uid("Role", name)?, parents));
         }
         for user in users {
             let live = self.live_roles(&user.assignments, as_of);
-            let parents = live.iter().map(|r| uid("Role", r)).collect::<Result<_, _>>()?;
+            let parents = live
+                .iter()
+                .map(|r| uid("Role", r))
+                .collect::<Result<_, _>>()?;
             let mut attrs = record(&user.attributes)?;
             attrs
                 .entry("id".to_owned())
@@ -859,7 +897,9 @@ fn uid(kind: &str, id: &str) -> Result<EntityUid, TranslateError> {
 }
 
 /// A JSON object as Cedar attributes.
-fn record(map: &Map<String, Value>) -> Result<HashMap<String, RestrictedExpression>, TranslateError> {
+fn record(
+    map: &Map<String, Value>,
+) -> Result<HashMap<String, RestrictedExpression>, TranslateError> {
     map.iter()
         .map(|(k, v)| Ok((k.clone(), value(v)?)))
         .collect()
@@ -876,8 +916,9 @@ fn value(v: &Value) -> Result<RestrictedExpression, TranslateError> {
         Value::Array(items) => {
             RestrictedExpression::new_set(items.iter().map(value).collect::<Result<Vec<_>, _>>()?)
         }
-        Value::Object(fields) => RestrictedExpression::new_record(record(fields)?)
-            .map_err(cedar_err("record"))?,
+        Value::Object(fields) => {
+            RestrictedExpression::new_record(record(fields)?).map_err(cedar_err("record"))?
+        }
         Value::Null => return Err(TranslateError::Data("null attribute".to_owned())),
     })
 }

@@ -61,14 +61,20 @@ fn check(
     println!(
         "{layout:?}: {agree}/{} agree ({:.2}%), {allowed} allowed, {} Cedar policies",
         requests.len(),
-        100.0 * f64::from(u32::try_from(agree).unwrap()) / f64::from(u32::try_from(requests.len()).unwrap()),
+        100.0 * f64::from(u32::try_from(agree).unwrap())
+            / f64::from(u32::try_from(requests.len()).unwrap()),
         cedar.policy_count
     );
     assert!(
         disagreements.is_empty(),
         "{} disagreements, first ones:\n{}\n\nCedar policies:\n{}",
         disagreements.len(),
-        disagreements.iter().take(5).cloned().collect::<Vec<_>>().join("\n"),
+        disagreements
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n"),
         cedar.policy_text()
     );
     (agree, allowed)
@@ -83,7 +89,10 @@ fn reference_streams_agree_fully() {
         for layout in [GrantLayout::PerGrant, GrantLayout::PerRole] {
             let (agree, allowed) = check(&rules, &users, &requests, layout);
             assert_eq!(agree, count, "100% agreement");
-            assert!(allowed > count / 10 && allowed < count * 9 / 10, "a real mix");
+            assert!(
+                allowed > count / 10 && allowed < count * 9 / 10,
+                "a real mix"
+            );
         }
     }
 }
@@ -96,7 +105,10 @@ fn reference_policies_read_as_plain_cedar() {
     assert!(!text.contains("unless"), "{text}");
     assert_eq!(cedar.policy_count, 500 + 50);
     assert!(text.contains("like \"sales:orders:*\""), "{text}");
-    assert!(text.contains("ip(context.ip).isInRange(ip(\"10.0.0.0/8\"))"), "{text}");
+    assert!(
+        text.contains("ip(context.ip).isInRange(ip(\"10.0.0.0/8\"))"),
+        "{text}"
+    );
     let per_role = Translation::new(&reference::rules(), GrantLayout::PerRole).unwrap();
     assert_eq!(per_role.policy_count, 50 + 50);
 }
@@ -173,7 +185,10 @@ fn corner_users() -> Vec<User> {
         id: id.to_owned(),
         assignments: roles
             .iter()
-            .map(|(r, e)| Assignment { role: (*r).to_owned(), expires_at: *e })
+            .map(|(r, e)| Assignment {
+                role: (*r).to_owned(),
+                expires_at: *e,
+            })
             .collect(),
         attributes: attributes.as_object().cloned().unwrap_or_default(),
     };
@@ -182,8 +197,16 @@ fn corner_users() -> Vec<User> {
         user("reader", &[("reader", None)], json!({"clearance": "high"})),
         user("writer", &[("writer", None)], json!({"clearance": "low"})),
         user("boss", &[("boss", None)], json!({})),
-        user("lapsed-boss", &[("boss", Some(1_000)), ("reader", None)], json!({"clearance": "high"})),
-        user("unknown-role", &[("ghost", None)], json!({"clearance": "high"})),
+        user(
+            "lapsed-boss",
+            &[("boss", Some(1_000)), ("reader", None)],
+            json!({"clearance": "high"}),
+        ),
+        user(
+            "unknown-role",
+            &[("ghost", None)],
+            json!({"clearance": "high"}),
+        ),
     ]
 }
 
