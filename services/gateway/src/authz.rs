@@ -34,6 +34,27 @@ pub struct AuthzService {
     compiled: RwLock<HashMap<Uuid, Arc<CompiledTenant>>>,
 }
 
+/// One decision and what it was made from.
+#[derive(Debug)]
+pub struct Answer {
+    /// The subject as loaded.
+    pub subject: Subject,
+    /// The compiled rules used.
+    pub rules: Arc<CompiledTenant>,
+    /// The engine request.
+    pub request: Request,
+    /// The decision.
+    pub decision: Decision,
+}
+
+/// A request context holding only the client address (`context.ip`).
+#[must_use]
+pub fn client_context(ip: &str) -> Map<String, Value> {
+    let mut context = Map::new();
+    context.insert("ip".into(), Value::String(ip.to_owned()));
+    context
+}
+
 /// What a caller asks about one subject.
 #[derive(Debug, Clone)]
 pub struct Question {
@@ -87,6 +108,48 @@ impl AuthzService {
 
     fn cached(&self, tenant_id: Uuid) -> Option<Arc<CompiledTenant>> {
         self.compiled.read().ok()?.get(&tenant_id).cloned()
+    }
+
+    /// Decides `question` for user `user_id` of the tenant, reading the user
+    /// and the compiled rules; `Ok(None)` when the user no longer exists.
+    pub async fn ask(
+        &self,
+        tenant_id: Uuid,
+        user_id: Uuid,
+        question: Question,
+        explain: bool,
+    ) -> Result<Option<Answer>, ApiError> {
+        let Some(subject) = self.subject_by_id(tenant_id, user_id).await? else {
+            return Ok(None);
+        };
+        let rules = self.rules(tenant_id).await?;
+        let request = request_for(&subject, question);
+        let decision = decide(&rules.set, &request, explain);
+        Ok(Some(Answer {
+            subject,
+            rules,
+            request,
+            decision,
+        }))
+    }
+
+    /// [`AuthzService::ask`] about the signed-in caller (no explanation): a
+    /// user deleted since signing in is 401, like any invalid session.
+    pub async fn ask_as_caller(
+        &self,
+        tenant_id: Uuid,
+        user_id: Uuid,
+        question: Question,
+    ) -> Result<Answer, ApiError> {
+        self.ask(tenant_id, user_id, question, false)
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "the signed-in user no longer exists",
+                )
+            })
     }
 
     /// Loads a subject by id.

@@ -82,20 +82,6 @@ async fn resolve_admin_tenant(
     if !own_tenant && session.tenant_slug != SYSTEM_TENANT {
         return Err(not_found());
     }
-    let subject = state
-        .authz
-        .subject_by_id(session.tenant_id, session.user_id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "the signed-in user no longer exists",
-            )
-        })?;
-    let rules = state.authz.rules(session.tenant_id).await?;
-    let mut context = Map::new();
-    context.insert("ip".into(), json!(client.ip));
     let question = Question {
         resource: format!("admin:{slug}:{area}"),
         resource_attributes: Map::new(),
@@ -104,11 +90,14 @@ async fn resolve_admin_tenant(
             Access::Write => "write",
         }
         .to_owned(),
-        context,
+        context: authz::client_context(&client.ip),
         now: state.auth.clock.now().unix_timestamp(),
     };
-    let decision = authz::decide(&rules.set, &authz::request_for(&subject, question), false);
-    if !decision.allowed {
+    let answer = state
+        .authz
+        .ask_as_caller(session.tenant_id, session.user_id, question)
+        .await?;
+    if !answer.decision.allowed {
         return Err(if own_tenant {
             ApiError::new(
                 StatusCode::FORBIDDEN,

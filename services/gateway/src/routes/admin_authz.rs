@@ -115,6 +115,18 @@ async fn writer<'a>(
 
 // ---------------------------------------------------------------- roles
 
+async fn find_role(
+    state: &AppState,
+    tenant_id: Uuid,
+    name: &str,
+) -> Result<access::RoleView, ApiError> {
+    let found = access::list_roles(&state.db, tenant_id)
+        .await?
+        .into_iter()
+        .find(|r| r.name == name);
+    found.ok_or_else(|| ApiError::not_found(format!("no role {name:?}")))
+}
+
 /// `GET /admin/api/v1/tenants/{tenant}/roles`
 pub async fn roles_list(
     State(state): State<AppState>,
@@ -201,11 +213,7 @@ pub async fn role_get(
         "roles.get",
     )
     .await?;
-    let found = access::list_roles(&state.db, tenant.id)
-        .await?
-        .into_iter()
-        .find(|r| r.name == role);
-    let found = found.ok_or_else(|| ApiError::not_found(format!("no role {role:?}")))?;
+    let found = find_role(&state, tenant.id, &role).await?;
     Ok(Json(json!(found)))
 }
 
@@ -310,11 +318,7 @@ pub async fn permissions_list(
         "roles.permissions.list",
     )
     .await?;
-    let found = access::list_roles(&state.db, tenant.id)
-        .await?
-        .into_iter()
-        .find(|r| r.name == role);
-    let found = found.ok_or_else(|| ApiError::not_found(format!("no role {role:?}")))?;
+    let found = find_role(&state, tenant.id, &role).await?;
     Ok(Json(json!({ "permissions": found.permissions })))
 }
 

@@ -146,12 +146,6 @@ async fn answer(
     check: CheckRequest,
     explain: bool,
 ) -> Result<Value, ApiError> {
-    let subject = state
-        .authz
-        .subject_by_id(tenant_id, user_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("the subject no longer exists"))?;
-    let rules = state.authz.rules(tenant_id).await?;
     let question = Question {
         resource: check.resource,
         resource_attributes: check.resource_attributes,
@@ -159,7 +153,13 @@ async fn answer(
         context: check.context,
         now: state.auth.clock.now().unix_timestamp(),
     };
-    let decision = authz::decide(&rules.set, &authz::request_for(&subject, question), explain);
+    let authz::Answer {
+        rules, decision, ..
+    } = state
+        .authz
+        .ask(tenant_id, user_id, question, explain)
+        .await?
+        .ok_or_else(|| ApiError::not_found("the subject no longer exists"))?;
     let mut out = json!({
         "allowed": decision.allowed,
         "reason": decision.reason,

@@ -97,20 +97,7 @@ pub async fn verify(
         outcome("bad_request", started);
         ApiError::bad_request(e.to_string())
     })?;
-    let subject = state
-        .authz
-        .subject_by_id(tenant.id, session.user_id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "the signed-in user no longer exists",
-            )
-        })?;
-    let rules = state.authz.rules(tenant.id).await?;
-    let mut context = Map::new();
-    context.insert("ip".into(), json!(client.ip));
+    let mut context = authz::client_context(&client.ip);
     if let Some(host) = header(&headers, "x-forwarded-host") {
         context.insert("host".into(), json!(host));
     }
@@ -121,9 +108,11 @@ pub async fn verify(
         context,
         now: state.auth.clock.now().unix_timestamp(),
     };
-    let request = authz::request_for(&subject, question);
-    let decision = authz::decide(&rules.set, &request, false);
-    if !decision.allowed {
+    let answer = state
+        .authz
+        .ask_as_caller(tenant.id, session.user_id, question)
+        .await?;
+    if !answer.decision.allowed {
         outcome("denied", started);
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -132,12 +121,12 @@ pub async fn verify(
         ));
     }
     outcome("allowed", started);
-    let effective_roles = rules.set.effective_roles(&request).join(",");
+    let effective_roles = answer.rules.set.effective_roles(&answer.request).join(",");
     let mut response = StatusCode::OK.into_response();
     let out = response.headers_mut();
     for (name, value) in [
-        ("x-gatehouse-user", subject.username.as_str()),
-        ("x-gatehouse-user-id", &subject.id.to_string()),
+        ("x-gatehouse-user", answer.subject.username.as_str()),
+        ("x-gatehouse-user-id", &answer.subject.id.to_string()),
         ("x-gatehouse-tenant", tenant.slug.as_str()),
         ("x-gatehouse-roles", effective_roles.as_str()),
     ] {
