@@ -1,0 +1,359 @@
+//! Signing keys: generation, their public JWK, encryption at rest under the
+//! key-encryption key (KEK), and loading them back for signing and verifying.
+//!
+//! Private keys exist in plaintext only in memory. At rest they are
+//! AES-256-GCM ciphertext (`nonce || ciphertext+tag`) with the key id as
+//! associated data, so a ciphertext copied onto another key's row does not
+//! decrypt.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use rand_core::{OsRng, RngCore};
+use secrecy::{ExposeSecret, SecretBox};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// The signature algorithms Gatehouse issues tokens with; pinned per key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SigningAlgorithm {
+    /// Ed25519 (the default: small, fast, no parameter choices).
+    #[serde(rename = "EdDSA")]
+    EdDsa,
+    /// RSA PKCS#1 v1.5 with SHA-256, 2048-bit keys (for verifiers that know nothing else).
+    #[serde(rename = "RS256")]
+    Rs256,
+    /// ECDSA P-256 with SHA-256.
+    #[serde(rename = "ES256")]
+    Es256,
+}
+
+impl SigningAlgorithm {
+    /// The JOSE name (`EdDSA`, `RS256`, `ES256`), as stored in `signing_keys.alg`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EdDsa => "EdDSA",
+            Self::Rs256 => "RS256",
+            Self::Es256 => "ES256",
+        }
+    }
+
+    /// Parses a JOSE name.
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "EdDSA" => Some(Self::EdDsa),
+            "RS256" => Some(Self::Rs256),
+            "ES256" => Some(Self::Es256),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn jose(self) -> Algorithm {
+        match self {
+            Self::EdDsa => Algorithm::EdDSA,
+            Self::Rs256 => Algorithm::RS256,
+            Self::Es256 => Algorithm::ES256,
+        }
+    }
+}
+
+/// Key failures.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Generating a key failed (the OS random source or the RSA generator).
+    #[error("key generation failed: {0}")]
+    Generate(String),
+    /// The stored key does not decrypt under this KEK (wrong KEK, or the row
+    /// was tampered with or moved).
+    #[error("signing key {kid} does not decrypt with the configured key-encryption key")]
+    Decrypt {
+        /// The key id.
+        kid: String,
+    },
+    /// The stored key material or JWK is malformed.
+    #[error("signing key {kid} is malformed: {reason}")]
+    Malformed {
+        /// The key id.
+        kid: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The key-encryption key: 32 bytes from configuration.
+pub struct Kek(SecretBox<[u8; 32]>);
+
+impl Kek {
+    /// Wraps the configured key.
+    #[must_use]
+    pub fn new(key: SecretBox<[u8; 32]>) -> Self {
+        Self(key)
+    }
+
+    fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new(self.0.expose_secret().into())
+    }
+
+    /// Encrypts `plaintext` bound to `kid`: `nonce (12) || ciphertext+tag`.
+    #[must_use]
+    pub fn seal(&self, kid: &str, plaintext: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; 12];
+        OsRng.fill_bytes(&mut nonce);
+        let sealed = self
+            .cipher()
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: kid.as_bytes(),
+                },
+            )
+            // AES-GCM encryption only fails for messages beyond 64 GiB.
+            .unwrap_or_default();
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    /// Decrypts what [`Kek::seal`] produced for the same `kid`.
+    pub fn open(&self, kid: &str, sealed: &[u8]) -> Result<SecretBox<Vec<u8>>, KeyError> {
+        let fail = || KeyError::Decrypt {
+            kid: kid.to_owned(),
+        };
+        if sealed.len() < 12 + 16 {
+            return Err(fail());
+        }
+        let (nonce, ciphertext) = sealed.split_at(12);
+        let plaintext = self
+            .cipher()
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: kid.as_bytes(),
+                },
+            )
+            .map_err(|_| fail())?;
+        Ok(SecretBox::new(Box::new(plaintext)))
+    }
+}
+
+/// A freshly generated key, ready to be stored.
+pub struct GeneratedKey {
+    /// Key id (`kid` header), random, URL-safe.
+    pub kid: String,
+    /// Algorithm the key is pinned to.
+    pub alg: SigningAlgorithm,
+    /// Private key DER (PKCS#8; PKCS#1 for RSA), to be sealed before storing.
+    pub private_der: SecretBox<Vec<u8>>,
+    /// Public JWK (with `kid`, `alg`, `use`).
+    pub public_jwk: Value,
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A new random key id: 16 random bytes, base64url (22 characters).
+#[must_use]
+pub fn new_kid() -> String {
+    let mut raw = [0u8; 16];
+    OsRng.fill_bytes(&mut raw);
+    b64(&raw)
+}
+
+/// Generates a key pair for `alg`.
+pub fn generate(alg: SigningAlgorithm) -> Result<GeneratedKey, KeyError> {
+    let kid = new_kid();
+    let gen_err = |e: &dyn std::fmt::Display| KeyError::Generate(e.to_string());
+    let (private_der, mut jwk) = match alg {
+        SigningAlgorithm::EdDsa => {
+            use ed25519_dalek::pkcs8::EncodePrivateKey;
+            let key = ed25519_dalek::SigningKey::generate(&mut OsRng);
+            let der = key
+                .to_pkcs8_der()
+                .map_err(|e| gen_err(&e))?
+                .as_bytes()
+                .to_vec();
+            (
+                der,
+                json!({"kty": "OKP", "crv": "Ed25519", "x": b64(key.verifying_key().as_bytes())}),
+            )
+        }
+        SigningAlgorithm::Es256 => {
+            use p256::elliptic_curve::sec1::ToEncodedPoint;
+            use p256::pkcs8::EncodePrivateKey;
+            let key = p256::SecretKey::random(&mut OsRng);
+            let der = key
+                .to_pkcs8_der()
+                .map_err(|e| gen_err(&e))?
+                .as_bytes()
+                .to_vec();
+            let point = key.public_key().to_encoded_point(false);
+            let (Some(x), Some(y)) = (point.x(), point.y()) else {
+                return Err(KeyError::Generate(
+                    "P-256 point has no coordinates".to_owned(),
+                ));
+            };
+            (
+                der,
+                json!({"kty": "EC", "crv": "P-256", "x": b64(x), "y": b64(y)}),
+            )
+        }
+        SigningAlgorithm::Rs256 => {
+            use rsa::pkcs1::EncodeRsaPrivateKey;
+            use rsa::traits::PublicKeyParts;
+            let key = rsa::RsaPrivateKey::new(&mut OsRng, 2048).map_err(|e| gen_err(&e))?;
+            let der = key
+                .to_pkcs1_der()
+                .map_err(|e| gen_err(&e))?
+                .as_bytes()
+                .to_vec();
+            (
+                der,
+                json!({"kty": "RSA", "n": b64(&key.n().to_bytes_be()), "e": b64(&key.e().to_bytes_be())}),
+            )
+        }
+    };
+    jwk["kid"] = json!(kid);
+    jwk["alg"] = json!(alg.as_str());
+    jwk["use"] = json!("sig");
+    Ok(GeneratedKey {
+        kid,
+        alg,
+        private_der: SecretBox::new(Box::new(private_der)),
+        public_jwk: jwk,
+    })
+}
+
+/// The public half of a key: what verifiers (and JWKS) need.
+#[derive(Clone)]
+pub struct PublicKey {
+    /// Key id.
+    pub kid: String,
+    /// Pinned algorithm: a token for this `kid` with another `alg` is refused.
+    pub alg: SigningAlgorithm,
+    /// The JWK as published.
+    pub jwk: Value,
+    pub(crate) decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublicKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PublicKey {
+    /// Builds the verifying key from a public JWK (as stored or fetched from
+    /// JWKS). The JWK's `kty`/`crv` must fit `alg`.
+    pub fn from_jwk(kid: &str, alg: SigningAlgorithm, jwk: &Value) -> Result<Self, KeyError> {
+        let malformed = |reason: &str| KeyError::Malformed {
+            kid: kid.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let field = |name: &str| {
+            jwk.get(name)
+                .and_then(Value::as_str)
+                .ok_or_else(|| malformed(&format!("JWK lacks {name}")))
+        };
+        let kty = field("kty")?;
+        let decoding = match (alg, kty) {
+            (SigningAlgorithm::EdDsa, "OKP") if field("crv")? == "Ed25519" => {
+                DecodingKey::from_ed_components(field("x")?)
+            }
+            (SigningAlgorithm::Es256, "EC") if field("crv")? == "P-256" => {
+                DecodingKey::from_ec_components(field("x")?, field("y")?)
+            }
+            (SigningAlgorithm::Rs256, "RSA") => {
+                DecodingKey::from_rsa_components(field("n")?, field("e")?)
+            }
+            _ => return Err(malformed("JWK key type does not fit the algorithm")),
+        }
+        .map_err(|e| malformed(&e.to_string()))?;
+        Ok(Self {
+            kid: kid.to_owned(),
+            alg,
+            jwk: jwk.clone(),
+            decoding,
+        })
+    }
+}
+
+/// A key that can sign: private half in memory only.
+pub struct SigningKey {
+    /// The public half.
+    pub public: PublicKey,
+    pub(crate) encoding: EncodingKey,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Loads a stored key: decrypts the private half with the KEK and checks
+    /// it belongs to the stored public JWK (a sign-then-verify round).
+    pub fn open(
+        kek: &Kek,
+        kid: &str,
+        alg: SigningAlgorithm,
+        sealed: &[u8],
+        jwk: &Value,
+    ) -> Result<Self, KeyError> {
+        let der = kek.open(kid, sealed)?;
+        Self::from_der(kid, alg, der.expose_secret(), jwk)
+    }
+
+    /// Builds a signing key from its private DER and public JWK.
+    pub fn from_der(
+        kid: &str,
+        alg: SigningAlgorithm,
+        der: &[u8],
+        jwk: &Value,
+    ) -> Result<Self, KeyError> {
+        let encoding = match alg {
+            SigningAlgorithm::EdDsa => EncodingKey::from_ed_der(der),
+            SigningAlgorithm::Es256 => EncodingKey::from_ec_der(der),
+            SigningAlgorithm::Rs256 => EncodingKey::from_rsa_der(der),
+        };
+        let key = Self {
+            public: PublicKey::from_jwk(kid, alg, jwk)?,
+            encoding,
+        };
+        let probe = jsonwebtoken::encode(&key.header(), &json!({"probe": true}), &key.encoding)
+            .map_err(|e| KeyError::Malformed {
+                kid: kid.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let mut validation = jsonwebtoken::Validation::new(alg.jose());
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        jsonwebtoken::decode::<Value>(&probe, &key.public.decoding, &validation).map_err(|_| {
+            KeyError::Malformed {
+                kid: kid.to_owned(),
+                reason: "private key does not match the stored public key".to_owned(),
+            }
+        })?;
+        Ok(key)
+    }
+
+    pub(crate) fn header(&self) -> jsonwebtoken::Header {
+        let mut header = jsonwebtoken::Header::new(self.public.alg.jose());
+        header.kid = Some(self.public.kid.clone());
+        header.typ = Some("at+jwt".to_owned());
+        header
+    }
+}
