@@ -8,6 +8,7 @@ pub mod access;
 pub mod audit;
 pub mod bootstrap;
 pub mod directory;
+pub mod keys;
 
 use std::str::FromStr as _;
 use std::time::Duration;
@@ -38,6 +39,9 @@ pub enum StoreError {
     /// Password hashing failed while seeding a user.
     #[error(transparent)]
     Password(#[from] gatehouse_core::PasswordError),
+    /// Generating a signing key failed.
+    #[error("key generation failed: {0}")]
+    KeyGeneration(String),
     /// Any other database error (a bug or an unexpected state).
     #[error("database error: {0}")]
     Database(sqlx::Error),
@@ -51,7 +55,9 @@ impl StoreError {
             Self::InvalidUrl(_) => ErrorKind::Invalid,
             Self::Unavailable(_) => ErrorKind::Unavailable,
             Self::Conflict(_) => ErrorKind::Conflict,
-            Self::Migrate(_) | Self::Password(_) | Self::Database(_) => ErrorKind::Internal,
+            Self::Migrate(_) | Self::Password(_) | Self::KeyGeneration(_) | Self::Database(_) => {
+                ErrorKind::Internal
+            }
         }
     }
 }
