@@ -288,8 +288,18 @@ impl SessionStore {
     /// The live session for `token`, sliding its idle deadline (written back
     /// at most once per touch interval). `None` when missing or expired.
     pub async fn validate(&self, token: &SessionToken) -> Result<Option<Session>, SessionError> {
-        let id = token.id();
-        let key = self.session_key(token.tenant_id(), &id);
+        self.validate_id(token.tenant_id(), token.id()).await
+    }
+
+    /// [`SessionStore::validate`] by session id, for credentials that carry
+    /// the id rather than the token (access tokens' `sid`). Use of the token
+    /// counts as use of the session.
+    pub async fn validate_id(
+        &self,
+        tenant_id: Uuid,
+        id: SessionId,
+    ) -> Result<Option<Session>, SessionError> {
+        let key = self.session_key(tenant_id, &id);
         let now = self.clock.unix_seconds();
         let scripts = self.scripts.clone();
         let touch = secs(self.config.touch_interval);
@@ -312,7 +322,7 @@ impl SessionStore {
                 let session = Session::from_fields(id, fields)?;
                 // Defence in depth: a record from another tenant's token can't
                 // exist (the key embeds the tenant), but check anyway.
-                if session.tenant_id != token.tenant_id() || !session.is_live_at(now) {
+                if session.tenant_id != tenant_id || !session.is_live_at(now) {
                     return Ok(None);
                 }
                 Ok(Some(session))

@@ -33,6 +33,8 @@ pub struct AccessClaims {
     pub jti: String,
     /// Tenant slug.
     pub tid: String,
+    /// Tenant id (stable even if a slug were ever renamed; keys Redis state).
+    pub tenant_id: String,
     /// Session id the token belongs to (revoking the session revokes it).
     pub sid: String,
     /// Effective role names at issue time.
@@ -51,6 +53,8 @@ pub struct Grantee<'a> {
     pub username: &'a str,
     /// Tenant slug.
     pub tenant: &'a str,
+    /// Tenant id.
+    pub tenant_id: Uuid,
     /// Session id.
     pub session_id: &'a str,
     /// Roles to carry.
@@ -91,6 +95,7 @@ pub fn issue(
         nbf: now,
         jti: Uuid::now_v7().simple().to_string(),
         tid: grantee.tenant.to_owned(),
+        tenant_id: grantee.tenant_id.to_string(),
         sid: grantee.session_id.to_owned(),
         roles: grantee.roles,
         name: grantee.username.to_owned(),

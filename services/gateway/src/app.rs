@@ -98,6 +98,11 @@ fn routes() -> Router<AppState> {
                 .put(routes::admin_authz::policy_update)
                 .delete(routes::admin_authz::policy_delete),
         )
+        .route("/.well-known/jwks.json", get(routes::wellknown::jwks))
+        .route(
+            "/.well-known/openid-configuration",
+            get(routes::wellknown::openid_configuration),
+        )
         .route("/v1/verify", any(routes::verify::verify))
         .route("/v1/authz/check", post(routes::authz_api::check))
         .route(

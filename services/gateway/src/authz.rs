@@ -152,6 +152,28 @@ impl AuthzService {
             })
     }
 
+    /// The user's effective roles at `now` (unexpired assignments and their
+    /// ancestors); empty for an unknown or disabled user.
+    pub async fn effective_roles(
+        &self,
+        tenant_id: Uuid,
+        user_id: Uuid,
+        now: i64,
+    ) -> Result<Vec<String>, ApiError> {
+        let Some(subject) = self.subject_by_id(tenant_id, user_id).await? else {
+            return Ok(Vec::new());
+        };
+        let rules = self.rules(tenant_id).await?;
+        let question = Question {
+            resource: String::new(),
+            resource_attributes: Map::new(),
+            action: String::new(),
+            context: Map::new(),
+            now,
+        };
+        Ok(rules.set.effective_roles(&request_for(&subject, question)))
+    }
+
     /// Loads a subject by id.
     pub async fn subject_by_id(
         &self,

@@ -103,6 +103,58 @@ struct RawSettings {
     /// CIDRs of proxies whose `X-Forwarded-For` is believed.
     trusted_proxies: ListOrCsv,
     throttle: RawThrottle,
+    tokens: RawTokens,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct RawTokens {
+    audience: String,
+    access_ttl_s: u64,
+    leeway_s: u64,
+    signing_alg: String,
+    rotate_every_days: u64,
+    key_refresh_s: u64,
+}
+
+impl Default for RawTokens {
+    fn default() -> Self {
+        Self {
+            audience: "gatehouse".to_owned(),
+            access_ttl_s: 600,
+            leeway_s: 30,
+            signing_alg: "EdDSA".to_owned(),
+            rotate_every_days: 30,
+            key_refresh_s: 30,
+        }
+    }
+}
+
+/// Access tokens and their signing keys.
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    /// `aud` of issued tokens, required on verify.
+    pub audience: String,
+    /// Access token lifetime.
+    pub access_ttl: Duration,
+    /// Clock skew tolerated on `exp`/`nbf`.
+    pub leeway: Duration,
+    /// Algorithm of newly generated keys.
+    pub signing_alg: gatehouse_tokens::SigningAlgorithm,
+    /// Rotate the signing key after this long (`None`: only on demand).
+    pub rotate_every: Option<Duration>,
+    /// How often each instance reloads keys and runs key maintenance.
+    pub key_refresh: Duration,
+}
+
+impl TokenConfig {
+    /// How long a key that stopped signing must stay published: the longest
+    /// token life plus leeway plus one refresh period (instances may sign with
+    /// it until they reload).
+    #[must_use]
+    pub fn retire_after(&self) -> Duration {
+        self.access_ttl + self.leeway + self.key_refresh
+    }
 }
 
 /// A list given as a TOML array or as one comma-separated string (env).
@@ -201,6 +253,7 @@ impl Default for RawSettings {
             password_queue_timeout_ms: 5_000,
             trusted_proxies: ListOrCsv::default(),
             throttle: RawThrottle::default(),
+            tokens: RawTokens::default(),
         }
     }
 }
@@ -291,6 +344,8 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Login throttle behaviour (the limits themselves are per tenant).
     pub throttle: gatehouse_ratelimit::ThrottleSettings,
+    /// Access tokens and signing keys.
+    pub tokens: TokenConfig,
 }
 
 /// Reads the layered sources. `vars` stands in for the process environment so
@@ -463,13 +518,55 @@ impl Config {
                 .max(1),
             password_queue_timeout: Duration::from_millis(raw.password_queue_timeout_ms),
             trusted_proxies,
-            throttle: gatehouse_ratelimit::ThrottleSettings {
-                redis_timeout: Duration::from_millis(raw.throttle.redis_timeout_ms.clamp(1, 1_000)),
-                breaker_open_for: Duration::from_millis(raw.throttle.breaker_open_ms),
-                expected_instances: raw.throttle.expected_instances.max(1),
-            },
+            throttle: throttle_settings(&raw.throttle),
+            tokens: token_config(&raw.tokens)?,
         })
     }
+}
+
+fn throttle_settings(raw: &RawThrottle) -> gatehouse_ratelimit::ThrottleSettings {
+    gatehouse_ratelimit::ThrottleSettings {
+        redis_timeout: Duration::from_millis(raw.redis_timeout_ms.clamp(1, 1_000)),
+        breaker_open_for: Duration::from_millis(raw.breaker_open_ms),
+        expected_instances: raw.expected_instances.max(1),
+    }
+}
+
+fn token_config(raw: &RawTokens) -> Result<TokenConfig, ConfigError> {
+    let signing_alg =
+        gatehouse_tokens::SigningAlgorithm::parse(&raw.signing_alg).ok_or_else(|| {
+            ConfigError::new(
+                "GATEHOUSE_TOKENS__SIGNING_ALG",
+                format!("{:?} is not EdDSA, RS256 or ES256", raw.signing_alg),
+            )
+        })?;
+    if !(30..=86_400).contains(&raw.access_ttl_s) {
+        return Err(ConfigError::new(
+            "GATEHOUSE_TOKENS__ACCESS_TTL_S",
+            "must be between 30 and 86400 seconds",
+        ));
+    }
+    if raw.leeway_s > 300 {
+        return Err(ConfigError::new(
+            "GATEHOUSE_TOKENS__LEEWAY_S",
+            "must be at most 300 seconds",
+        ));
+    }
+    if raw.audience.is_empty() {
+        return Err(ConfigError::new(
+            "GATEHOUSE_TOKENS__AUDIENCE",
+            "must not be empty",
+        ));
+    }
+    Ok(TokenConfig {
+        audience: raw.audience.clone(),
+        access_ttl: Duration::from_secs(raw.access_ttl_s),
+        leeway: Duration::from_secs(raw.leeway_s),
+        signing_alg,
+        rotate_every: (raw.rotate_every_days > 0)
+            .then(|| Duration::from_secs(raw.rotate_every_days * 86_400)),
+        key_refresh: Duration::from_secs(raw.key_refresh_s.clamp(1, 3600)),
+    })
 }
 
 /// What `migrate` and `bootstrap` need: only the database (and argon2 cost,
@@ -832,6 +929,26 @@ mod tests {
         let from_file = Config::load(&with(minimal(), "GATEHOUSE_CONFIG", example)).unwrap();
         let defaults = Config::load(&minimal()).unwrap();
         assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn bad_token_settings_name_the_setting() {
+        for (var, value) in [
+            ("GATEHOUSE_TOKENS__SIGNING_ALG", "HS256"),
+            ("GATEHOUSE_TOKENS__SIGNING_ALG", "none"),
+            ("GATEHOUSE_TOKENS__ACCESS_TTL_S", "5"),
+            ("GATEHOUSE_TOKENS__ACCESS_TTL_S", "999999"),
+            ("GATEHOUSE_TOKENS__LEEWAY_S", "3600"),
+            ("GATEHOUSE_TOKENS__AUDIENCE", ""),
+        ] {
+            assert_eq!(
+                error_setting(&with(minimal(), var, value)),
+                var,
+                "{var}={value}"
+            );
+        }
+        let c = Config::load(&with(minimal(), "GATEHOUSE_TOKENS__ROTATE_EVERY_DAYS", "0")).unwrap();
+        assert!(c.tokens.rotate_every.is_none());
     }
 
     #[test]

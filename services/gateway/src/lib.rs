@@ -17,6 +17,7 @@ pub mod operator;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod tokens;
 
 pub use app::app;
 pub use config::{Config, ConfigError};

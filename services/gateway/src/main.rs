@@ -55,11 +55,24 @@ enum Command {
         #[arg(long = "upstream", value_name = "VERSION=HOST:PORT")]
         upstreams: Vec<Upstream>,
     },
+    /// Manage signing keys (needs the same settings as `serve`).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Manage a user: disable, enable, or set a password (needs DATABASE_URL and REDIS_URL).
     User {
         #[command(subcommand)]
         action: UserAction,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Rotate now: the published `next` key starts signing, the current key stays
+    /// published as `previous` until its tokens expire, and a new `next` key is
+    /// published. Running gateways pick it up within GATEHOUSE_TOKENS__KEY_REFRESH_S.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -109,6 +122,9 @@ fn main() -> ExitCode {
             Command::Serve => serve(&vars).await,
             Command::Migrate => migrate(&vars).await,
             Command::Bootstrap { demo, upstreams } => run_bootstrap(&vars, demo, &upstreams).await,
+            Command::Keys {
+                action: KeysAction::Rotate,
+            } => rotate_keys(&vars).await,
             Command::User { action } => run_user(&vars, action).await,
         }
     });
@@ -155,6 +171,44 @@ async fn serve(vars: &[(String, String)]) -> Result<(), Failure> {
         .await
         .map_err(|e| anyhow::anyhow!("server failed: {e}"))?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+#[allow(
+    clippy::print_stdout,
+    reason = "the CLI reports to the operator on stdout"
+)]
+async fn rotate_keys(vars: &[(String, String)]) -> Result<(), Failure> {
+    let config = Config::load(vars)?;
+    let pool = gatehouse_store::connect(&config.db)
+        .await
+        .map_err(|e| Failure::Config(format!("{}: {e}", config::env::DATABASE_URL)))?;
+    let kek = gatehouse_gateway::tokens::kek_from(&config.key_encryption_key);
+    // Refuse to rotate with a KEK that cannot open the keys in use: the new
+    // keys would be sealed under a different KEK than the old ones.
+    gatehouse_gateway::tokens::TokenService::start(
+        pool.clone(),
+        kek,
+        config.tokens.clone(),
+        &config.issuer,
+    )
+    .await
+    .map_err(|e| Failure::Config(format!("{}: {e}", config::env::KEY_ENCRYPTION_KEY)))?;
+    let kek = gatehouse_gateway::tokens::kek_from(&config.key_encryption_key);
+    let report = gatehouse_gateway::tokens::maintain(&pool, &kek, &config.tokens, true)
+        .await
+        .map_err(|e| anyhow::anyhow!("rotation failed: {e}"))?;
+    let current = gatehouse_store::keys::published(&pool)
+        .await
+        .map_err(anyhow::Error::from)?
+        .into_iter()
+        .find(|k| k.state == "current")
+        .map(|k| k.kid)
+        .unwrap_or_default();
+    println!(
+        "rotated: current key {current}; generated {:?}; retired {:?}",
+        report.generated, report.retired
+    );
     Ok(())
 }
 

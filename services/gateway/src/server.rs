@@ -51,6 +51,10 @@ pub enum StartupError {
     /// The argon2 parameters are unusable.
     #[error("invalid argon2 parameters: {0}")]
     Argon2(String),
+    /// The signing keys could not be loaded (typically: the key-encryption
+    /// key is not the one they were sealed with).
+    #[error("cannot load signing keys: {0}")]
+    Keys(String),
     /// The listen address could not be bound.
     #[error("cannot listen on {address}: {reason}")]
     Bind {
@@ -70,6 +74,7 @@ impl StartupError {
             Self::Redis { setting, .. } => setting,
             Self::Bind { .. } => env::LISTEN,
             Self::Argon2(_) => "GATEHOUSE_ARGON2__*",
+            Self::Keys(_) => env::KEY_ENCRYPTION_KEY,
         }
     }
 }
@@ -155,7 +160,16 @@ impl Application {
             issuer: config.issuer.clone(),
             clock,
         };
+        let tokens = crate::tokens::TokenService::start(
+            db.clone(),
+            crate::tokens::kek_from(&config.key_encryption_key),
+            config.tokens.clone(),
+            &config.issuer,
+        )
+        .await
+        .map_err(|e| StartupError::Keys(e.to_string()))?;
         let state = AppState {
+            tokens: Arc::new(tokens),
             authz: Arc::new(crate::authz::AuthzService::new(db.clone())),
             db,
             redis,
@@ -190,6 +204,7 @@ impl Application {
     ) -> std::io::Result<()> {
         let addr = self.listener.local_addr()?;
         let gauge_task = tokio::spawn(report_active_sessions(self.state.auth.sessions.clone()));
+        let keys_task = tokio::spawn(refresh_keys(self.state.tokens.clone()));
         tracing::info!(addr = %addr, "listening");
         let stopping = Arc::new(tokio::sync::Notify::new());
         let notify = stopping.clone();
@@ -213,7 +228,31 @@ impl Application {
             }
         };
         gauge_task.abort();
+        keys_task.abort();
         result
+    }
+}
+
+/// Reloads the key ring and runs key maintenance every refresh period, so a
+/// rotation by any instance (or the CLI) reaches this one within a period.
+async fn refresh_keys(tokens: Arc<crate::tokens::TokenService>) {
+    let mut tick = tokio::time::interval(tokens.refresh_every());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match tokens.refresh().await {
+            Ok(report) if report.changed() => tracing::info!(
+                rotated = report.rotated,
+                generated = ?report.generated,
+                retired = ?report.retired,
+                "signing keys changed"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "reloading signing keys failed; keeping the loaded ones");
+            }
+        }
     }
 }
 

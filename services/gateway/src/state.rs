@@ -28,6 +28,8 @@ pub struct AppState {
     pub http: Arc<HttpSettings>,
     /// Sessions, sign-in, cookies and CSRF.
     pub auth: Arc<AuthState>,
+    /// Access tokens: key ring, issue, verify.
+    pub tokens: Arc<crate::tokens::TokenService>,
     /// Authorisation decisions (compiled tenant rules, subjects).
     pub authz: Arc<crate::authz::AuthzService>,
 }

@@ -33,6 +33,7 @@ fn grantee() -> Grantee<'static> {
         user_id: Uuid::nil(),
         username: "bob",
         tenant: "acme",
+        tenant_id: Uuid::nil(),
         session_id: "sess-1",
         roles: vec!["member".into()],
     }

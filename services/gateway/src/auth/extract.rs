@@ -6,7 +6,7 @@ use std::time::Instant;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
-use gatehouse_session::{Session, SessionToken};
+use gatehouse_session::{Session, SessionId, SessionToken};
 
 use super::{cookies, csrf};
 use crate::error::ApiError;
@@ -21,15 +21,15 @@ pub enum Via {
     Bearer,
 }
 
-/// A validated session and the token that proved it.
+/// A validated session and how it was proved.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
-    /// The caller's token.
-    pub token: SessionToken,
     /// The live session.
     pub session: Session,
     /// How it was presented.
     pub via: Via,
+    /// The access token's claims, when a JWT proved it.
+    pub access: Option<gatehouse_tokens::AccessClaims>,
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -38,36 +38,67 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Finds and validates the caller's session. `Ok(None)` when there is none or
-/// it is not valid; `Err` only when the session store cannot answer.
+/// Finds and validates the caller's credentials: a session token (cookie or
+/// Bearer) or a Bearer access token (JWT). `Ok(None)` when there are none or
+/// they are not valid; `Err` only when the session store cannot answer.
+///
+/// An access token is verified locally (signature, `iss`, `aud`, time) and
+/// its session (`sid`) must still be live, so signing out or being disabled
+/// ends the token at once too. That session check is one Redis round trip;
+/// the in-process revocation mirror will replace it.
 pub async fn authenticate(
-    auth: &AuthState,
+    state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<Authenticated>, ApiError> {
-    let (raw, via) = if let Some(token) = bearer(headers) {
-        (Some(token.to_owned()), Via::Bearer)
-    } else {
-        (
-            cookies::read(headers, &auth.cookies.session_name),
-            Via::Cookie,
-        )
-    };
-    let Some(token) = raw.as_deref().and_then(SessionToken::parse) else {
-        return Ok(None);
-    };
+    let auth = &state.auth;
     let started = Instant::now();
-    let result = auth.sessions.validate(&token).await;
+    let (found, via, access) = match bearer(headers) {
+        Some(raw) if raw.starts_with("gs1_") => {
+            (validate_token(auth, Some(raw)).await?, Via::Bearer, None)
+        }
+        Some(raw) => match state.tokens.verify(raw, auth.clock.unix_seconds()) {
+            Ok(claims) => {
+                let session = match (
+                    SessionId::parse(&claims.sid),
+                    uuid::Uuid::try_parse(&claims.tenant_id),
+                ) {
+                    (Some(id), Ok(tenant_id)) => auth.sessions.validate_id(tenant_id, id).await?,
+                    _ => None,
+                };
+                let session = session.filter(|s| s.user_id.to_string() == claims.sub);
+                metrics::counter!("gatehouse_access_token_verify_total", "result" => if session.is_some() { "ok" } else { "session_ended" }).increment(1);
+                (session, Via::Bearer, Some(claims))
+            }
+            Err(e) => {
+                metrics::counter!("gatehouse_access_token_verify_total", "result" => e.label())
+                    .increment(1);
+                (None, Via::Bearer, None)
+            }
+        },
+        None => (
+            validate_token(
+                auth,
+                cookies::read(headers, &auth.cookies.session_name).as_deref(),
+            )
+            .await?,
+            Via::Cookie,
+            None,
+        ),
+    };
     metrics::histogram!("gatehouse_session_validation_duration_seconds")
         .record(started.elapsed().as_secs_f64());
-    match result {
-        Ok(Some(session)) => Ok(Some(Authenticated {
-            token,
-            session,
-            via,
-        })),
-        Ok(None) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    Ok(found.map(|session| Authenticated {
+        session,
+        via,
+        access,
+    }))
+}
+
+async fn validate_token(auth: &AuthState, raw: Option<&str>) -> Result<Option<Session>, ApiError> {
+    let Some(token) = raw.and_then(SessionToken::parse) else {
+        return Ok(None);
+    };
+    Ok(auth.sessions.validate(&token).await?)
 }
 
 /// Extractor for the JSON API: a signed-in caller, or 401. A cookie-presented
@@ -83,7 +114,7 @@ impl FromRequestParts<AppState> for CurrentSession {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let Some(authenticated) = authenticate(&state.auth, &parts.headers).await? else {
+        let Some(authenticated) = authenticate(state, &parts.headers).await? else {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",

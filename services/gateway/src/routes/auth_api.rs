@@ -69,12 +69,15 @@ pub async fn login(
             device_proof,
         }) => {
             let now = state.auth.clock.unix_seconds();
+            let (access_token, claims) = crate::tokens::access_token_for(&state, &session).await?;
             Ok(Json(json!({
+                "access_token": access_token,
+                "token_type": "Bearer",
+                "expires_in": claims.exp - now,
                 "session_id": session.id,
                 "session_token": token.expose(),
-                "token_type": "Session",
-                "expires_in": session.idle_expires_at - now,
-                "absolute_expires_in": session.absolute_expires_at - now,
+                "session_expires_in": session.idle_expires_at - now,
+                "session_absolute_expires_in": session.absolute_expires_at - now,
                 "device_token": device_proof,
             }))
             .into_response())

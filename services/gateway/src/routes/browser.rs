@@ -216,7 +216,7 @@ pub async fn login_submit(
             &login_path(&tenant),
         ));
     }
-    let previous = authenticate(auth, &headers).await.ok().flatten();
+    let previous = authenticate(&state, &headers).await.ok().flatten();
     let device_proof = cookies::read(&headers, &auth.cookies.device_name);
     let result = auth
         .login
@@ -306,7 +306,7 @@ async fn page_session(
         let back = account_path(tenant);
         redirect(&format!("{}?return_to={}", login_path(tenant), back))
     };
-    match authenticate(&state.auth, headers).await {
+    match authenticate(state, headers).await {
         Ok(Some(a)) if a.session.tenant_id == tenant.id => Ok(Ok(a)),
         Ok(_) => Ok(Err(to_login())),
         Err(_) => Ok(Err(unavailable_page(&account_path(tenant)))),

@@ -8,3 +8,4 @@ pub mod browser;
 pub mod health;
 pub mod pages;
 pub mod verify;
+pub mod wellknown;

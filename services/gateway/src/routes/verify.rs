@@ -65,7 +65,7 @@ pub async fn verify(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let Some(me) = authenticate(&state.auth, &headers).await? else {
+    let Some(me) = authenticate(&state, &headers).await? else {
         outcome("unauthenticated", started);
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
