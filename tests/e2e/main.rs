@@ -16,6 +16,7 @@ mod login_api;
 mod login_browser;
 mod readiness;
 mod throttle;
+mod tokens;
 
 use gatehouse_testkit::{Gateway, TestDatabase, TestRedis, gateway_env, run_gatehouse};
 

@@ -1,0 +1,298 @@
+//! Access tokens end to end: issued at login, published keys, Bearer JWTs on
+//! the API and forward auth, ended with their session, key rotation.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use gatehouse_testkit::{Gateway, run_gatehouse};
+use gatehouse_tokens::{PublicKey, SigningAlgorithm, TokenSettings, Verifier};
+use serde_json::{Value, json};
+
+use crate::{DEMO_PASSWORD, client, expect_problem, json_login, seeded_app};
+
+async fn login_body(gateway: &Gateway, user: &str) -> Value {
+    let response = json_login(gateway, "acme", user, DEMO_PASSWORD).await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+async fn get_json(gateway: &Gateway, path: &str) -> (reqwest::header::HeaderMap, Value) {
+    let response = client().get(gateway.url(path)).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    let headers = response.headers().clone();
+    (headers, response.json().await.unwrap())
+}
+
+fn kid_of(jwt: &str) -> String {
+    let header: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(jwt.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+/// A verifier built only from what the gateway publishes.
+async fn verifier_from_discovery(gateway: &Gateway) -> Verifier {
+    let (_, config) = get_json(gateway, "/.well-known/openid-configuration").await;
+    let issuer = config["issuer"].as_str().unwrap().to_owned();
+    let jwks_path = config["jwks_uri"]
+        .as_str()
+        .unwrap()
+        .strip_prefix(&issuer)
+        .unwrap()
+        .to_owned();
+    let (_, jwks) = get_json(gateway, &jwks_path).await;
+    let keys = jwks["keys"].as_array().unwrap().iter().map(|jwk| {
+        let alg = SigningAlgorithm::parse(jwk["alg"].as_str().unwrap()).unwrap();
+        PublicKey::from_jwk(jwk["kid"].as_str().unwrap(), alg, jwk).unwrap()
+    });
+    Verifier::new(
+        TokenSettings {
+            issuer,
+            audience: "gatehouse".into(),
+            access_ttl_s: 600,
+            leeway_s: 30,
+        },
+        keys.collect::<Vec<_>>(),
+    )
+}
+
+fn now() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn login_issues_a_jwt_that_verifies_against_the_published_keys() {
+    let (gateway, _db, _) = seeded_app(&[]).await;
+    let body = login_body(&gateway, "alice").await;
+    assert_eq!(body["token_type"], "Bearer");
+    assert!(
+        (590..=600).contains(&body["expires_in"].as_i64().unwrap()),
+        "{body}"
+    );
+    let jwt = body["access_token"].as_str().unwrap();
+    let claims = verifier_from_discovery(&gateway)
+        .await
+        .verify(jwt, now(), Some("acme"))
+        .unwrap();
+    assert_eq!(claims.sid, body["session_id"].as_str().unwrap());
+    assert_eq!(claims.roles, ["member", "tenant-admin"], "effective roles");
+    assert_eq!(claims.name, "alice");
+
+    let (headers, jwks) = get_json(&gateway, "/.well-known/jwks.json").await;
+    assert!(
+        headers["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("max-age")
+    );
+    assert_eq!(
+        jwks["keys"].as_array().unwrap().len(),
+        2,
+        "current and the next key, published ahead: {jwks}"
+    );
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k.get("d").is_none() && k["alg"] == "EdDSA"),
+        "public halves only"
+    );
+    let (_, config) = get_json(&gateway, "/.well-known/openid-configuration").await;
+    assert_eq!(
+        config["access_token_signing_alg_values_supported"],
+        json!(["EdDSA"])
+    );
+    assert!(
+        config["introspection_endpoint"]
+            .as_str()
+            .unwrap()
+            .ends_with("/oauth2/introspect")
+    );
+}
+
+#[tokio::test]
+async fn a_bearer_jwt_authenticates_until_its_session_ends() {
+    let (gateway, _db, _) = seeded_app(&[]).await;
+    let body = login_body(&gateway, "bob").await;
+    let jwt = body["access_token"].as_str().unwrap();
+    let me: Value = client()
+        .get(gateway.url("/v1/auth/me"))
+        .bearer_auth(jwt)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["username"], "bob", "{me}");
+    let verify = client()
+        .get(gateway.url("/v1/verify"))
+        .bearer_auth(jwt)
+        .header("x-forwarded-uri", "/orders/1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verify.status(), 200);
+    assert_eq!(verify.headers()["x-gatehouse-user"], "bob");
+
+    // Tampering with any part is a 401.
+    let mut parts: Vec<String> = jwt.split('.').map(str::to_owned).collect();
+    let mut payload: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
+    payload["roles"] = json!(["tenant-admin"]);
+    parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&payload).unwrap());
+    let forged = parts.join(".");
+    expect_problem(
+        client()
+            .get(gateway.url("/v1/auth/me"))
+            .bearer_auth(&forged)
+            .send()
+            .await
+            .unwrap(),
+        401,
+    )
+    .await;
+    let unsigned = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        parts[1]
+    );
+    expect_problem(
+        client()
+            .get(gateway.url("/v1/auth/me"))
+            .bearer_auth(&unsigned)
+            .send()
+            .await
+            .unwrap(),
+        401,
+    )
+    .await;
+
+    // Logging out (with the JWT itself) ends the session and so the token.
+    let out = client()
+        .post(gateway.url("/v1/auth/logout"))
+        .bearer_auth(jwt)
+        .send()
+        .await
+        .unwrap();
+    assert!(out.status().is_success(), "{}", out.status());
+    expect_problem(
+        client()
+            .get(gateway.url("/v1/auth/me"))
+            .bearer_auth(jwt)
+            .send()
+            .await
+            .unwrap(),
+        401,
+    )
+    .await;
+    let after = client()
+        .get(gateway.url("/v1/verify"))
+        .bearer_auth(jwt)
+        .header("x-forwarded-uri", "/orders/1")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(after, 401).await;
+}
+
+#[tokio::test]
+async fn rotation_keeps_old_tokens_valid_and_signs_with_the_key_published_ahead() {
+    let (gateway, _db, vars) = seeded_app(&[("GATEHOUSE_TOKENS__KEY_REFRESH_S", "1")]).await;
+    let before = login_body(&gateway, "bob").await;
+    let old_jwt = before["access_token"].as_str().unwrap().to_owned();
+    let old_kid = kid_of(&old_jwt);
+    let (_, jwks_before) = get_json(&gateway, "/.well-known/jwks.json").await;
+    let next_kid = jwks_before["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .find(|k| *k != old_kid)
+        .unwrap();
+
+    let rotated = run_gatehouse(&["keys", "rotate"], &vars).await;
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&rotated.stdout).contains(&next_kid),
+        "the published next key became current"
+    );
+
+    // The running gateway picks the rotation up within its refresh period
+    // (1 s here); poll for it rather than sleep a fixed time.
+    let mut new_kid = old_kid.clone();
+    for _ in 0..100 {
+        new_kid = kid_of(
+            login_body(&gateway, "bob").await["access_token"]
+                .as_str()
+                .unwrap(),
+        );
+        if new_kid != old_kid {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(new_kid, next_kid);
+    let (_, jwks_after) = get_json(&gateway, "/.well-known/jwks.json").await;
+    let kids: Vec<&str> = jwks_after["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kids.len(),
+        3,
+        "current, next and the previous key: {kids:?}"
+    );
+    assert!(kids.contains(&old_kid.as_str()));
+    let me = client()
+        .get(gateway.url("/v1/auth/me"))
+        .bearer_auth(&old_jwt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        me.status(),
+        200,
+        "tokens signed before the rotation stay valid"
+    );
+}
+
+#[tokio::test]
+async fn a_gateway_refuses_to_start_with_a_kek_that_cannot_open_its_keys() {
+    let (gateway, _db, vars) = seeded_app(&[]).await;
+    drop(gateway);
+    let mut wrong = vars.clone();
+    wrong.retain(|(k, _)| k != "GATEHOUSE_KEY_ENCRYPTION_KEY");
+    wrong.push((
+        "GATEHOUSE_KEY_ENCRYPTION_KEY".into(),
+        gatehouse_testkit::random_kek(),
+    ));
+    let output = run_gatehouse(&["serve"], &wrong).await;
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("GATEHOUSE_KEY_ENCRYPTION_KEY") && stderr.contains("does not decrypt"),
+        "{stderr}"
+    );
+    let rotate = run_gatehouse(&["keys", "rotate"], &wrong).await;
+    assert_eq!(
+        rotate.status.code(),
+        Some(2),
+        "no rotation under a foreign KEK"
+    );
+}
