@@ -13,8 +13,10 @@
 //! Architecture invariant: no HTTP here; the gateway maps [`SessionError`] to
 //! responses and owns cookies.
 
+mod refresh;
 mod store;
 mod token;
 
+pub use refresh::{RefreshStore, RefreshToken, Rotation};
 pub use store::{NewSession, Session, SessionConfig, SessionError, SessionStore};
 pub use token::{SessionId, SessionToken};
