@@ -296,3 +296,85 @@ async fn a_gateway_refuses_to_start_with_a_kek_that_cannot_open_its_keys() {
         "no rotation under a foreign KEK"
     );
 }
+
+async fn refresh(gateway: &Gateway, token: &str) -> reqwest::Response {
+    client()
+        .post(gateway.url("/v1/auth/refresh"))
+        .json(&json!({ "refresh_token": token }))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_reuse_revokes_the_family_and_the_session() {
+    let (gateway, db, _) = seeded_app(&[]).await;
+    let login = login_body(&gateway, "bob").await;
+    let first = login["refresh_token"].as_str().unwrap().to_owned();
+    let renewed = refresh(&gateway, &first).await;
+    assert_eq!(renewed.status(), 200);
+    let renewed: Value = renewed.json().await.unwrap();
+    let second = renewed["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(second, first, "rotated on use");
+    assert_eq!(renewed["session_id"], login["session_id"]);
+    let access = renewed["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        client()
+            .get(gateway.url("/v1/auth/me"))
+            .bearer_auth(&access)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // The spent token comes back (stolen copy): 401, and the family and the session are gone.
+    let problem = expect_problem(refresh(&gateway, &first).await, 401).await;
+    assert_eq!(
+        problem["type"],
+        "urn:gatehouse:problem:invalid-refresh-token"
+    );
+    expect_problem(refresh(&gateway, &second).await, 401).await;
+    expect_problem(
+        client()
+            .get(gateway.url("/v1/auth/me"))
+            .bearer_auth(&access)
+            .send()
+            .await
+            .unwrap(),
+        401,
+    )
+    .await;
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE action = 'refresh.reuse' AND outcome = 'denied'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
+}
+
+#[tokio::test]
+async fn refresh_after_logout_or_with_junk_fails_alike() {
+    let (gateway, _db, _) = seeded_app(&[]).await;
+    let login = login_body(&gateway, "bob").await;
+    let token = login["refresh_token"].as_str().unwrap();
+    let out = client()
+        .post(gateway.url("/v1/auth/logout"))
+        .bearer_auth(login["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(out.status().is_success());
+    let after_logout = expect_problem(refresh(&gateway, token).await, 401).await;
+    let junk = expect_problem(refresh(&gateway, "ghr1_not-a-token").await, 401).await;
+    assert_eq!(after_logout["detail"], junk["detail"], "no oracle on why");
+    let wrong_shape = client()
+        .post(gateway.url("/v1/auth/refresh"))
+        .json(&json!({ "refresh": token }))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(wrong_shape, 422).await;
+}

@@ -110,6 +110,7 @@ fn routes() -> Router<AppState> {
             post(routes::authz_api::check_batch),
         )
         .route("/v1/auth/login", post(routes::auth_api::login))
+        .route("/v1/auth/refresh", post(routes::auth_api::refresh))
         .route("/v1/auth/logout", post(routes::auth_api::logout))
         .route("/v1/auth/logout-all", post(routes::auth_api::logout_all))
         .route("/v1/auth/me", get(routes::auth_api::me))

@@ -122,44 +122,7 @@ impl Application {
                 reason: e.to_string(),
             })?;
 
-        let clock: Arc<dyn gatehouse_core::Clock> = Arc::new(gatehouse_core::SystemClock);
-        let sessions = gatehouse_session::SessionStore::new(
-            redis.clone(),
-            gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
-            clock.clone(),
-            config.session,
-        );
-        let hasher = gatehouse_core::PasswordHasher::new(config.argon2)
-            .map_err(|e| StartupError::Argon2(e.to_string()))?;
-        let passwords = PasswordPool::new(
-            hasher,
-            config.password_workers,
-            config.password_queue_timeout,
-        );
-        let devices = DeviceKey::derive(config.key_encryption_key.expose_secret());
-        let throttle = gatehouse_ratelimit::Throttle::new(
-            redis.clone(),
-            gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
-            clock.clone(),
-            config.throttle,
-        );
-        let auth = AuthState {
-            login: LoginService::new(
-                db.clone(),
-                sessions.clone(),
-                passwords,
-                throttle.clone(),
-                devices.clone(),
-                clock.clone(),
-            ),
-            devices,
-            throttle,
-            sessions,
-            csrf: CsrfKey::derive(config.key_encryption_key.expose_secret()),
-            cookies: CookieSettings::new(config.session_cookie_name.clone(), config.cookie_secure),
-            issuer: config.issuer.clone(),
-            clock,
-        };
+        let auth = auth_state(config, &db, &redis)?;
         let tokens = crate::tokens::TokenService::start(
             db.clone(),
             crate::tokens::kek_from(&config.key_encryption_key),
@@ -231,6 +194,58 @@ impl Application {
         keys_task.abort();
         result
     }
+}
+
+/// Sessions, sign-in, throttling, cookies and CSRF, wired from the config.
+fn auth_state(
+    config: &Config,
+    db: &sqlx::PgPool,
+    redis: &RedisPool,
+) -> Result<AuthState, StartupError> {
+    let clock: Arc<dyn gatehouse_core::Clock> = Arc::new(gatehouse_core::SystemClock);
+    let sessions = gatehouse_session::SessionStore::new(
+        redis.clone(),
+        gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
+        clock.clone(),
+        config.session,
+    );
+    let hasher = gatehouse_core::PasswordHasher::new(config.argon2)
+        .map_err(|e| StartupError::Argon2(e.to_string()))?;
+    let passwords = PasswordPool::new(
+        hasher,
+        config.password_workers,
+        config.password_queue_timeout,
+    );
+    let devices = DeviceKey::derive(config.key_encryption_key.expose_secret());
+    let throttle = gatehouse_ratelimit::Throttle::new(
+        redis.clone(),
+        gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
+        clock.clone(),
+        config.throttle,
+    );
+    let auth = AuthState {
+        login: LoginService::new(
+            db.clone(),
+            sessions.clone(),
+            passwords,
+            throttle.clone(),
+            devices.clone(),
+            clock.clone(),
+        ),
+        devices,
+        throttle,
+        refresh: gatehouse_session::RefreshStore::new(
+            redis.clone(),
+            gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
+            clock.clone(),
+        ),
+        sessions,
+        csrf: CsrfKey::derive(config.key_encryption_key.expose_secret()),
+        cookies: CookieSettings::new(config.session_cookie_name.clone(), config.cookie_secure),
+        issuer: config.issuer.clone(),
+        clock,
+    };
+    Ok(auth)
 }
 
 /// Reloads the key ring and runs key maintenance every refresh period, so a

@@ -38,6 +38,8 @@ pub struct AppState {
 pub struct AuthState {
     /// Redis sessions.
     pub sessions: SessionStore,
+    /// Refresh-token families (one per session).
+    pub refresh: gatehouse_session::RefreshStore,
     /// Password sign-in.
     pub login: LoginService,
     /// Signs CSRF tokens.

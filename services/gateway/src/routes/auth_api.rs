@@ -40,6 +40,88 @@ fn invalid_credentials() -> ApiError {
     )
 }
 
+/// Body of `POST /v1/auth/refresh`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The refresh token from login or the previous refresh.
+    pub refresh_token: String,
+}
+
+fn refresh_refused() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid-refresh-token",
+        "the refresh token is invalid, expired, already used or its session has ended; sign in again",
+    )
+}
+
+/// `POST /v1/auth/refresh`: spends the refresh token and returns a new
+/// access token and refresh token. A token presented twice revokes its
+/// family and ends the session (audited); every refusal is the same 401.
+pub async fn refresh(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    headers: HeaderMap,
+    Json(body): Json<RefreshRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(presented) = gatehouse_session::RefreshToken::parse(&body.refresh_token) else {
+        metrics::counter!("gatehouse_tokens_refreshed_total", "result" => "malformed").increment(1);
+        return Err(refresh_refused());
+    };
+    let rotation = state.auth.refresh.rotate(&presented).await?;
+    let next = match rotation {
+        gatehouse_session::Rotation::Rotated { token, .. } => token,
+        gatehouse_session::Rotation::Reused { user_id } => {
+            metrics::counter!("gatehouse_tokens_refreshed_total", "result" => "reuse").increment(1);
+            if let Some(user_id) = user_id {
+                state
+                    .auth
+                    .sessions
+                    .end(presented.tenant_id(), user_id, presented.session_id())
+                    .await?;
+            }
+            let event = gatehouse_store::audit::AuditEvent {
+                tenant_id: Some(presented.tenant_id()),
+                actor: user_id.map_or(
+                    gatehouse_store::audit::Actor::Anonymous,
+                    gatehouse_store::audit::Actor::User,
+                ),
+                action: "refresh.reuse",
+                target: Some(presented.session_id().to_string()),
+                outcome: gatehouse_store::audit::Outcome::Denied,
+                ip: Some(client.ip.clone()),
+                user_agent: Some(client.user_agent.clone()),
+                request_id: crate::audit::request_id(&headers),
+                details: json!({ "effect": "family revoked, session ended" }),
+            };
+            crate::audit::record(&state.db, &event).await;
+            tracing::warn!(session = %presented.session_id(), "refresh token reuse: family revoked, session ended");
+            return Err(refresh_refused());
+        }
+        gatehouse_session::Rotation::Refused { why } => {
+            metrics::counter!("gatehouse_tokens_refreshed_total", "result" => why).increment(1);
+            return Err(refresh_refused());
+        }
+    };
+    let session = state
+        .auth
+        .sessions
+        .validate_id(presented.tenant_id(), presented.session_id().clone())
+        .await?
+        .ok_or_else(refresh_refused)?;
+    let (access_token, claims) = crate::tokens::access_token_for(&state, &session).await?;
+    metrics::counter!("gatehouse_tokens_refreshed_total", "result" => "ok").increment(1);
+    let now = state.auth.clock.unix_seconds();
+    Ok(Json(json!({
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": claims.exp - now,
+        "refresh_token": next.expose(),
+        "session_id": session.id,
+    })))
+}
+
 /// `POST /v1/auth/login`: 200 with the session, 401 for any bad credentials
 /// (same body whether or not the user exists), 503 when the session store or
 /// the password pool cannot take it.
@@ -70,10 +152,12 @@ pub async fn login(
         }) => {
             let now = state.auth.clock.unix_seconds();
             let (access_token, claims) = crate::tokens::access_token_for(&state, &session).await?;
+            let refresh_token = state.auth.refresh.issue(&session).await?;
             Ok(Json(json!({
                 "access_token": access_token,
                 "token_type": "Bearer",
                 "expires_in": claims.exp - now,
+                "refresh_token": refresh_token.expose(),
                 "session_id": session.id,
                 "session_token": token.expose(),
                 "session_expires_in": session.idle_expires_at - now,
