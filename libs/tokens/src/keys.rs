@@ -10,7 +10,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use rand_core::{OsRng, RngCore};
 use secrecy::{ExposeSecret, SecretBox};
 use serde::{Deserialize, Serialize};
@@ -230,6 +230,31 @@ pub fn generate(alg: SigningAlgorithm) -> Result<GeneratedKey, KeyError> {
     })
 }
 
+/// A verifying key parsed once, so a verification is the signature check and
+/// nothing else.
+#[derive(Clone)]
+pub(crate) enum VerifyingKey {
+    Ed(ed25519_dalek::VerifyingKey),
+    Es(p256::ecdsa::VerifyingKey),
+    Rs(rsa::pkcs1v15::VerifyingKey<sha2::Sha256>),
+}
+
+impl VerifyingKey {
+    /// Whether `signature` signs `message`. Ed25519 uses strict verification
+    /// (no malleable or small-order signatures).
+    pub(crate) fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        use p256::ecdsa::signature::Verifier as _;
+        match self {
+            Self::Ed(key) => ed25519_dalek::Signature::from_slice(signature)
+                .is_ok_and(|s| key.verify_strict(message, &s).is_ok()),
+            Self::Es(key) => p256::ecdsa::Signature::from_slice(signature)
+                .is_ok_and(|s| key.verify(message, &s).is_ok()),
+            Self::Rs(key) => rsa::pkcs1v15::Signature::try_from(signature)
+                .is_ok_and(|s| key.verify(message, &s).is_ok()),
+        }
+    }
+}
+
 /// The public half of a key: what verifiers (and JWKS) need.
 #[derive(Clone)]
 pub struct PublicKey {
@@ -239,7 +264,7 @@ pub struct PublicKey {
     pub alg: SigningAlgorithm,
     /// The JWK as published.
     pub jwk: Value,
-    pub(crate) decoding: DecodingKey,
+    pub(crate) verifying: VerifyingKey,
 }
 
 impl std::fmt::Debug for PublicKey {
@@ -253,7 +278,8 @@ impl std::fmt::Debug for PublicKey {
 
 impl PublicKey {
     /// Builds the verifying key from a public JWK (as stored or fetched from
-    /// JWKS). The JWK's `kty`/`crv` must fit `alg`.
+    /// JWKS). The JWK's `kty`/`crv` must fit `alg`; RSA moduli below 2048 bits
+    /// are refused.
     pub fn from_jwk(kid: &str, alg: SigningAlgorithm, jwk: &Value) -> Result<Self, KeyError> {
         let malformed = |reason: &str| KeyError::Malformed {
             kid: kid.to_owned(),
@@ -264,25 +290,50 @@ impl PublicKey {
                 .and_then(Value::as_str)
                 .ok_or_else(|| malformed(&format!("JWK lacks {name}")))
         };
-        let kty = field("kty")?;
-        let decoding = match (alg, kty) {
+        let bytes = |name: &str| {
+            URL_SAFE_NO_PAD
+                .decode(field(name)?)
+                .map_err(|_| malformed(&format!("JWK {name} is not base64url")))
+        };
+        let verifying = match (alg, field("kty")?) {
             (SigningAlgorithm::EdDsa, "OKP") if field("crv")? == "Ed25519" => {
-                DecodingKey::from_ed_components(field("x")?)
+                let x: [u8; 32] = bytes("x")?
+                    .try_into()
+                    .map_err(|_| malformed("Ed25519 x must be 32 bytes"))?;
+                VerifyingKey::Ed(
+                    ed25519_dalek::VerifyingKey::from_bytes(&x)
+                        .map_err(|_| malformed("not an Ed25519 point"))?,
+                )
             }
             (SigningAlgorithm::Es256, "EC") if field("crv")? == "P-256" => {
-                DecodingKey::from_ec_components(field("x")?, field("y")?)
+                let (x, y) = (bytes("x")?, bytes("y")?);
+                if x.len() != 32 || y.len() != 32 {
+                    return Err(malformed("P-256 coordinates must be 32 bytes"));
+                }
+                let mut point = vec![4u8];
+                point.extend_from_slice(&x);
+                point.extend_from_slice(&y);
+                VerifyingKey::Es(
+                    p256::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+                        .map_err(|_| malformed("not a P-256 point"))?,
+                )
             }
             (SigningAlgorithm::Rs256, "RSA") => {
-                DecodingKey::from_rsa_components(field("n")?, field("e")?)
+                let n = rsa::BigUint::from_bytes_be(&bytes("n")?);
+                let e = rsa::BigUint::from_bytes_be(&bytes("e")?);
+                if n.bits() < 2048 {
+                    return Err(malformed("RSA modulus shorter than 2048 bits"));
+                }
+                let key = rsa::RsaPublicKey::new(n, e).map_err(|e| malformed(&e.to_string()))?;
+                VerifyingKey::Rs(rsa::pkcs1v15::VerifyingKey::new(key))
             }
             _ => return Err(malformed("JWK key type does not fit the algorithm")),
-        }
-        .map_err(|e| malformed(&e.to_string()))?;
+        };
         Ok(Self {
             kid: kid.to_owned(),
             alg,
             jwk: jwk.clone(),
-            decoding,
+            verifying,
         })
     }
 }
@@ -337,16 +388,14 @@ impl SigningKey {
                 kid: kid.to_owned(),
                 reason: e.to_string(),
             })?;
-        let mut validation = jsonwebtoken::Validation::new(alg.jose());
-        validation.required_spec_claims.clear();
-        validation.validate_exp = false;
-        validation.validate_aud = false;
-        jsonwebtoken::decode::<Value>(&probe, &key.public.decoding, &validation).map_err(|_| {
-            KeyError::Malformed {
+        let (input, signature) = probe.rsplit_once('.').unwrap_or_default();
+        let signature = URL_SAFE_NO_PAD.decode(signature).unwrap_or_default();
+        if !key.public.verifying.verifies(input.as_bytes(), &signature) {
+            return Err(KeyError::Malformed {
                 kid: kid.to_owned(),
                 reason: "private key does not match the stored public key".to_owned(),
-            }
-        })?;
+            });
+        }
         Ok(key)
     }
 

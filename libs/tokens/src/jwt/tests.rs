@@ -1,10 +1,15 @@
+#![allow(
+    clippy::too_many_lines,
+    reason = "one table of rejection cases reads best together"
+)]
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::*;
-use crate::keys::{SigningAlgorithm, generate};
+use crate::keys::{PublicKey, SigningAlgorithm, generate};
 
 const NOW: i64 = 1_795_424_400;
 
@@ -156,7 +161,12 @@ fn every_rejection_case_is_refused_for_its_own_reason() {
     );
     assert_eq!(
         trusting.verify(&none, NOW, None),
-        Err(VerifyError::Malformed)
+        Err(VerifyError::AlgorithmMismatch)
+    );
+    let none_no_kid = format!("{}.{payload}.", part(&json!({"alg": "none"})));
+    assert_eq!(
+        trusting.verify(&none_no_kid, NOW, None),
+        Err(VerifyError::UnknownKey)
     );
     // Algorithm confusion: HS256 keyed with the RSA public modulus, under the RSA key's kid.
     let modulus = URL_SAFE_NO_PAD
@@ -317,4 +327,27 @@ fn sealed_private_keys_open_only_with_the_same_kek_and_kid() {
         &generated.public_jwk,
     );
     assert!(mismatched.is_err());
+}
+
+#[test]
+fn weak_or_mismatched_public_keys_are_refused_at_load() {
+    use rsa::traits::PublicKeyParts as _;
+    let small = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 1024).unwrap();
+    let jwk = json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode(small.n().to_bytes_be()), "e": URL_SAFE_NO_PAD.encode(small.e().to_bytes_be())});
+    assert!(
+        PublicKey::from_jwk("k", SigningAlgorithm::Rs256, &jwk).is_err(),
+        "RSA-1024 refused"
+    );
+    let ed = generate(SigningAlgorithm::EdDsa).unwrap();
+    assert!(
+        PublicKey::from_jwk("k", SigningAlgorithm::Rs256, &ed.public_jwk).is_err(),
+        "OKP key under RS256"
+    );
+    assert!(
+        PublicKey::from_jwk("k", SigningAlgorithm::Es256, &ed.public_jwk).is_err(),
+        "OKP key under ES256"
+    );
+    let mut short = ed.public_jwk.clone();
+    short["x"] = json!("AAAA");
+    assert!(PublicKey::from_jwk("k", SigningAlgorithm::EdDsa, &short).is_err());
 }
