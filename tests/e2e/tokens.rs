@@ -1,6 +1,8 @@
 //! Access tokens end to end: issued at login, published keys, Bearer JWTs on
 //! the API and forward auth, ended with their session, key rotation.
 
+#![allow(clippy::too_many_lines, reason = "end-to-end scenarios read best as one story each")]
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gatehouse_testkit::{Gateway, run_gatehouse};
@@ -377,4 +379,175 @@ async fn refresh_after_logout_or_with_junk_fails_alike() {
         .await
         .unwrap();
     expect_problem(wrong_shape, 422).await;
+}
+
+async fn create_client(gateway: &Gateway, admin: &str, body: Value) -> reqwest::Response {
+    client()
+        .post(gateway.url("/admin/api/v1/service-clients"))
+        .bearer_auth(admin)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn introspect(gateway: &Gateway, id: &str, secret: &str, token: &str) -> reqwest::Response {
+    client()
+        .post(gateway.url("/oauth2/introspect"))
+        .basic_auth(id, Some(secret))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn introspection_answers_service_clients_and_is_inactive_for_anything_not_live() {
+    let (gateway, _db, _) = seeded_app(&[]).await;
+    let admin = crate::session_token(&gateway, "system", "admin", crate::ADMIN_PASSWORD).await;
+    let alice = crate::session_token(&gateway, "acme", "alice", DEMO_PASSWORD).await;
+    // Only platform admins create clients; the secret is shown once.
+    expect_problem(
+        create_client(&gateway, &alice, json!({"client_id": "orders-svc"})).await,
+        404,
+    )
+    .await;
+    let created = create_client(
+        &gateway,
+        &admin,
+        json!({"client_id": "orders-svc", "description": "orders"}),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    expect_problem(
+        create_client(&gateway, &admin, json!({"client_id": "orders-svc"})).await,
+        409,
+    )
+    .await;
+    expect_problem(
+        create_client(&gateway, &admin, json!({"client_id": "x"})).await,
+        422,
+    )
+    .await;
+    let listed: Value = client()
+        .get(gateway.url("/admin/api/v1/service-clients"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !listed.to_string().contains(&secret) && !listed.to_string().contains("argon2"),
+        "no secrets listed: {listed}"
+    );
+
+    let login = login_body(&gateway, "bob").await;
+    let jwt = login["access_token"].as_str().unwrap();
+    let active: Value = introspect(&gateway, "orders-svc", &secret, jwt)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(active["active"], true, "{active}");
+    assert_eq!(
+        (active["tid"].as_str(), active["username"].as_str()),
+        (Some("acme"), Some("bob"))
+    );
+    let session: Value = introspect(
+        &gateway,
+        "orders-svc",
+        &secret,
+        login["session_token"].as_str().unwrap(),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(session["active"], true);
+
+    // Wrong secret / unknown client / no auth: 401 with a Basic challenge.
+    for (id, pass) in [("orders-svc", "ghc1_wrong"), ("nobody", secret.as_str())] {
+        let refused = introspect(&gateway, id, pass, jwt).await;
+        assert_eq!(
+            refused.headers()["www-authenticate"],
+            "Basic realm=\"gatehouse\""
+        );
+        expect_problem(refused, 401).await;
+    }
+    // Garbage, refresh tokens and revoked tokens are all simply inactive.
+    for token in [
+        "garbage",
+        login["refresh_token"].as_str().unwrap(),
+        &format!("{jwt}x"),
+    ] {
+        let body: Value = introspect(&gateway, "orders-svc", &secret, token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body, json!({"active": false}), "{token:.12}");
+    }
+    let out = client()
+        .post(gateway.url("/v1/auth/logout"))
+        .bearer_auth(jwt)
+        .send()
+        .await
+        .unwrap();
+    assert!(out.status().is_success());
+    let revoked: Value = introspect(&gateway, "orders-svc", &secret, jwt)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        revoked,
+        json!({"active": false}),
+        "revoked tokens are inactive"
+    );
+
+    // A client bound to another tenant learns nothing about acme's tokens.
+    let bound: Value = create_client(
+        &gateway,
+        &admin,
+        json!({"client_id": "sys-only", "tenant": "system"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let fresh = login_body(&gateway, "bob").await;
+    let other: Value = introspect(
+        &gateway,
+        "sys-only",
+        bound["client_secret"].as_str().unwrap(),
+        fresh["access_token"].as_str().unwrap(),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(other, json!({"active": false}));
+    // Deleted clients stop working at once on this instance.
+    let deleted = client()
+        .delete(gateway.url("/admin/api/v1/service-clients/orders-svc"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    expect_problem(
+        introspect(
+            &gateway,
+            "orders-svc",
+            &secret,
+            fresh["access_token"].as_str().unwrap(),
+        )
+        .await,
+        401,
+    )
+    .await;
 }

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod audit;
 pub mod bootstrap;
+pub mod clients;
 pub mod directory;
 pub mod keys;
 

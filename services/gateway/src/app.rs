@@ -27,27 +27,9 @@ use crate::state::AppState;
 /// Header carrying the request id, set when the client did not send one.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Every route of the gateway, before the shared layers.
-fn routes() -> Router<AppState> {
+/// The admin API (`/admin/api/v1`): every handler passes the admin guard.
+fn admin_routes() -> Router<AppState> {
     Router::new()
-        .route("/healthz", get(routes::health::healthz))
-        .route("/readyz", get(routes::health::readyz))
-        .route("/metrics", get(routes::health::metrics))
-        .route("/static/gatehouse.css", get(routes::pages::stylesheet))
-        .route(
-            "/t/{tenant}/login",
-            get(routes::browser::login_page).post(routes::browser::login_submit),
-        )
-        .route("/t/{tenant}/account", get(routes::browser::account_page))
-        .route("/t/{tenant}/logout", post(routes::browser::logout_submit))
-        .route(
-            "/t/{tenant}/account/sessions/end-all",
-            post(routes::browser::account_sessions_end_all),
-        )
-        .route(
-            "/t/{tenant}/account/sessions/{id}/end",
-            post(routes::browser::account_session_end),
-        )
         .route(
             "/admin/api/v1/tenants/{tenant}/lockouts",
             get(routes::admin::lockouts_list),
@@ -98,11 +80,43 @@ fn routes() -> Router<AppState> {
                 .put(routes::admin_authz::policy_update)
                 .delete(routes::admin_authz::policy_delete),
         )
+        .route(
+            "/admin/api/v1/service-clients",
+            get(routes::introspect::clients_list).post(routes::introspect::clients_create),
+        )
+        .route(
+            "/admin/api/v1/service-clients/{client_id}",
+            delete(routes::introspect::clients_delete),
+        )
+}
+
+/// Every route of the gateway, before the shared layers.
+fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(routes::health::metrics))
+        .route("/static/gatehouse.css", get(routes::pages::stylesheet))
+        .route(
+            "/t/{tenant}/login",
+            get(routes::browser::login_page).post(routes::browser::login_submit),
+        )
+        .route("/t/{tenant}/account", get(routes::browser::account_page))
+        .route("/t/{tenant}/logout", post(routes::browser::logout_submit))
+        .route(
+            "/t/{tenant}/account/sessions/end-all",
+            post(routes::browser::account_sessions_end_all),
+        )
+        .route(
+            "/t/{tenant}/account/sessions/{id}/end",
+            post(routes::browser::account_session_end),
+        )
         .route("/.well-known/jwks.json", get(routes::wellknown::jwks))
         .route(
             "/.well-known/openid-configuration",
             get(routes::wellknown::openid_configuration),
         )
+        .route("/oauth2/introspect", post(routes::introspect::introspect))
         .route("/v1/verify", any(routes::verify::verify))
         .route("/v1/authz/check", post(routes::authz_api::check))
         .route(
@@ -120,6 +134,7 @@ fn routes() -> Router<AppState> {
             "/v1/auth/sessions/{id}",
             delete(routes::auth_api::sessions_delete),
         )
+        .merge(admin_routes())
         .fallback(routes::health::not_found)
 }
 

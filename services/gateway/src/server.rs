@@ -133,6 +133,7 @@ impl Application {
         .map_err(|e| StartupError::Keys(e.to_string()))?;
         let state = AppState {
             tokens: Arc::new(tokens),
+            clients: Arc::default(),
             authz: Arc::new(crate::authz::AuthzService::new(db.clone())),
             db,
             redis,

@@ -30,6 +30,8 @@ pub struct AppState {
     pub auth: Arc<AuthState>,
     /// Access tokens: key ring, issue, verify.
     pub tokens: Arc<crate::tokens::TokenService>,
+    /// Verified service-client credentials (introspection).
+    pub clients: Arc<crate::routes::introspect::ClientCache>,
     /// Authorisation decisions (compiled tenant rules, subjects).
     pub authz: Arc<crate::authz::AuthzService>,
 }

@@ -6,6 +6,7 @@ pub mod auth_api;
 pub mod authz_api;
 pub mod browser;
 pub mod health;
+pub mod introspect;
 pub mod pages;
 pub mod verify;
 pub mod wellknown;

@@ -1,0 +1,103 @@
+//! Service clients: machines that call Gatehouse (token introspection).
+//! Secrets are stored only as argon2id hashes.
+
+use serde::Serialize;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::StoreError;
+
+/// A service client as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ServiceClient {
+    /// Row id.
+    pub id: Uuid,
+    /// Public client id (HTTP Basic user name).
+    pub client_id: String,
+    /// `None`: platform-wide; otherwise the only tenant it may ask about.
+    pub tenant_id: Option<Uuid>,
+    /// Tenant slug, when bound.
+    pub tenant_slug: Option<String>,
+    /// argon2id PHC of the secret.
+    pub secret_hash: String,
+    /// `active` or `disabled`.
+    pub status: String,
+    /// Granted scopes (`introspect`).
+    pub scopes: Vec<String>,
+}
+
+/// A client as listed by the admin API (no secret hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ClientView {
+    /// Public client id.
+    pub client_id: String,
+    /// Bound tenant slug.
+    pub tenant: Option<String>,
+    /// What it is for.
+    pub description: String,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// `active` or `disabled`.
+    pub status: String,
+    /// Created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// Finds a client by its public id.
+pub async fn by_client_id(
+    pool: &PgPool,
+    client_id: &str,
+) -> Result<Option<ServiceClient>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT c.id, c.client_id, c.tenant_id, t.slug AS tenant_slug, c.secret_hash, c.status, c.scopes
+         FROM service_clients c LEFT JOIN tenants t ON t.id = c.tenant_id WHERE c.client_id = $1",
+    )
+    .bind(client_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Lists every client.
+pub async fn list(pool: &PgPool) -> Result<Vec<ClientView>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT c.client_id, t.slug AS tenant, c.description, c.scopes, c.status, c.created_at
+         FROM service_clients c LEFT JOIN tenants t ON t.id = c.tenant_id ORDER BY c.client_id",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Creates a client; `Conflict` when the id is taken.
+pub async fn create(
+    pool: &PgPool,
+    client_id: &str,
+    tenant_id: Option<Uuid>,
+    secret_hash: &str,
+    description: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO service_clients (id, client_id, tenant_id, secret_hash, description) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(client_id)
+    .bind(tenant_id)
+    .bind(secret_hash)
+    .bind(description)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Deletes a client; false when there was none.
+pub async fn delete(pool: &PgPool, client_id: &str) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query("DELETE FROM service_clients WHERE client_id = $1")
+            .bind(client_id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+            > 0,
+    )
+}
