@@ -1,7 +1,10 @@
 //! Access tokens end to end: issued at login, published keys, Bearer JWTs on
 //! the API and forward auth, ended with their session, key rotation.
 
-#![allow(clippy::too_many_lines, reason = "end-to-end scenarios read best as one story each")]
+#![allow(
+    clippy::too_many_lines,
+    reason = "end-to-end scenarios read best as one story each"
+)]
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

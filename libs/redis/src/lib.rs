@@ -82,6 +82,8 @@ impl RedisSettings {
 /// Redis comes back.
 #[derive(Clone)]
 pub struct RedisPool {
+    client: redis::Client,
+    connect_timeout: Duration,
     connections: Arc<[ConnectionManager]>,
     next: Arc<AtomicUsize>,
     command_timeout: Duration,
@@ -121,6 +123,8 @@ impl RedisPool {
             .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
+            client,
+            connect_timeout: settings.connect_timeout,
             connections: connections.into(),
             next: Arc::new(AtomicUsize::new(0)),
             command_timeout: settings.command_timeout,
@@ -139,6 +143,24 @@ impl RedisPool {
         match tokio::time::timeout(self.command_timeout, f(conn)).await {
             Ok(result) => result.map_err(RedisError::from),
             Err(_) => Err(RedisError::Timeout(self.command_timeout)),
+        }
+    }
+
+    /// A connection of its own, with no response deadline, for blocking
+    /// commands (`XREAD BLOCK`) that would stall the shared connections.
+    pub async fn dedicated(&self) -> Result<redis::aio::MultiplexedConnection, RedisError> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(None);
+        match tokio::time::timeout(
+            self.connect_timeout,
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        {
+            Ok(result) => result.map_err(RedisError::from),
+            Err(_) => Err(RedisError::Timeout(self.connect_timeout)),
         }
     }
 
@@ -209,7 +231,15 @@ impl Keyspace {
         format!("{}{{ip:{}}}:{rest}", self.prefix, Self::digest(ip))
     }
 
-    /// A key outside any tag, for process-wide data (the event stream).
+    /// A key of the event stream's slot: `<prefix>{ev}:<rest>`. The stream
+    /// and every key written together with an event (deny lists) share it,
+    /// so one script can write both atomically.
+    #[must_use]
+    pub fn events_key(&self, rest: &str) -> String {
+        format!("{}{{ev}}:{rest}", self.prefix)
+    }
+
+    /// A key outside any tag, for process-wide data.
     #[must_use]
     pub fn global_key(&self, rest: &str) -> String {
         format!("{}{rest}", self.prefix)

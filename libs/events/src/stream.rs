@@ -1,0 +1,555 @@
+//! Writing revocations (deny list + event, one script) and tailing the stream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_redis::redis::{self, Script, Value as RedisValue};
+use gatehouse_redis::{Keyspace, RedisError, RedisPool};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::{ENVELOPE_VERSION, RevocationMirror};
+
+/// Stream failures.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    /// Redis failed or timed out.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    /// An entry could not be understood.
+    #[error("malformed event: {0}")]
+    Malformed(String),
+}
+
+impl From<redis::RedisError> for EventError {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Redis(RedisError::from(e))
+    }
+}
+
+/// One event as carried by the stream: `v`, `kind`, `tenant`, `at`, `payload`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Layout version ([`ENVELOPE_VERSION`]).
+    pub v: u16,
+    /// `revoke.token`, `revoke.session`, `revoke.user`, `revoke.tenant`, …
+    pub kind: String,
+    /// Tenant concerned, if any.
+    pub tenant: Option<Uuid>,
+    /// When it was emitted (unix s).
+    pub at: i64,
+    /// Kind-specific body.
+    pub payload: Value,
+}
+
+/// A revocation: what it denies and until when it matters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Revocation {
+    /// One access token (`jti`), until it would have expired.
+    Token {
+        /// Token id.
+        jti: String,
+        /// Its expiry (unix s).
+        expires_at: i64,
+    },
+    /// Every token of one session.
+    Session {
+        /// Session id.
+        sid: String,
+        /// Expiry of the newest token it could hold (unix s).
+        expires_at: i64,
+    },
+    /// Every token of a user issued before `before` (sign out everywhere, disable).
+    User {
+        /// Tenant.
+        tenant_id: Uuid,
+        /// User.
+        user_id: Uuid,
+        /// Unix s.
+        before: i64,
+    },
+    /// Every token of a tenant issued before `before` (kill switch).
+    Tenant {
+        /// Tenant.
+        tenant_id: Uuid,
+        /// Unix s.
+        before: i64,
+    },
+}
+
+impl Revocation {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Token { .. } => "revoke.token",
+            Self::Session { .. } => "revoke.session",
+            Self::User { .. } => "revoke.user",
+            Self::Tenant { .. } => "revoke.tenant",
+        }
+    }
+
+    fn tenant(&self) -> Option<Uuid> {
+        match self {
+            Self::User { tenant_id, .. } | Self::Tenant { tenant_id, .. } => Some(*tenant_id),
+            _ => None,
+        }
+    }
+
+    /// The deny-list key suffix (ids are validated hex/uuids, never free text).
+    fn key(&self) -> String {
+        match self {
+            Self::Token { jti, .. } => format!("deny:jti:{jti}"),
+            Self::Session { sid, .. } => format!("deny:sid:{sid}"),
+            Self::User {
+                tenant_id, user_id, ..
+            } => format!("rb:user:{}:{}", tenant_id.simple(), user_id.simple()),
+            Self::Tenant { tenant_id, .. } => format!("rb:tenant:{}", tenant_id.simple()),
+        }
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// Stream bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSettings {
+    /// Approximate number of entries kept (`XADD MAXLEN ~`).
+    pub max_len: u64,
+    /// Longest token life: how long marks must be kept.
+    pub max_token_life: Duration,
+    /// How long one `XREAD BLOCK` waits before looping.
+    pub block: Duration,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            max_len: 100_000,
+            max_token_life: Duration::from_secs(900),
+            block: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The event stream and the deny list behind it.
+#[derive(Clone)]
+pub struct EventStream {
+    redis: RedisPool,
+    keys: Keyspace,
+    settings: StreamSettings,
+    revoke: Arc<Script>,
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventStream {
+    /// The stream under `keys`.
+    #[must_use]
+    pub fn new(redis: RedisPool, keys: Keyspace, settings: StreamSettings) -> Self {
+        Self {
+            redis,
+            keys,
+            settings,
+            revoke: Arc::new(Script::new(include_str!("../../../lua/revoke.lua"))),
+        }
+    }
+
+    fn stream_key(&self) -> String {
+        self.keys.events_key("stream")
+    }
+
+    /// Records a revocation and publishes it; returns the event id. `now` is
+    /// the emitting instant (unix s).
+    pub async fn revoke(&self, revocation: &Revocation, now: i64) -> Result<String, EventError> {
+        let ids_ok = match revocation {
+            Revocation::Token { jti: id, .. } | Revocation::Session { sid: id, .. } => valid_id(id),
+            _ => true,
+        };
+        if !ids_ok {
+            return Err(EventError::Malformed(
+                "revocation id must be 1-128 of [A-Za-z0-9-]".to_owned(),
+            ));
+        }
+        let life = i64::try_from(self.settings.max_token_life.as_secs()).unwrap_or(i64::MAX);
+        let (mode, value, ttl) = match revocation {
+            Revocation::Token { expires_at, .. } | Revocation::Session { expires_at, .. } => {
+                ("deny", "1".to_owned(), expires_at - now)
+            }
+            Revocation::User { before, .. } | Revocation::Tenant { before, .. } => {
+                ("mark", before.to_string(), before + life - now)
+            }
+        };
+        let envelope = Envelope {
+            v: ENVELOPE_VERSION,
+            kind: revocation.kind().to_owned(),
+            tenant: revocation.tenant(),
+            at: now,
+            payload: serde_json::to_value(revocation)
+                .map_err(|e| EventError::Malformed(e.to_string()))?,
+        };
+        let (deny, stream) = (self.keys.events_key(&revocation.key()), self.stream_key());
+        let fields = envelope_fields(&envelope);
+        let script = self.revoke.clone();
+        let max_len = self.settings.max_len;
+        let id: String = self
+            .redis
+            .run(|mut conn| async move {
+                let mut call = script.key(&deny);
+                call.key(&stream)
+                    .arg(mode)
+                    .arg(&value)
+                    .arg(ttl.max(1))
+                    .arg(max_len);
+                for field in &fields {
+                    call.arg(field);
+                }
+                call.invoke_async(&mut conn).await
+            })
+            .await?;
+        metrics::counter!("gatehouse_revocations_total", "kind" => revocation.kind()).increment(1);
+        Ok(id)
+    }
+
+    /// Every live revocation in the deny list (SCAN), for filling a mirror.
+    pub async fn load_revocations(&self, now: i64) -> Result<Vec<Revocation>, EventError> {
+        let patterns = [self.keys.events_key("deny:*"), self.keys.events_key("rb:*")];
+        let names: Vec<String> = self
+            .redis
+            .run(|mut conn| async move {
+                let mut names = Vec::new();
+                for pattern in &patterns {
+                    let mut cursor: u64 = 0;
+                    loop {
+                        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(pattern)
+                            .arg("COUNT")
+                            .arg(1000)
+                            .query_async(&mut conn)
+                            .await?;
+                        names.extend(batch);
+                        if next == 0 {
+                            break;
+                        }
+                        cursor = next;
+                    }
+                }
+                Ok(names)
+            })
+            .await?;
+        let prefix = self.keys.events_key("");
+        let mut out = Vec::new();
+        for name in names {
+            let Some(rest) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            let parts: Vec<&str> = rest.split(':').collect();
+            let key = name.clone();
+            let (value, ttl): (Option<i64>, i64) = self
+                .redis
+                .run(|mut conn| async move {
+                    redis::pipe()
+                        .get(&key)
+                        .ttl(&key)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            let expires_at = now + ttl.max(0);
+            let parse = |s: &str| Uuid::try_parse(s).ok();
+            let revocation = match parts.as_slice() {
+                ["deny", "jti", jti] => Some(Revocation::Token {
+                    jti: (*jti).to_owned(),
+                    expires_at,
+                }),
+                ["deny", "sid", sid] => Some(Revocation::Session {
+                    sid: (*sid).to_owned(),
+                    expires_at,
+                }),
+                ["rb", "user", t, u] => match (parse(t), parse(u), value) {
+                    (Some(tenant_id), Some(user_id), Some(before)) => Some(Revocation::User {
+                        tenant_id,
+                        user_id,
+                        before,
+                    }),
+                    _ => None,
+                },
+                ["rb", "tenant", t] => match (parse(t), value) {
+                    (Some(tenant_id), Some(before)) => {
+                        Some(Revocation::Tenant { tenant_id, before })
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            out.extend(revocation);
+        }
+        Ok(out)
+    }
+
+    /// The id of the newest entry (`0-0` when empty): where a new tailer starts.
+    pub async fn last_id(&self) -> Result<String, EventError> {
+        let stream = self.stream_key();
+        let newest: Vec<(String, Vec<(String, String)>)> = self
+            .redis
+            .run(|mut conn| async move {
+                redis::cmd("XREVRANGE")
+                    .arg(&stream)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(newest
+            .into_iter()
+            .next()
+            .map_or_else(|| "0-0".to_owned(), |(id, _)| id))
+    }
+
+    /// Before (re)reading from `last`: if the stream was trimmed past it,
+    /// reloads `mirror` from the deny list and moves `last` to the newest
+    /// entry. Returns whether it reloaded.
+    pub async fn resume(
+        &self,
+        mirror: &RevocationMirror,
+        last: &mut String,
+        now: i64,
+    ) -> Result<bool, EventError> {
+        if !self.trimmed_past(last).await? {
+            return Ok(false);
+        }
+        let newest = self.last_id().await?;
+        mirror.replace(&self.load_revocations(now).await?);
+        *last = newest;
+        metrics::counter!("gatehouse_revocation_mirror_reloads_total").increment(1);
+        tracing::warn!(
+            "event stream trimmed past our position; mirror reloaded from the deny list"
+        );
+        Ok(true)
+    }
+
+    /// Whether entries after `last` may have been trimmed away (the tailer
+    /// could have missed them). Trimming removes the oldest entries first,
+    /// so if our last entry is still in the stream nothing after it is gone;
+    /// if it is gone, reload (conservative). From an empty start (`0-0`),
+    /// entries were lost iff more were ever added than remain.
+    async fn trimmed_past(&self, last: &str) -> Result<bool, EventError> {
+        let stream = self.stream_key();
+        if last != "0-0" {
+            let (key, id) = (stream, last.to_owned());
+            let ours: Vec<(String, Vec<(String, String)>)> = self
+                .redis
+                .run(|mut conn| async move {
+                    redis::cmd("XRANGE")
+                        .arg(&key)
+                        .arg(&id)
+                        .arg(&id)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            return Ok(ours.is_empty());
+        }
+        let info: Result<RedisValue, _> = self
+            .redis
+            .run(|mut conn| async move {
+                redis::cmd("XINFO")
+                    .arg("STREAM")
+                    .arg(&stream)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await;
+        let Ok(info) = info else { return Ok(false) }; // no stream yet: nothing trimmed
+        let number = |name: &str| info_int(&info, name).unwrap_or(0);
+        Ok(number("entries-added") > number("length"))
+    }
+}
+
+/// An integer field of an `XINFO` reply (RESP2 flat array or RESP3 map).
+fn info_int(info: &RedisValue, name: &str) -> Option<i64> {
+    let is_name = |v: &RedisValue| match v {
+        RedisValue::BulkString(bytes) => bytes.as_slice() == name.as_bytes(),
+        RedisValue::SimpleString(s) => s == name,
+        _ => false,
+    };
+    let as_int = |v: &RedisValue| match v {
+        RedisValue::Int(n) => Some(*n),
+        _ => None,
+    };
+    match info {
+        RedisValue::Array(items) => items
+            .chunks(2)
+            .find(|pair| is_name(&pair[0]))
+            .and_then(|pair| pair.get(1).and_then(as_int)),
+        RedisValue::Map(pairs) => pairs
+            .iter()
+            .find(|(k, _)| is_name(k))
+            .and_then(|(_, v)| as_int(v)),
+        _ => None,
+    }
+}
+
+fn envelope_fields(envelope: &Envelope) -> Vec<String> {
+    vec![
+        "v".into(),
+        envelope.v.to_string(),
+        "kind".into(),
+        envelope.kind.clone(),
+        "tenant".into(),
+        envelope.tenant.map(|t| t.to_string()).unwrap_or_default(),
+        "at".into(),
+        envelope.at.to_string(),
+        "payload".into(),
+        envelope.payload.to_string(),
+    ]
+}
+
+fn parse_envelope(fields: &[(String, String)]) -> Result<Envelope, EventError> {
+    let get = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let malformed = |what: &str| EventError::Malformed(what.to_owned());
+    Ok(Envelope {
+        v: get("v")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| malformed("v"))?,
+        kind: get("kind").ok_or_else(|| malformed("kind"))?.to_owned(),
+        tenant: get("tenant").and_then(|t| Uuid::try_parse(t).ok()),
+        at: get("at")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| malformed("at"))?,
+        payload: serde_json::from_str(get("payload").unwrap_or("null"))
+            .map_err(|_| malformed("payload"))?,
+    })
+}
+
+/// Stops the tailer when dropped… or explicitly.
+#[derive(Debug)]
+pub struct TailerHandle(tokio::task::JoinHandle<()>);
+
+impl TailerHandle {
+    /// Stops the tailer.
+    pub fn stop(&self) {
+        self.0.abort();
+    }
+}
+
+impl Drop for TailerHandle {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+type Entries = Vec<(String, Vec<(String, Vec<(String, String)>)>)>;
+
+/// Fills `mirror` from the deny list, then tails the stream into it for as
+/// long as the handle lives. Reconnects with backoff, resuming from the last
+/// id; reloads from the deny list when the stream was trimmed past it.
+pub async fn spawn_tailer(
+    stream: EventStream,
+    mirror: Arc<RevocationMirror>,
+    clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+) -> Result<TailerHandle, EventError> {
+    let mut last = stream.last_id().await?;
+    mirror.replace(&stream.load_revocations(clock()).await?);
+    let handle = tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match tail(&stream, &mirror, &mut last).await {
+                Ok(()) => {}
+                Err(e) => {
+                    metrics::counter!("gatehouse_event_stream_reconnects_total").increment(1);
+                    tracing::warn!(error = %e, last_id = %last, "event stream connection lost; reconnecting");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+            match stream.resume(&mirror, &mut last, clock()).await {
+                Ok(_) => backoff = Duration::from_millis(100),
+                Err(e) => tracing::warn!(error = %e, "checking the event stream position failed"),
+            }
+        }
+    });
+    Ok(TailerHandle(handle))
+}
+
+/// Reads until the connection fails.
+async fn tail(
+    stream: &EventStream,
+    mirror: &RevocationMirror,
+    last: &mut String,
+) -> Result<(), EventError> {
+    let mut conn = stream.redis.dedicated().await?;
+    let key = stream.stream_key();
+    let block_ms = u64::try_from(stream.settings.block.as_millis()).unwrap_or(5000);
+    loop {
+        let reply: Option<Entries> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(512)
+            .arg("BLOCK")
+            .arg(block_ms)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(last.as_str())
+            .query_async(&mut conn)
+            .await?;
+        for (_, entries) in reply.unwrap_or_default() {
+            for (id, fields) in entries {
+                match parse_envelope(&fields) {
+                    Ok(envelope) if envelope.kind.starts_with("revoke.") => {
+                        match serde_json::from_value::<Revocation>(envelope.payload) {
+                            Ok(revocation) => mirror.apply(&revocation),
+                            Err(e) => {
+                                tracing::warn!(%id, error = %e, "unreadable revocation event");
+                            }
+                        }
+                    }
+                    Ok(_) => {} // other kinds are for other consumers
+                    Err(e) => tracing::warn!(%id, error = %e, "malformed event"),
+                }
+                *last = id;
+            }
+        }
+        metrics::gauge!("gatehouse_revocation_mirror_entries")
+            .set(f64::from(u32::try_from(mirror.len()).unwrap_or(u32::MAX)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_round_trip_through_stream_fields() {
+        let envelope = Envelope {
+            v: 1,
+            kind: "revoke.user".into(),
+            tenant: Some(Uuid::nil()),
+            at: 5,
+            payload: serde_json::json!({"a": 1}),
+        };
+        let fields = envelope_fields(&envelope);
+        let pairs: Vec<(String, String)> = fields
+            .chunks(2)
+            .map(|c| (c[0].clone(), c[1].clone()))
+            .collect();
+        assert_eq!(parse_envelope(&pairs).unwrap(), envelope);
+    }
+}

@@ -1,0 +1,238 @@
+//! The revocation stream against a real Redis: two "instances" (separate
+//! pools and mirrors) on one server.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "tests; the delay figures are printed for BENCHMARKS.md"
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gatehouse_events::{
+    EventStream, Revocation, RevocationMirror, StreamSettings, TokenFacts, spawn_tailer,
+};
+use gatehouse_redis::{Keyspace, RedisPool, RedisSettings, redis};
+use gatehouse_testkit::TestRedis;
+use uuid::Uuid;
+
+const NOW: i64 = 1_795_424_400;
+
+fn instance(redis: &TestRedis, settings: StreamSettings) -> EventStream {
+    let pool = RedisPool::new(&RedisSettings::new(redis.url.clone())).unwrap();
+    EventStream::new(pool, Keyspace::new(redis.prefix.clone()), settings)
+}
+
+fn clock() -> Arc<dyn Fn() -> i64 + Send + Sync> {
+    Arc::new(|| NOW)
+}
+
+fn token(jti: &str) -> TokenFacts<'_> {
+    TokenFacts {
+        jti,
+        sid: "no-session",
+        tenant_id: Uuid::nil(),
+        user_id: Uuid::nil(),
+        iat: NOW - 10,
+    }
+}
+
+async fn until(mut done: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "not propagated within 5 s"
+        );
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_revocation_written_by_one_instance_reaches_another_and_new_instances_load_it() {
+    let redis = TestRedis::shared();
+    let (a, b) = (
+        instance(&redis, StreamSettings::default()),
+        instance(&redis, StreamSettings::default()),
+    );
+    a.revoke(
+        &Revocation::Token {
+            jti: "before-start".into(),
+            expires_at: NOW + 600,
+        },
+        NOW,
+    )
+    .await
+    .unwrap();
+    let mirror = Arc::new(RevocationMirror::default());
+    let _tailer = spawn_tailer(b.clone(), mirror.clone(), clock())
+        .await
+        .unwrap();
+    assert!(
+        mirror.is_revoked(token("before-start")),
+        "loaded from the deny list at start"
+    );
+
+    // Many trials: revoke on A, time until B's mirror has it.
+    let mut delays = Vec::new();
+    for i in 0..200 {
+        let jti = format!("trial-{i}");
+        let started = Instant::now();
+        a.revoke(
+            &Revocation::Token {
+                jti: jti.clone(),
+                expires_at: NOW + 600,
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
+        until(|| mirror.is_revoked(token(&jti))).await;
+        delays.push(started.elapsed());
+    }
+    delays.sort();
+    let (p50, p99) = (delays[delays.len() / 2], delays[delays.len() * 99 / 100]);
+    println!(
+        "revocation visible on the other instance: p50 {p50:?}, p99 {p99:?}, max {:?} (200 trials)",
+        delays[delays.len() - 1]
+    );
+    assert!(
+        p99 < Duration::from_secs(2),
+        "generous bound; the figure is in BENCHMARKS.md"
+    );
+
+    // Session, user and tenant revocations travel the same way.
+    let (tenant, user) = (Uuid::new_v4(), Uuid::new_v4());
+    a.revoke(
+        &Revocation::User {
+            tenant_id: tenant,
+            user_id: user,
+            before: NOW,
+        },
+        NOW,
+    )
+    .await
+    .unwrap();
+    until(|| {
+        mirror.is_revoked(TokenFacts {
+            jti: "x",
+            sid: "y",
+            tenant_id: tenant,
+            user_id: user,
+            iat: NOW - 1,
+        })
+    })
+    .await;
+    a.revoke(
+        &Revocation::Session {
+            sid: "sess-9".into(),
+            expires_at: NOW + 600,
+        },
+        NOW,
+    )
+    .await
+    .unwrap();
+    until(|| {
+        mirror.is_revoked(TokenFacts {
+            jti: "x",
+            sid: "sess-9",
+            tenant_id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            iat: NOW,
+        })
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_tailer_whose_connection_is_cut_catches_up_after_reconnecting() {
+    let redis = TestRedis::shared();
+    let (a, b) = (
+        instance(&redis, StreamSettings::default()),
+        instance(&redis, StreamSettings::default()),
+    );
+    let mirror = Arc::new(RevocationMirror::default());
+    let _tailer = spawn_tailer(b, mirror.clone(), clock()).await.unwrap();
+    // Cut every blocking client (the tailer's XREAD connection) server-side.
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let mut cut = 0;
+    for _ in 0..50 {
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query_async(&mut admin)
+            .await
+            .unwrap_or(0);
+        cut += killed;
+        if cut > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(cut > 0, "the tailer's connection was cut");
+    a.revoke(
+        &Revocation::Token {
+            jti: "while-cut".into(),
+            expires_at: NOW + 600,
+        },
+        NOW,
+    )
+    .await
+    .unwrap();
+    until(|| mirror.is_revoked(token("while-cut"))).await;
+}
+
+#[tokio::test]
+async fn a_position_trimmed_away_reloads_the_mirror_from_the_deny_list() {
+    let redis = TestRedis::shared();
+    let small = StreamSettings {
+        max_len: 10,
+        ..StreamSettings::default()
+    };
+    let writer = instance(&redis, small);
+    let mirror = RevocationMirror::default();
+    let mut last = writer.last_id().await.unwrap();
+    assert!(
+        !writer.resume(&mirror, &mut last, NOW).await.unwrap(),
+        "nothing trimmed yet"
+    );
+    writer
+        .revoke(
+            &Revocation::Token {
+                jti: "early".into(),
+                expires_at: NOW + 600,
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
+    for i in 0..400 {
+        writer
+            .revoke(
+                &Revocation::Token {
+                    jti: format!("filler-{i}"),
+                    expires_at: NOW + 600,
+                },
+                NOW,
+            )
+            .await
+            .unwrap();
+    }
+    // The event for "early" is gone from the stream, so replay cannot find it.
+    assert!(
+        writer.resume(&mirror, &mut last, NOW).await.unwrap(),
+        "trimmed past our position"
+    );
+    assert!(
+        mirror.is_revoked(token("early")),
+        "reloaded from the deny list"
+    );
+    assert!(mirror.is_revoked(token("filler-399")));
+    assert_eq!(last, writer.last_id().await.unwrap());
+}
