@@ -14,7 +14,7 @@ use gatehouse_events::{
     EventStream, Revocation, RevocationMirror, StreamSettings, TokenFacts, spawn_tailer,
 };
 use gatehouse_redis::{Keyspace, RedisPool, RedisSettings, redis};
-use gatehouse_testkit::TestRedis;
+use gatehouse_testkit::{PrivateRedis, TestRedis};
 use uuid::Uuid;
 
 const NOW: i64 = 1_795_424_400;
@@ -148,7 +148,9 @@ async fn a_revocation_written_by_one_instance_reaches_another_and_new_instances_
 
 #[tokio::test]
 async fn a_tailer_whose_connection_is_cut_catches_up_after_reconnecting() {
-    let redis = TestRedis::shared();
+    // A private server: CLIENT KILL must not cut other tests' connections.
+    let private = PrivateRedis::start().await;
+    let redis = TestRedis { url: private.url(), prefix: "t:".to_owned() };
     let (a, b) = (
         instance(&redis, StreamSettings::default()),
         instance(&redis, StreamSettings::default()),

@@ -18,5 +18,5 @@ mod store;
 mod token;
 
 pub use refresh::{RefreshStore, RefreshToken, Rotation};
-pub use store::{NewSession, Session, SessionConfig, SessionError, SessionStore};
+pub use store::{EndedSessions, NewSession, Session, SessionConfig, SessionError, SessionStore};
 pub use token::{SessionId, SessionToken};

@@ -80,6 +80,15 @@ pub struct NewSession {
     pub user_agent: String,
 }
 
+/// What [`SessionStore::end_all_for_user`] ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndedSessions {
+    /// Live sessions ended.
+    pub count: u64,
+    /// Every id taken from the user's index (live or already expired).
+    pub ids: Vec<SessionId>,
+}
+
 /// A live session as stored.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Session {
@@ -401,15 +410,16 @@ impl SessionStore {
     }
 
     /// Ends every session of a user except `keep` (the caller's own, for
-    /// "sign out other devices"); returns how many live sessions ended.
+    /// "sign out other devices"); returns how many live sessions ended and
+    /// the ids it ended (so their tokens can be revoked).
     pub async fn end_all_for_user(
         &self,
         tenant_id: Uuid,
         user_id: Uuid,
         keep: Option<&SessionId>,
-    ) -> Result<u64, SessionError> {
+    ) -> Result<EndedSessions, SessionError> {
         let index_key = self.index_key(tenant_id, user_id);
-        let mut ended = 0;
+        let mut ended = EndedSessions::default();
         // A session created while we delete is picked up by the next pass;
         // three passes bound the work under a login storm.
         for _ in 0..3 {
@@ -435,7 +445,8 @@ impl SessionStore {
             if ids.is_empty() {
                 break;
             }
-            ended += self.end_many(tenant_id, user_id, &ids).await?;
+            ended.count += self.end_many(tenant_id, user_id, &ids).await?;
+            ended.ids.extend(ids);
         }
         Ok(ended)
     }

@@ -583,6 +583,8 @@ pub struct DatabaseConfig {
     pub redis: Option<RedisSettings>,
     /// Prefix of every Redis key.
     pub redis_key_prefix: String,
+    /// Token lifetimes (how long a revocation published by the CLI matters).
+    pub tokens: TokenConfig,
 }
 
 impl DatabaseConfig {
@@ -625,6 +627,7 @@ impl DatabaseConfig {
             argon2: raw.argon2,
             issuer,
             redis,
+            tokens: token_config(&raw.tokens)?,
             redis_key_prefix: raw.redis_key_prefix,
         })
     }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod middleware;
 pub mod operator;
+pub mod revocation;
 pub mod routes;
 pub mod server;
 pub mod state;

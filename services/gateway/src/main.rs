@@ -308,6 +308,11 @@ async fn run_user(vars: &[(String, String)], action: UserAction) -> Result<(), F
         .map_err(|e| Failure::Config(format!("{}: {e}", config::env::DATABASE_URL)))?;
     let redis = gatehouse_redis::RedisPool::new(&redis)
         .map_err(|e| Failure::Config(format!("{}: {e}", config::env::REDIS_URL)))?;
+    let revocations = gatehouse_gateway::revocation::Revocations::writer(
+        redis.clone(),
+        gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
+        &config.tokens,
+    );
     let sessions = gatehouse_session::SessionStore::new(
         redis,
         gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
@@ -321,7 +326,12 @@ async fn run_user(vars: &[(String, String)], action: UserAction) -> Result<(), F
     match action {
         UserAction::Disable { tenant, username } => {
             let ended = gatehouse_gateway::operator::set_user_enabled(
-                &pool, &sessions, &tenant, &username, false,
+                &pool,
+                &sessions,
+                &revocations,
+                &tenant,
+                &username,
+                false,
             )
             .await
             .map_err(operator_error)?;
@@ -329,7 +339,12 @@ async fn run_user(vars: &[(String, String)], action: UserAction) -> Result<(), F
         }
         UserAction::Enable { tenant, username } => {
             gatehouse_gateway::operator::set_user_enabled(
-                &pool, &sessions, &tenant, &username, true,
+                &pool,
+                &sessions,
+                &revocations,
+                &tenant,
+                &username,
+                true,
             )
             .await
             .map_err(operator_error)?;
@@ -355,7 +370,12 @@ async fn run_user(vars: &[(String, String)], action: UserAction) -> Result<(), F
                 .map_err(|e| Failure::Config(format!("GATEHOUSE_ARGON2__*: {e}")))?;
             let hash = hasher.hash(&password).map_err(anyhow::Error::from)?;
             let ended = gatehouse_gateway::operator::set_user_password(
-                &pool, &sessions, &tenant, &username, &hash,
+                &pool,
+                &sessions,
+                &revocations,
+                &tenant,
+                &username,
+                &hash,
             )
             .await
             .map_err(operator_error)?;

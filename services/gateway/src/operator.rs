@@ -62,6 +62,7 @@ async fn record(
 pub async fn set_user_enabled(
     db: &PgPool,
     sessions: &SessionStore,
+    revocations: &crate::revocation::Revocations,
     tenant: &str,
     username: &str,
     enabled: bool,
@@ -73,7 +74,10 @@ pub async fn set_user_enabled(
     let ended = if enabled {
         0
     } else {
-        sessions.end_all_for_user(tenant_id, user_id, None).await?
+        let ended = sessions.end_all_for_user(tenant_id, user_id, None).await?;
+        revocations.sessions_ended(&ended.ids).await;
+        revocations.user_tokens(tenant_id, user_id).await;
+        ended.count
     };
     let action = if enabled {
         "user.enable"
@@ -95,6 +99,7 @@ pub async fn set_user_enabled(
 pub async fn set_user_password(
     db: &PgPool,
     sessions: &SessionStore,
+    revocations: &crate::revocation::Revocations,
     tenant: &str,
     username: &str,
     new_hash: &str,
@@ -104,6 +109,9 @@ pub async fn set_user_password(
         .await?
         .ok_or_else(|| OperatorError::NotFound(format!("no user {username} in tenant {tenant}")))?;
     let ended = sessions.end_all_for_user(tenant_id, user_id, None).await?;
+    revocations.sessions_ended(&ended.ids).await;
+    revocations.user_tokens(tenant_id, user_id).await;
+    let ended = ended.count;
     record(
         db,
         tenant_id,

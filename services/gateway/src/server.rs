@@ -131,7 +131,19 @@ impl Application {
         )
         .await
         .map_err(|e| StartupError::Keys(e.to_string()))?;
+        let revocations = crate::revocation::Revocations::start(
+            redis.clone(),
+            gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
+            &config.tokens,
+        )
+        .await
+        .map_err(|e| StartupError::Redis {
+            setting: env::REDIS_URL,
+            address: config.redis_state.redacted_address(),
+            reason: e.to_string(),
+        })?;
         let state = AppState {
+            revocations: Arc::new(revocations),
             tokens: Arc::new(tokens),
             clients: Arc::default(),
             authz: Arc::new(crate::authz::AuthzService::new(db.clone())),

@@ -28,6 +28,8 @@ pub struct AppState {
     pub http: Arc<HttpSettings>,
     /// Sessions, sign-in, cookies and CSRF.
     pub auth: Arc<AuthState>,
+    /// Token revocation: publishing and the in-process mirror.
+    pub revocations: Arc<crate::revocation::Revocations>,
     /// Access tokens: key ring, issue, verify.
     pub tokens: Arc<crate::tokens::TokenService>,
     /// Verified service-client credentials (introspection).

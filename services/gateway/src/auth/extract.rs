@@ -32,6 +32,31 @@ pub struct Authenticated {
     pub access: Option<gatehouse_tokens::AccessClaims>,
 }
 
+/// The Bearer value when it is an access token (JWT) rather than a session token.
+#[must_use]
+pub fn bearer_jwt(headers: &HeaderMap) -> Option<&str> {
+    bearer(headers).filter(|raw| !raw.starts_with("gs1_"))
+}
+
+/// Verifies an access token: signature and claims locally, revocation
+/// against the in-process mirror. No Redis or Postgres call.
+#[must_use]
+pub fn verify_access_token(state: &AppState, raw: &str) -> Option<gatehouse_tokens::AccessClaims> {
+    match state.tokens.verify(raw, state.auth.clock.unix_seconds()) {
+        Ok(claims) if state.revocations.is_revoked(&claims) => {
+            metrics::counter!("gatehouse_access_token_verify_total", "result" => "revoked")
+                .increment(1);
+            None
+        }
+        Ok(claims) => Some(claims),
+        Err(e) => {
+            metrics::counter!("gatehouse_access_token_verify_total", "result" => e.label())
+                .increment(1);
+            None
+        }
+    }
+}
+
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
@@ -42,10 +67,10 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Bearer) or a Bearer access token (JWT). `Ok(None)` when there are none or
 /// they are not valid; `Err` only when the session store cannot answer.
 ///
-/// An access token is verified locally (signature, `iss`, `aud`, time) and
-/// its session (`sid`) must still be live, so signing out or being disabled
-/// ends the token at once too. That session check is one Redis round trip;
-/// the in-process revocation mirror will replace it.
+/// An access token is verified locally (signature, `iss`, `aud`, time,
+/// revocation mirror). The JSON API also needs its live session (one Redis
+/// round trip) because its handlers work on the session; forward auth
+/// (`/v1/verify`) uses [`verify_access_token`] alone.
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
@@ -56,8 +81,8 @@ pub async fn authenticate(
         Some(raw) if raw.starts_with("gs1_") => {
             (validate_token(auth, Some(raw)).await?, Via::Bearer, None)
         }
-        Some(raw) => match state.tokens.verify(raw, auth.clock.unix_seconds()) {
-            Ok(claims) => {
+        Some(raw) => match verify_access_token(state, raw) {
+            Some(claims) => {
                 let session = match (
                     SessionId::parse(&claims.sid),
                     uuid::Uuid::try_parse(&claims.tenant_id),
@@ -69,11 +94,7 @@ pub async fn authenticate(
                 metrics::counter!("gatehouse_access_token_verify_total", "result" => if session.is_some() { "ok" } else { "session_ended" }).increment(1);
                 (session, Via::Bearer, Some(claims))
             }
-            Err(e) => {
-                metrics::counter!("gatehouse_access_token_verify_total", "result" => e.label())
-                    .increment(1);
-                (None, Via::Bearer, None)
-            }
+            None => (None, Via::Bearer, None),
         },
         None => (
             validate_token(

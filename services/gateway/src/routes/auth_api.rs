@@ -81,6 +81,10 @@ pub async fn refresh(
                     .end(presented.tenant_id(), user_id, presented.session_id())
                     .await?;
             }
+            state
+                .revocations
+                .sessions_ended(std::slice::from_ref(presented.session_id()))
+                .await;
             let event = gatehouse_store::audit::AuditEvent {
                 tenant_id: Some(presented.tenant_id()),
                 actor: user_id.map_or(
@@ -197,6 +201,10 @@ pub async fn logout(
         .sessions
         .end(s.tenant_id, s.user_id, &s.id)
         .await?;
+    state
+        .revocations
+        .sessions_ended(std::slice::from_ref(&s.id))
+        .await;
     crate::audit::session_event(
         &state.db,
         &me.0.session,
@@ -221,6 +229,9 @@ pub async fn logout_all(
         .sessions
         .end_all_for_user(s.tenant_id, s.user_id, None)
         .await?;
+    state.revocations.sessions_ended(&ended.ids).await;
+    state.revocations.user_tokens(s.tenant_id, s.user_id).await;
+    let ended = ended.count;
     crate::audit::session_event(
         &state.db,
         &me.0.session,
@@ -294,6 +305,10 @@ pub async fn sessions_delete(
     if !ended {
         return Err(ApiError::not_found("no such session"));
     }
+    state
+        .revocations
+        .sessions_ended(std::slice::from_ref(&id))
+        .await;
     crate::audit::session_event(
         &state.db,
         &me.0.session,
@@ -387,6 +402,8 @@ pub async fn password_change(
         .sessions
         .end_all_for_user(s.tenant_id, s.user_id, Some(&s.id))
         .await?;
+    state.revocations.sessions_ended(&ended.ids).await;
+    let ended = ended.count;
     crate::audit::session_event(
         &state.db,
         &me.0.session,

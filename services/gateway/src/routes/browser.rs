@@ -241,6 +241,10 @@ pub async fn login_submit(
                     .sessions
                     .end(old.session.tenant_id, old.session.user_id, &old.session.id)
                     .await;
+                state
+                    .revocations
+                    .sessions_ended(std::slice::from_ref(&old.session.id))
+                    .await;
             }
             let target = return_to::resolve(&form.return_to, &tenant.allowed_return_origins)
                 .unwrap_or_else(|| account_path(&tenant));
@@ -432,6 +436,10 @@ pub async fn logout_submit(
         .sessions
         .end(tenant.id, me.session.user_id, &me.session.id)
         .await?;
+    state
+        .revocations
+        .sessions_ended(std::slice::from_ref(&me.session.id))
+        .await;
     crate::audit::session_event(
         &state.db,
         &me.session,
@@ -466,6 +474,10 @@ pub async fn account_session_end(
     if !ended {
         return Err(ApiError::not_found("no such session"));
     }
+    state
+        .revocations
+        .sessions_ended(std::slice::from_ref(&id))
+        .await;
     crate::audit::session_event(
         &state.db,
         &me.session,
@@ -497,6 +509,12 @@ pub async fn account_sessions_end_all(
         .sessions
         .end_all_for_user(tenant.id, me.session.user_id, None)
         .await?;
+    state.revocations.sessions_ended(&ended.ids).await;
+    state
+        .revocations
+        .user_tokens(tenant.id, me.session.user_id)
+        .await;
+    let ended = ended.count;
     crate::audit::session_event(
         &state.db,
         &me.session,

@@ -12,8 +12,9 @@
 //! 200 with `X-Gatehouse-User`, `X-Gatehouse-User-Id`, `X-Gatehouse-Tenant`,
 //! `X-Gatehouse-Roles` (effective roles, comma-separated); 401 when not
 //! authenticated; 403 when authenticated but denied; 400 when the forwarded
-//! request cannot be mapped. Bearer JWTs are accepted once tokens exist
-//! (issue 4); today the Bearer value is a session token.
+//! request cannot be mapped. A Bearer access token (JWT) is checked in
+//! process — signature, claims and the revocation mirror — with no Redis
+//! round trip; session cookies and session tokens are validated in Redis.
 
 use std::time::Instant;
 
@@ -56,6 +57,35 @@ fn outcome(result: &'static str, started: Instant) {
         .record(started.elapsed().as_secs_f64());
 }
 
+/// Who is calling, however they proved it.
+struct Caller {
+    tenant_id: uuid::Uuid,
+    tenant_slug: String,
+    user_id: uuid::Uuid,
+}
+
+/// A Bearer access token is checked in process (signature, claims,
+/// revocation mirror: no Redis call); otherwise the session cookie or
+/// session token is validated in Redis.
+async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Option<Caller>, ApiError> {
+    if let Some(raw) = crate::auth::extract::bearer_jwt(headers) {
+        return Ok(
+            crate::auth::extract::verify_access_token(state, raw).and_then(|claims| {
+                Some(Caller {
+                    tenant_id: uuid::Uuid::try_parse(&claims.tenant_id).ok()?,
+                    tenant_slug: claims.tid,
+                    user_id: uuid::Uuid::try_parse(&claims.sub).ok()?,
+                })
+            }),
+        );
+    }
+    Ok(authenticate(state, headers).await?.map(|me| Caller {
+        tenant_id: me.session.tenant_id,
+        tenant_slug: me.session.tenant_slug,
+        user_id: me.session.user_id,
+    }))
+}
+
 /// `ANY /v1/verify`
 pub async fn verify(
     State(state): State<AppState>,
@@ -65,24 +95,23 @@ pub async fn verify(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let Some(me) = authenticate(&state, &headers).await? else {
+    let Some(caller) = identify(&state, &headers).await? else {
         outcome("unauthenticated", started);
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthenticated",
-            "a valid session is required (session cookie or Authorization: Bearer)",
+            "a valid session or access token is required (session cookie or Authorization: Bearer)",
         ));
     };
-    let session = &me.session;
-    let slug = TenantSlug::parse(&session.tenant_slug).map_err(|e| ApiError::internal(&e))?;
+    let slug = TenantSlug::parse(&caller.tenant_slug).map_err(|e| ApiError::internal(&e))?;
     let tenant = directory::tenant_by_slug(&state.db, &slug)
         .await?
-        .filter(directory::Tenant::is_active)
+        .filter(|t| t.is_active() && t.id == caller.tenant_id)
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
-                "the session's tenant is not active",
+                "the caller's tenant is not active",
             )
         })?;
     let mapping: HttpMapping = match tenant.settings.get("verify") {
@@ -110,7 +139,7 @@ pub async fn verify(
     };
     let answer = state
         .authz
-        .ask_as_caller(tenant.id, session.user_id, question)
+        .ask_as_caller(tenant.id, caller.user_id, question)
         .await?;
     if !answer.decision.allowed {
         outcome("denied", started);
