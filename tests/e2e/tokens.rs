@@ -554,3 +554,56 @@ async fn introspection_answers_service_clients_and_is_inactive_for_anything_not_
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_token_revoked_through_one_gateway_is_refused_by_another_within_milliseconds() {
+    let (a, _db, vars) = seeded_app(&[]).await;
+    let b = Gateway::spawn(&vars).await; // a second instance on the same Postgres and Redis
+    let verify_on_b = |jwt: String| {
+        let url = b.url("/v1/verify");
+        async move {
+            client()
+                .get(url)
+                .bearer_auth(jwt)
+                .header("x-forwarded-uri", "/orders/1")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let mut delays = Vec::new();
+    for _ in 0..40 {
+        let jwt = login_body(&a, "bob").await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(verify_on_b(jwt.clone()).await, 200, "B trusts A's token");
+        let out = client()
+            .post(a.url("/v1/auth/logout"))
+            .bearer_auth(&jwt)
+            .send()
+            .await
+            .unwrap();
+        assert!(out.status().is_success());
+        let revoked_at = std::time::Instant::now();
+        loop {
+            if verify_on_b(jwt.clone()).await == 401 {
+                break;
+            }
+            assert!(
+                revoked_at.elapsed() < std::time::Duration::from_secs(5),
+                "B still accepts a revoked token after 5 s"
+            );
+        }
+        delays.push(revoked_at.elapsed());
+    }
+    delays.sort();
+    let p50 = delays[delays.len() / 2];
+    let p99 = delays[(delays.len() * 99).div_ceil(100) - 1];
+    eprintln!(
+        "revocation A -> B (logout to first 401 on B, incl. one HTTP round trip): p50 {p50:?}, p99 {p99:?}, n={}",
+        delays.len()
+    );
+}

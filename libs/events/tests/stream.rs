@@ -150,7 +150,10 @@ async fn a_revocation_written_by_one_instance_reaches_another_and_new_instances_
 async fn a_tailer_whose_connection_is_cut_catches_up_after_reconnecting() {
     // A private server: CLIENT KILL must not cut other tests' connections.
     let private = PrivateRedis::start().await;
-    let redis = TestRedis { url: private.url(), prefix: "t:".to_owned() };
+    let redis = TestRedis {
+        url: private.url(),
+        prefix: "t:".to_owned(),
+    };
     let (a, b) = (
         instance(&redis, StreamSettings::default()),
         instance(&redis, StreamSettings::default()),
