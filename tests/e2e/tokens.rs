@@ -27,6 +27,26 @@ async fn get_json(gateway: &Gateway, path: &str) -> (reqwest::header::HeaderMap,
     (headers, response.json().await.unwrap())
 }
 
+/// `GET /v1/auth/me` with a Bearer token.
+async fn me(gateway: &Gateway, token: &str) -> reqwest::Response {
+    client()
+        .get(gateway.url("/v1/auth/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `POST /v1/auth/logout` with a Bearer token.
+async fn logout(gateway: &Gateway, token: &str) -> reqwest::Response {
+    client()
+        .post(gateway.url("/v1/auth/logout"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
 fn kid_of(jwt: &str) -> String {
     let header: Value = serde_json::from_slice(
         &URL_SAFE_NO_PAD
@@ -129,16 +149,8 @@ async fn a_bearer_jwt_authenticates_until_its_session_ends() {
     let (gateway, _db, _) = seeded_app(&[]).await;
     let body = login_body(&gateway, "bob").await;
     let jwt = body["access_token"].as_str().unwrap();
-    let me: Value = client()
-        .get(gateway.url("/v1/auth/me"))
-        .bearer_auth(jwt)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(me["username"], "bob", "{me}");
+    let profile: Value = me(&gateway, jwt).await.json().await.unwrap();
+    assert_eq!(profile["username"], "bob", "{profile}");
     let verify = client()
         .get(gateway.url("/v1/verify"))
         .bearer_auth(jwt)
@@ -156,50 +168,18 @@ async fn a_bearer_jwt_authenticates_until_its_session_ends() {
     payload["roles"] = json!(["tenant-admin"]);
     parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&payload).unwrap());
     let forged = parts.join(".");
-    expect_problem(
-        client()
-            .get(gateway.url("/v1/auth/me"))
-            .bearer_auth(&forged)
-            .send()
-            .await
-            .unwrap(),
-        401,
-    )
-    .await;
+    expect_problem(me(&gateway, &forged).await, 401).await;
     let unsigned = format!(
         "{}.{}.",
         URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
         parts[1]
     );
-    expect_problem(
-        client()
-            .get(gateway.url("/v1/auth/me"))
-            .bearer_auth(&unsigned)
-            .send()
-            .await
-            .unwrap(),
-        401,
-    )
-    .await;
+    expect_problem(me(&gateway, &unsigned).await, 401).await;
 
     // Logging out (with the JWT itself) ends the session and so the token.
-    let out = client()
-        .post(gateway.url("/v1/auth/logout"))
-        .bearer_auth(jwt)
-        .send()
-        .await
-        .unwrap();
+    let out = logout(&gateway, jwt).await;
     assert!(out.status().is_success(), "{}", out.status());
-    expect_problem(
-        client()
-            .get(gateway.url("/v1/auth/me"))
-            .bearer_auth(jwt)
-            .send()
-            .await
-            .unwrap(),
-        401,
-    )
-    .await;
+    expect_problem(me(&gateway, jwt).await, 401).await;
     let after = client()
         .get(gateway.url("/v1/verify"))
         .bearer_auth(jwt)
@@ -264,14 +244,9 @@ async fn rotation_keeps_old_tokens_valid_and_signs_with_the_key_published_ahead(
         "current, next and the previous key: {kids:?}"
     );
     assert!(kids.contains(&old_kid.as_str()));
-    let me = client()
-        .get(gateway.url("/v1/auth/me"))
-        .bearer_auth(&old_jwt)
-        .send()
-        .await
-        .unwrap();
+    let still_valid = me(&gateway, &old_jwt).await;
     assert_eq!(
-        me.status(),
+        still_valid.status(),
         200,
         "tokens signed before the rotation stay valid"
     );
@@ -323,16 +298,7 @@ async fn refresh_rotates_and_reuse_revokes_the_family_and_the_session() {
     assert_ne!(second, first, "rotated on use");
     assert_eq!(renewed["session_id"], login["session_id"]);
     let access = renewed["access_token"].as_str().unwrap().to_owned();
-    assert_eq!(
-        client()
-            .get(gateway.url("/v1/auth/me"))
-            .bearer_auth(&access)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(me(&gateway, &access).await.status(), 200);
 
     // The spent token comes back (stolen copy): 401, and the family and the session are gone.
     let problem = expect_problem(refresh(&gateway, &first).await, 401).await;
@@ -341,16 +307,7 @@ async fn refresh_rotates_and_reuse_revokes_the_family_and_the_session() {
         "urn:gatehouse:problem:invalid-refresh-token"
     );
     expect_problem(refresh(&gateway, &second).await, 401).await;
-    expect_problem(
-        client()
-            .get(gateway.url("/v1/auth/me"))
-            .bearer_auth(&access)
-            .send()
-            .await
-            .unwrap(),
-        401,
-    )
-    .await;
+    expect_problem(me(&gateway, &access).await, 401).await;
     let audited: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM audit_events WHERE action = 'refresh.reuse' AND outcome = 'denied'",
     )
@@ -494,12 +451,7 @@ async fn introspection_answers_service_clients_and_is_inactive_for_anything_not_
             .unwrap();
         assert_eq!(body, json!({"active": false}), "{token:.12}");
     }
-    let out = client()
-        .post(gateway.url("/v1/auth/logout"))
-        .bearer_auth(jwt)
-        .send()
-        .await
-        .unwrap();
+    let out = logout(&gateway, jwt).await;
     assert!(out.status().is_success());
     let revoked: Value = introspect(&gateway, "orders-svc", &secret, jwt)
         .await
