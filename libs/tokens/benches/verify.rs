@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use gatehouse_tokens::{
-    Grantee, SigningAlgorithm, SigningKey, TokenSettings, Verifier, generate, issue,
+    Grantee, SigningAlgorithm, SigningKey, TokenSettings, VerifiedCache, Verifier, generate, issue,
 };
 use secrecy::ExposeSecret as _;
 use uuid::Uuid;
@@ -50,6 +50,14 @@ fn tokens(c: &mut Criterion) {
         group.bench_function(format!("verify_{name}"), |b| {
             b.iter(|| black_box(verifier.verify(black_box(&jwt), NOW, Some("acme")).unwrap()));
         });
+        if alg == SigningAlgorithm::EdDsa {
+            let cache = VerifiedCache::new(100_000, 30);
+            let claims = verifier.verify(&jwt, NOW, Some("acme")).unwrap();
+            cache.insert(&jwt, &claims, NOW);
+            group.bench_function("verify_already_seen", |b| {
+                b.iter(|| black_box(cache.get(black_box(&jwt), NOW).unwrap()));
+            });
+        }
         group.bench_function(format!("issue_{name}"), |b| {
             b.iter(|| black_box(issue(&settings, &key, grantee(), NOW).unwrap()));
         });

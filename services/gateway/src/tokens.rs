@@ -53,6 +53,10 @@ pub struct TokenService {
     config: TokenConfig,
     settings: TokenSettings,
     ring: RwLock<Arc<KeyRing>>,
+    /// Tokens already verified (by digest of the whole token, until `exp`).
+    /// Entries outlive key rotations safely: a key is retired only after
+    /// every token it signed has expired.
+    verified: gatehouse_tokens::VerifiedCache,
 }
 
 fn new_key(kek: &Kek, alg: SigningAlgorithm) -> Result<NewKey, String> {
@@ -136,12 +140,14 @@ impl TokenService {
         };
         maintain(&db, &kek, &config, false).await?;
         let ring = load(&db, &kek, &settings).await?;
+        let verified = gatehouse_tokens::VerifiedCache::new(100_000, settings.leeway_s);
         Ok(Self {
             db,
             kek,
             config,
             settings,
             ring: RwLock::new(Arc::new(ring)),
+            verified,
         })
     }
 
@@ -188,9 +194,15 @@ impl TokenService {
         issued
     }
 
-    /// Verifies an access token (signature, claims, time; not revocation).
+    /// Verifies an access token (signature, claims, time; not revocation):
+    /// a token seen before is answered from the verified-token cache.
     pub fn verify(&self, token: &str, now: i64) -> Result<AccessClaims, VerifyError> {
-        self.ring().verifier.verify(token, now, None)
+        if let Some(claims) = self.verified.get(token, now) {
+            return Ok(claims);
+        }
+        let claims = self.ring().verifier.verify(token, now, None)?;
+        self.verified.insert(token, &claims, now);
+        Ok(claims)
     }
 }
 
