@@ -17,6 +17,7 @@ mod login_browser;
 mod readiness;
 mod throttle;
 mod tokens;
+mod verify_layer;
 
 use gatehouse_testkit::{Gateway, TestDatabase, TestRedis, gateway_env, run_gatehouse};
 

@@ -1,0 +1,301 @@
+//! Accept Gatehouse access tokens in any tower-based Rust service.
+//!
+//! [`JwksVerifier`] fetches the gateway's JWKS once, keeps the keys in memory
+//! and verifies tokens locally (pinned algorithm per `kid`, `iss`, `aud`,
+//! time with leeway, optional tenant). A token signed with a key it does not
+//! know makes it refetch the JWKS (at most once per
+//! [`VerifyConfig::refetch_min_interval`]), which is how rotations reach it.
+//! [`GatehouseAuthLayer`] wraps a service: requests without a valid
+//! `Authorization: Bearer` token get `401` (problem+json); valid ones reach
+//! the inner service with the [`AccessClaims`] as a request extension.
+//!
+//! This checks signatures and claims, not revocation: a revoked token stays
+//! valid here until it expires (`expires_in`, 10 minutes by default). Where
+//! that matters, ask the gateway (`POST /oauth2/introspect`) or route
+//! requests through its forward auth (`/v1/verify`).
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), gatehouse_verify::VerifyLayerError> {
+//! use std::sync::Arc;
+//! use gatehouse_verify::{GatehouseAuthLayer, JwksVerifier, VerifyConfig};
+//!
+//! let verifier = JwksVerifier::connect(VerifyConfig::new("https://gate.example.com", "gatehouse")).await?;
+//! let layer = GatehouseAuthLayer::new(Arc::new(verifier));
+//! // axum:  Router::new().route("/orders", get(handler)).layer(layer)
+//! // handler: async fn handler(Extension(claims): Extension<gatehouse_verify::AccessClaims>) { ... }
+//! # let _ = layer;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+pub use gatehouse_tokens::AccessClaims;
+use gatehouse_tokens::{PublicKey, SigningAlgorithm, TokenSettings, Verifier, VerifyError};
+use http::{Request, Response, StatusCode, header};
+use serde_json::Value;
+
+/// Where the gateway is and what to require of its tokens.
+#[derive(Debug, Clone)]
+pub struct VerifyConfig {
+    /// The gateway's issuer URL (`iss`), e.g. `https://gate.example.com`.
+    pub issuer: String,
+    /// Required `aud`.
+    pub audience: String,
+    /// JWKS location (default `<issuer>/.well-known/jwks.json`).
+    pub jwks_url: String,
+    /// Clock skew tolerated on `exp`/`nbf`.
+    pub leeway: Duration,
+    /// Only tokens of this tenant (slug), if set.
+    pub tenant: Option<String>,
+    /// Least time between two JWKS fetches caused by unknown key ids.
+    pub refetch_min_interval: Duration,
+}
+
+impl VerifyConfig {
+    /// Defaults for a gateway at `issuer` issuing tokens for `audience`.
+    #[must_use]
+    pub fn new(issuer: &str, audience: &str) -> Self {
+        let issuer = issuer.trim_end_matches('/').to_owned();
+        Self {
+            jwks_url: format!("{issuer}/.well-known/jwks.json"),
+            issuer,
+            audience: audience.to_owned(),
+            leeway: Duration::from_secs(30),
+            tenant: None,
+            refetch_min_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Setting up the verifier failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyLayerError {
+    /// The JWKS could not be fetched.
+    #[error("fetching the JWKS from {url} failed: {reason}")]
+    Fetch {
+        /// The JWKS URL.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The JWKS held no usable key.
+    #[error("the JWKS at {0} holds no usable signing key")]
+    NoKeys(String),
+}
+
+/// Verifies Gatehouse access tokens with keys from the gateway's JWKS.
+pub struct JwksVerifier {
+    config: VerifyConfig,
+    http: reqwest::Client,
+    keys: RwLock<(Arc<Verifier>, Instant)>,
+    refetch: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for JwksVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksVerifier")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl JwksVerifier {
+    /// Fetches the JWKS once; fails when the gateway cannot be reached.
+    pub async fn connect(config: VerifyConfig) -> Result<Self, VerifyLayerError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| VerifyLayerError::Fetch {
+                url: config.jwks_url.clone(),
+                reason: e.to_string(),
+            })?;
+        let verifier = fetch(&http, &config).await?;
+        Ok(Self {
+            config,
+            http,
+            keys: RwLock::new((Arc::new(verifier), Instant::now())),
+            refetch: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn current(&self) -> (Arc<Verifier>, Instant) {
+        match self.keys.read() {
+            Ok(guard) => (Arc::clone(&guard.0), guard.1),
+            Err(poisoned) => {
+                let guard = poisoned.into_inner();
+                (Arc::clone(&guard.0), guard.1)
+            }
+        }
+    }
+
+    /// Verifies a token; an unknown `kid` triggers one (rate-limited) JWKS refetch.
+    pub async fn verify(&self, token: &str) -> Result<AccessClaims, VerifyError> {
+        let tenant = self.config.tenant.as_deref();
+        let (verifier, _) = self.current();
+        match verifier.verify(token, now_unix(), tenant) {
+            Err(VerifyError::UnknownKey) => {}
+            other => return other,
+        }
+        let kid = Verifier::kid_of(token).ok_or(VerifyError::UnknownKey)?;
+        let _one_at_a_time = self.refetch.lock().await;
+        let (verifier, fetched_at) = self.current();
+        if !verifier.knows(&kid) && fetched_at.elapsed() >= self.config.refetch_min_interval {
+            match fetch(&self.http, &self.config).await {
+                Ok(fresh) => {
+                    if let Ok(mut slot) = self.keys.write() {
+                        *slot = (Arc::new(fresh), Instant::now());
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "JWKS refetch failed; keeping the known keys"),
+            }
+        }
+        self.current().0.verify(token, now_unix(), tenant)
+    }
+}
+
+async fn fetch(
+    http: &reqwest::Client,
+    config: &VerifyConfig,
+) -> Result<Verifier, VerifyLayerError> {
+    let fail = |reason: String| VerifyLayerError::Fetch {
+        url: config.jwks_url.clone(),
+        reason,
+    };
+    let response = http
+        .get(&config.jwks_url)
+        .send()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(fail(format!("status {}", response.status())));
+    }
+    let jwks: Value = response.json().await.map_err(|e| fail(e.to_string()))?;
+    let keys: Vec<PublicKey> = jwks["keys"]
+        .as_array()
+        .map(|keys| {
+            keys.iter()
+                .filter_map(|jwk| {
+                    let alg = SigningAlgorithm::parse(jwk["alg"].as_str()?)?;
+                    PublicKey::from_jwk(jwk["kid"].as_str()?, alg, jwk).ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if keys.is_empty() {
+        return Err(VerifyLayerError::NoKeys(config.jwks_url.clone()));
+    }
+    let settings = TokenSettings {
+        issuer: config.issuer.clone(),
+        audience: config.audience.clone(),
+        access_ttl_s: 0,
+        leeway_s: i64::try_from(config.leeway.as_secs()).unwrap_or(30),
+    };
+    Ok(Verifier::new(settings, keys))
+}
+
+/// Adds Gatehouse token checking in front of a service.
+#[derive(Debug, Clone)]
+pub struct GatehouseAuthLayer {
+    verifier: Arc<JwksVerifier>,
+}
+
+impl GatehouseAuthLayer {
+    /// A layer using `verifier` (share one verifier across layers).
+    #[must_use]
+    pub fn new(verifier: Arc<JwksVerifier>) -> Self {
+        Self { verifier }
+    }
+}
+
+impl<S> tower::Layer<S> for GatehouseAuthLayer {
+    type Service = GatehouseAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GatehouseAuth {
+            inner,
+            verifier: Arc::clone(&self.verifier),
+        }
+    }
+}
+
+/// The service [`GatehouseAuthLayer`] produces.
+#[derive(Debug, Clone)]
+pub struct GatehouseAuth<S> {
+    inner: S,
+    verifier: Arc<JwksVerifier>,
+}
+
+fn bearer<B>(request: &Request<B>) -> Option<&str> {
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn unauthorized<RB: From<String>>() -> Response<RB> {
+    let body = r#"{"type":"urn:gatehouse:problem:unauthenticated","title":"Unauthorized","status":401,"detail":"a valid Gatehouse access token is required (Authorization: Bearer)"}"#;
+    let mut response = Response::new(RB::from(body.to_owned()));
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/problem+json"),
+    );
+    headers.insert(
+        header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+impl<S, B, RB> tower::Service<Request<B>> for GatehouseAuth<S>
+where
+    S: tower::Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+    RB: From<String> + Send + 'static,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<RB>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // The ready service goes with this request; a clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let verifier = Arc::clone(&self.verifier);
+        Box::pin(async move {
+            let Some(token) = bearer(&request).map(str::to_owned) else {
+                return Ok(unauthorized());
+            };
+            match verifier.verify(&token).await {
+                Ok(claims) => {
+                    request.extensions_mut().insert(claims);
+                    inner.call(request).await
+                }
+                Err(e) => {
+                    tracing::debug!(reason = e.label(), "access token refused");
+                    Ok(unauthorized())
+                }
+            }
+        })
+    }
+}
