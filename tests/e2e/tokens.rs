@@ -559,3 +559,158 @@ async fn a_token_revoked_through_one_gateway_is_refused_by_another_within_millis
         delays.len()
     );
 }
+
+async fn verify_status(gateway: &Gateway, jwt: &str) -> u16 {
+    client()
+        .get(gateway.url("/v1/verify"))
+        .bearer_auth(jwt)
+        .header("x-forwarded-uri", "/orders/1")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Polls until forward auth refuses `jwt` (the revocation travels through the stream).
+async fn until_refused(gateway: &Gateway, jwt: &str) {
+    let started = std::time::Instant::now();
+    while verify_status(gateway, jwt).await != 401 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "still accepted 5 s after revocation"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+async fn revoke(
+    gateway: &Gateway,
+    admin_token: &str,
+    tenant: &str,
+    body: Value,
+) -> reqwest::Response {
+    client()
+        .post(gateway.url(&format!("/admin/api/v1/tenants/{tenant}/revocations")))
+        .bearer_auth(admin_token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Sleeps into the next wall-clock second, so a new token's `iat` is after a mark.
+async fn next_second() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(
+        1_050 - u64::from(now.subsec_millis()),
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn admins_revoke_one_token_a_users_tokens_or_the_whole_tenant() {
+    let (gateway, _db, _) = seeded_app(&[]).await;
+    let alice = crate::session_token(&gateway, "acme", "alice", DEMO_PASSWORD).await;
+    let bob_session = crate::session_token(&gateway, "acme", "bob", DEMO_PASSWORD).await;
+    let first = login_body(&gateway, "bob").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = login_body(&gateway, "bob").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // One token.
+    let answer = revoke(&gateway, &alice, "acme", json!({"access_token": first})).await;
+    assert_eq!(answer.status(), 202);
+    until_refused(&gateway, &first).await;
+    assert_eq!(
+        verify_status(&gateway, &second).await,
+        200,
+        "only that token"
+    );
+
+    // Every token of bob issued so far; his session token is not a JWT and stays.
+    assert_eq!(
+        revoke(&gateway, &alice, "acme", json!({"user": "bob"}))
+            .await
+            .status(),
+        202
+    );
+    until_refused(&gateway, &second).await;
+    assert_eq!(me(&gateway, &bob_session).await.status(), 200);
+    next_second().await;
+    let later = login_body(&gateway, "bob").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        verify_status(&gateway, &later).await,
+        200,
+        "tokens issued after the mark work"
+    );
+
+    // Kill switch.
+    assert_eq!(
+        revoke(&gateway, &alice, "acme", json!({"all_tokens": true}))
+            .await
+            .status(),
+        202
+    );
+    until_refused(&gateway, &later).await;
+
+    // Bad requests change nothing and say why.
+    let admin = crate::session_token(&gateway, "system", "admin", crate::ADMIN_PASSWORD).await;
+    let system_jwt = json_login(&gateway, "system", "admin", crate::ADMIN_PASSWORD)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (body, needle) in [
+        (json!({}), "exactly one"),
+        (json!({"user": "bob", "all_tokens": true}), "exactly one"),
+        (json!({"access_token": "garbage"}), "access_token"),
+        (json!({"access_token": system_jwt}), "another tenant"),
+    ] {
+        let problem =
+            expect_problem(revoke(&gateway, &alice, "acme", body.clone()).await, 422).await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains(needle),
+            "{body}: {problem}"
+        );
+    }
+    expect_problem(
+        revoke(&gateway, &alice, "acme", json!({"user": "nobody"})).await,
+        404,
+    )
+    .await;
+    expect_problem(
+        revoke(&gateway, &bob_session, "acme", json!({"all_tokens": true})).await,
+        403,
+    )
+    .await;
+    expect_problem(
+        revoke(&gateway, &alice, "system", json!({"all_tokens": true})).await,
+        404,
+    )
+    .await;
+    assert_ne!(
+        verify_status(&gateway, &system_jwt).await,
+        401,
+        "the refused kill switch on system did nothing (still authenticated; 403 = not allowed /orders there)"
+    );
+    assert_eq!(
+        revoke(&gateway, &admin, "acme", json!({"user": "alice"}))
+            .await
+            .status(),
+        202,
+        "platform admins reach every tenant"
+    );
+}

@@ -31,6 +31,10 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 fn admin_routes() -> Router<AppState> {
     Router::new()
         .route(
+            "/admin/api/v1/tenants/{tenant}/revocations",
+            post(routes::revocations::revoke),
+        )
+        .route(
             "/admin/api/v1/tenants/{tenant}/lockouts",
             get(routes::admin::lockouts_list),
         )

@@ -110,6 +110,14 @@ impl Revocations {
         }
     }
 
+    /// Publishes one revocation for an admin request; the error is the caller's.
+    pub async fn publish(
+        &self,
+        revocation: &Revocation,
+    ) -> Result<String, gatehouse_events::EventError> {
+        self.stream.revoke(revocation, unix_now()).await
+    }
+
     /// Whether an access token was revoked (in-process; no Redis call).
     #[must_use]
     pub fn is_revoked(&self, claims: &AccessClaims) -> bool {
