@@ -119,10 +119,14 @@ impl AuthzService {
         question: Question,
         explain: bool,
     ) -> Result<Option<Answer>, ApiError> {
-        let Some(subject) = self.subject_by_id(tenant_id, user_id).await? else {
+        // Two independent Postgres reads: run them concurrently.
+        let (subject, rules) = tokio::try_join!(
+            self.subject_by_id(tenant_id, user_id),
+            self.rules(tenant_id)
+        )?;
+        let Some(subject) = subject else {
             return Ok(None);
         };
-        let rules = self.rules(tenant_id).await?;
         let request = request_for(&subject, question);
         let decision = decide(&rules.set, &request, explain);
         Ok(Some(Answer {
@@ -181,6 +185,21 @@ impl AuthzService {
         user_id: Uuid,
     ) -> Result<Option<Subject>, ApiError> {
         Ok(access::subject_by_id(&self.db, tenant_id, user_id).await?)
+    }
+
+    /// The user a request names by username, or 404 saying so (an
+    /// unparseable name is simply not found).
+    pub async fn subject_named(&self, tenant_id: Uuid, raw: &str) -> Result<Subject, ApiError> {
+        let not_found = || {
+            ApiError::not_found(format!(
+                "no user {:?} in this tenant",
+                raw.chars().take(64).collect::<String>()
+            ))
+        };
+        let username = gatehouse_core::Username::parse(raw).map_err(|_| not_found())?;
+        self.subject_by_username(tenant_id, username.normalized())
+            .await?
+            .ok_or_else(not_found)
     }
 
     /// Loads a subject by normalised username.

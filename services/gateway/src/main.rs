@@ -312,6 +312,7 @@ async fn run_user(vars: &[(String, String)], action: UserAction) -> Result<(), F
         redis.clone(),
         gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
         &config.tokens,
+        std::sync::Arc::new(gatehouse_core::SystemClock),
     );
     let sessions = gatehouse_session::SessionStore::new(
         redis,

@@ -23,6 +23,8 @@ pub struct Revocations {
     stream: EventStream,
     mirror: Arc<RevocationMirror>,
     _tailer: Option<TailerHandle>,
+    /// The gateway's clock (the same one that issues tokens).
+    clock: Arc<dyn gatehouse_core::Clock>,
     /// Longest token life (ttl + leeway), seconds: how long a revocation matters.
     token_life_s: i64,
 }
@@ -34,42 +36,43 @@ fn settings(tokens: &TokenConfig) -> StreamSettings {
     }
 }
 
-fn unix_now() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    )
-    .unwrap_or(0)
-}
-
 impl Revocations {
     /// Fills the mirror from the deny list and starts tailing the stream.
     pub async fn start(
         redis: RedisPool,
         keys: Keyspace,
         tokens: &TokenConfig,
+        clock: Arc<dyn gatehouse_core::Clock>,
     ) -> Result<Self, gatehouse_events::EventError> {
         let stream = EventStream::new(redis, keys, settings(tokens));
         let mirror = Arc::new(RevocationMirror::default());
-        let tailer =
-            gatehouse_events::spawn_tailer(stream.clone(), mirror.clone(), Arc::new(unix_now))
-                .await?;
+        let tailer = gatehouse_events::spawn_tailer(stream.clone(), mirror.clone(), {
+            let clock = clock.clone();
+            Arc::new(move || clock.unix_seconds())
+        })
+        .await?;
         Ok(Self {
             stream,
             mirror,
             _tailer: Some(tailer),
+            clock,
             token_life_s: life(tokens),
         })
     }
 
     /// A writer only (the CLI): publishes revocations, keeps no mirror.
     #[must_use]
-    pub fn writer(redis: RedisPool, keys: Keyspace, tokens: &TokenConfig) -> Self {
+    pub fn writer(
+        redis: RedisPool,
+        keys: Keyspace,
+        tokens: &TokenConfig,
+        clock: Arc<dyn gatehouse_core::Clock>,
+    ) -> Self {
         Self {
             stream: EventStream::new(redis, keys, settings(tokens)),
             mirror: Arc::new(RevocationMirror::default()),
             _tailer: None,
+            clock,
             token_life_s: life(tokens),
         }
     }
@@ -78,7 +81,7 @@ impl Revocations {
     /// the sessions themselves are already gone, so their tokens also fail
     /// any check that consults the session.
     pub async fn sessions_ended(&self, ids: &[SessionId]) {
-        let now = unix_now();
+        let now = self.clock.unix_seconds();
         for id in ids {
             let revocation = Revocation::Session {
                 sid: id.to_string(),
@@ -93,7 +96,7 @@ impl Revocations {
     /// Revokes every token of a user issued before now (sign out everywhere,
     /// disable, password reset).
     pub async fn user_tokens(&self, tenant_id: Uuid, user_id: Uuid) {
-        let now = unix_now();
+        let now = self.clock.unix_seconds();
         if let Err(e) = self
             .stream
             .revoke(
@@ -115,7 +118,9 @@ impl Revocations {
         &self,
         revocation: &Revocation,
     ) -> Result<String, gatehouse_events::EventError> {
-        self.stream.revoke(revocation, unix_now()).await
+        self.stream
+            .revoke(revocation, self.clock.unix_seconds())
+            .await
     }
 
     /// Whether an access token was revoked (in-process; no Redis call).

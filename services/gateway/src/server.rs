@@ -135,6 +135,7 @@ impl Application {
             redis.clone(),
             gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
             &config.tokens,
+            auth.clock.clone(),
         )
         .await
         .map_err(|e| StartupError::Redis {

@@ -120,7 +120,9 @@ async fn resolve_admin_tenant(
         .ok_or_else(not_found)
 }
 
-async fn audit_admin(
+/// Records a successful admin action by the signed-in caller against
+/// `tenant`: the one place admin handlers build their audit event.
+pub(crate) async fn audit_admin(
     state: &AppState,
     me: &CurrentSession,
     tenant: &Tenant,

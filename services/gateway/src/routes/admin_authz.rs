@@ -12,7 +12,6 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use gatehouse_authz::{Effect, Pattern, PolicyDef, PolicySet, validate_policy_document};
-use gatehouse_core::Username;
 use gatehouse_store::access::{self, Change, ChangeContext, ChangeError, NewPolicy, Permission};
 use gatehouse_store::audit::Actor;
 use gatehouse_store::directory::Tenant;
@@ -403,18 +402,7 @@ pub async fn permissions_remove(
 // ---------------------------------------------------------------- assignments
 
 async fn user_id(state: &AppState, tenant: &Tenant, raw: &str) -> Result<Uuid, ApiError> {
-    let not_found = || {
-        ApiError::not_found(format!(
-            "no user {:?}",
-            raw.chars().take(64).collect::<String>()
-        ))
-    };
-    let username = Username::parse(raw).map_err(|_| not_found())?;
-    let subject = state
-        .authz
-        .subject_by_username(tenant.id, username.normalized())
-        .await?;
-    Ok(subject.ok_or_else(not_found)?.id)
+    Ok(state.authz.subject_named(tenant.id, raw).await?.id)
 }
 
 /// `GET /admin/api/v1/tenants/{tenant}/users/{user}/roles`

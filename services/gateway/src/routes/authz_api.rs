@@ -122,19 +122,7 @@ impl Resolver<'_> {
             .subject
             .as_deref()
             .ok_or_else(|| invalid("subject: required when asking about another tenant"))?;
-        let not_found = || {
-            ApiError::not_found(format!(
-                "no user {:?} in this tenant",
-                raw.chars().take(64).collect::<String>()
-            ))
-        };
-        let username = Username::parse(raw).map_err(|_| not_found())?;
-        let subject = self
-            .state
-            .authz
-            .subject_by_username(tenant.id, username.normalized())
-            .await?
-            .ok_or_else(not_found)?;
+        let subject = self.state.authz.subject_named(tenant.id, raw).await?;
         Ok((tenant.id, subject.id))
     }
 }

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use super::admin::{Access, SYSTEM_TENANT, admin_tenant};
+use super::admin::{Access, SYSTEM_TENANT, admin_tenant, audit_admin};
 use crate::auth::client::ClientInfo;
 use crate::auth::extract::CurrentSession;
 use crate::error::ApiError;
@@ -232,6 +232,7 @@ fn invalid(detail: impl Into<String>) -> ApiError {
 pub async fn clients_create(
     State(state): State<AppState>,
     client: ClientInfo,
+    headers: HeaderMap,
     me: CurrentSession,
     Json(body): Json<NewClient>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -248,7 +249,7 @@ pub async fn clients_create(
     if body.description.chars().count() > 500 {
         return Err(invalid("description must be at most 500 characters"));
     }
-    admin_tenant(
+    let platform = admin_tenant(
         &state,
         &me,
         &client,
@@ -294,18 +295,20 @@ pub async fn clients_create(
         ),
         _ => e.into(),
     })?;
-    let event = gatehouse_store::audit::AuditEvent {
-        tenant_id: Some(me.0.session.tenant_id),
-        actor: gatehouse_store::audit::Actor::User(me.0.session.user_id),
-        action: "service_client.create",
-        target: Some(body.client_id.clone()),
-        outcome: gatehouse_store::audit::Outcome::Success,
-        ip: Some(client.ip.clone()),
-        user_agent: Some(client.user_agent.clone()),
-        request_id: None,
-        details: json!({ "tenant": body.tenant }),
+    let target = match &body.tenant {
+        Some(t) => format!("{} (tenant {t})", body.client_id),
+        None => body.client_id.clone(),
     };
-    crate::audit::record(&state.db, &event).await;
+    audit_admin(
+        &state,
+        &me,
+        &platform,
+        "service_client.create",
+        Some(target),
+        &client,
+        &headers,
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
         Json(

@@ -5,13 +5,11 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use gatehouse_core::Username;
 use gatehouse_events::Revocation;
-use gatehouse_store::audit::{Actor, AuditEvent, Outcome};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::admin::{Access, admin_tenant};
+use super::admin::{Access, admin_tenant, audit_admin};
 use crate::auth::client::ClientInfo;
 use crate::auth::extract::CurrentSession;
 use crate::error::ApiError;
@@ -82,18 +80,7 @@ pub async fn revoke(
             format!("jti:{}", claims.jti),
         )
     } else if let Some(raw) = &body.user {
-        let not_found = || {
-            ApiError::not_found(format!(
-                "no user {:?}",
-                raw.chars().take(64).collect::<String>()
-            ))
-        };
-        let username = Username::parse(raw).map_err(|_| not_found())?;
-        let subject = state
-            .authz
-            .subject_by_username(tenant.id, username.normalized())
-            .await?
-            .ok_or_else(not_found)?;
+        let subject = state.authz.subject_named(tenant.id, raw).await?;
         (
             Revocation::User {
                 tenant_id: tenant.id,
@@ -118,18 +105,16 @@ pub async fn revoke(
         .publish(&revocation)
         .await
         .map_err(|_| ApiError::unavailable("the revocation store is unavailable", 1))?;
-    let event = AuditEvent {
-        tenant_id: Some(tenant.id),
-        actor: Actor::User(me.0.session.user_id),
-        action: "tokens.revoke",
-        target: Some(target.clone()),
-        outcome: Outcome::Success,
-        ip: Some(client.ip.clone()),
-        user_agent: Some(client.user_agent.clone()),
-        request_id: crate::audit::request_id(&headers),
-        details: json!({ "by": me.0.session.username, "by_tenant": me.0.session.tenant_slug }),
-    };
-    crate::audit::record(&state.db, &event).await;
+    audit_admin(
+        &state,
+        &me,
+        &tenant,
+        "tokens.revoke",
+        Some(target.clone()),
+        &client,
+        &headers,
+    )
+    .await;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "revoked": target, "event_id": event_id })),
