@@ -1032,6 +1032,53 @@ async fn forward_auth_maps_the_original_request_and_authorises_it() {
 }
 
 #[tokio::test]
+async fn envoy_ext_authz_sends_the_original_request_under_the_path_prefix() {
+    let d = demo().await;
+    let g = &d.gateway;
+    // Envoy HTTP ext_authz with `path_prefix: /v1/verify`: original method, and
+    // the original path appended to the prefix; no X-Forwarded-* headers.
+    let allowed = client()
+        .get(g.url("/v1/verify/orders/42?expand=1"))
+        .bearer_auth(&d.bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(allowed.headers()["x-gatehouse-user"], "bob");
+    let denied = client()
+        .delete(g.url("/v1/verify/orders/42"))
+        .bearer_auth(&d.bob)
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(denied, 403).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("delete on orders:42"),
+        "{problem}"
+    );
+    // Dot segments cannot climb out of the original path either.
+    let sneaky = client()
+        .get(g.url("/v1/verify/orders/%2e%2e/admin/users"))
+        .bearer_auth(&d.bob)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(sneaky, 403).await;
+    expect_problem(
+        client()
+            .get(g.url("/v1/verify/orders/42"))
+            .send()
+            .await
+            .unwrap(),
+        401,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn forward_auth_mapping_is_configurable_per_tenant_and_follows_rule_changes() {
     let d = demo().await;
     let g = &d.gateway;

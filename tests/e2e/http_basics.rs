@@ -157,3 +157,29 @@ async fn metrics_are_prometheus_text_counting_requests_by_route() {
     assert!(text.contains("method=\"OTHER\""), "{text}");
     assert!(text.contains("gatehouse_dependency_up{dependency=\"redis\"} 1"));
 }
+
+#[tokio::test]
+async fn the_bench_floor_endpoint_exists_only_when_enabled() {
+    let (gateway, _db) = spawn_app().await;
+    expect_problem(
+        client()
+            .get(gateway.url("/_bench/floor"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+
+    let (bench, _db2, _) = crate::seeded_app(&[("GATEHOUSE_BENCH_ENDPOINTS", "true")]).await;
+    let response = client()
+        .get(bench.url("/_bench/floor"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // Behind the same layers as every other route.
+    assert!(response.headers().get("x-request-id").is_some());
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(response.text().await.unwrap(), "ok");
+}

@@ -122,6 +122,8 @@ fn routes() -> Router<AppState> {
         )
         .route("/oauth2/introspect", post(routes::introspect::introspect))
         .route("/v1/verify", any(routes::verify::verify))
+        // Envoy ext_authz (HTTP): `path_prefix: /v1/verify` + the original path.
+        .route("/v1/verify/{*original}", any(routes::verify::verify))
         .route("/v1/authz/check", post(routes::authz_api::check))
         .route(
             "/v1/authz/check-batch",
@@ -146,7 +148,11 @@ fn routes() -> Router<AppState> {
 /// drive it with `oneshot`, without a socket.
 pub fn app(state: AppState) -> Router {
     let http = state.http.clone();
-    let routes = routes();
+    let mut router = routes();
+    if http.bench_endpoints {
+        // The framework floor for load runs: same layers, no work.
+        router = router.route("/_bench/floor", get(routes::health::bench_floor));
+    }
 
     let security_headers = ServiceBuilder::new()
         .layer(SetResponseHeaderLayer::if_not_present(
@@ -187,7 +193,7 @@ pub fn app(state: AppState) -> Router {
         max_header_bytes: http.max_header_bytes,
         max_body_bytes: http.max_body_bytes,
     };
-    routes
+    router
         .layer(
             ServiceBuilder::new()
                 .layer(SetSensitiveRequestHeadersLayer::new([

@@ -92,6 +92,7 @@ struct RawSettings {
     request_timeout_ms: u64,
     shutdown_grace_ms: u64,
     migrate_on_start: bool,
+    bench_endpoints: bool,
     db: RawDb,
     redis: RawRedis,
     argon2: Argon2Cost,
@@ -245,6 +246,7 @@ impl Default for RawSettings {
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
             migrate_on_start: true,
+            bench_endpoints: false,
             db: RawDb::default(),
             redis: RawRedis::default(),
             argon2: Argon2Cost::default(),
@@ -330,6 +332,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Apply pending migrations when `serve` starts.
     pub migrate_on_start: bool,
+    /// Mount `/_bench/floor`, a bare endpoint behind the same layers, so load
+    /// runs can measure the framework floor in the same binary. Off in production.
+    pub bench_endpoints: bool,
     /// argon2id cost for password hashing.
     pub argon2: Argon2Cost,
     /// Session lifetimes.
@@ -503,6 +508,7 @@ impl Config {
             request_timeout: Duration::from_millis(raw.request_timeout_ms.max(1)),
             shutdown_grace: Duration::from_millis(raw.shutdown_grace_ms),
             migrate_on_start: raw.migrate_on_start,
+            bench_endpoints: raw.bench_endpoints,
             argon2: raw.argon2,
             session: gatehouse_session::SessionConfig {
                 idle_timeout: Duration::from_secs(raw.session.idle_timeout_s.max(1)),

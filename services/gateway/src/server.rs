@@ -159,6 +159,7 @@ impl Application {
                 request_timeout: config.request_timeout,
                 secure_transport: config.cookie_secure,
                 trusted_proxies: config.trusted_proxies.clone(),
+                bench_endpoints: config.bench_endpoints,
             }),
         };
         Ok(Self {

@@ -73,6 +73,8 @@ pub struct HttpSettings {
     pub secure_transport: bool,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Mount the load-test floor endpoint (`/_bench/floor`).
+    pub bench_endpoints: bool,
 }
 
 impl Default for HttpSettings {
@@ -83,6 +85,7 @@ impl Default for HttpSettings {
             request_timeout: Duration::from_secs(30),
             secure_transport: true,
             trusted_proxies: Vec::new(),
+            bench_endpoints: false,
         }
     }
 }

@@ -14,6 +14,13 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// `GET /_bench/floor` (only with `bench_endpoints`): no work at all, so a
+/// load run against it measures the framework and the shared layers; other
+/// scenarios are read as a fraction of it.
+pub async fn bench_floor() -> &'static str {
+    "ok"
+}
+
 /// `GET /readyz`: 200 only when Postgres and Redis (both roles) answer;
 /// otherwise 503 naming each failing dependency. Checks run concurrently and
 /// each is bounded by its pool's deadline.

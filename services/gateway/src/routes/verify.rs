@@ -4,7 +4,8 @@
 //! The proxy sends the client's cookie or `Authorization` header and names the
 //! original request in `X-Forwarded-Method` + `X-Forwarded-Uri` (Traefik),
 //! `X-Original-Method` + `X-Original-URI` (nginx), or — for Envoy, which
-//! forwards the request itself — the request line of this call. The request
+//! forwards the request itself with `path_prefix: /v1/verify` — the request
+//! line of this call: method as sent, path after `/v1/verify`. The request
 //! is mapped to an action and resource (`gatehouse_authz::http`, per-tenant
 //! `settings.verify`) and decided by the engine with `context.ip` = the
 //! client address and `context.host` = `X-Forwarded-Host`.
@@ -41,13 +42,21 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 }
 
 /// The original method and URI as the proxy reported them.
+/// Envoy's HTTP `ext_authz` calls `path_prefix` + the original path.
+const ENVOY_PREFIX: &str = "/v1/verify";
+
 fn forwarded<'a>(headers: &'a HeaderMap, method: &'a Method, uri: &'a Uri) -> (&'a str, &'a str) {
     let method = header(headers, "x-forwarded-method")
         .or_else(|| header(headers, "x-original-method"))
         .unwrap_or(method.as_str());
     let uri = header(headers, "x-forwarded-uri")
         .or_else(|| header(headers, "x-original-uri"))
-        .unwrap_or_else(|| uri.path_and_query().map_or("/", |p| p.as_str()));
+        .unwrap_or_else(|| {
+            let line = uri.path_and_query().map_or("/", |p| p.as_str());
+            line.strip_prefix(ENVOY_PREFIX)
+                .filter(|rest| rest.starts_with('/'))
+                .unwrap_or(line)
+        });
     (method, uri)
 }
 
@@ -108,6 +117,7 @@ pub async fn verify(
         .await?
         .filter(|t| t.is_active() && t.id == caller.tenant_id)
         .ok_or_else(|| {
+            outcome("unauthenticated", started);
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
@@ -117,6 +127,7 @@ pub async fn verify(
     let mapping: HttpMapping = match tenant.settings.get("verify") {
         Some(raw) => serde_json::from_value(raw.clone()).map_err(|e| {
             tracing::error!(tenant = %tenant.slug, error = %e, "invalid verify settings; refusing");
+            outcome("error", started);
             ApiError::internal(&e)
         })?,
         None => HttpMapping::default(),
