@@ -98,6 +98,20 @@ impl RevocationMirror {
                 .is_some_and(|before| token.iat < *before)
     }
 
+    /// Whether the tenant's kill switch covers something that began at `at`
+    /// (unix s): sessions are checked with this, since their life is not
+    /// bounded by a token lifetime. A poisoned lock counts as revoked.
+    #[must_use]
+    pub fn is_tenant_revoked(&self, tenant_id: Uuid, at: i64) -> bool {
+        let Ok(state) = self.state.read() else {
+            return true;
+        };
+        state
+            .tenants
+            .get(&tenant_id)
+            .is_some_and(|before| at < *before)
+    }
+
     /// Drops entries that can no longer matter (the tokens they revoke have
     /// expired; `horizon` = now minus the longest token life for marks).
     pub fn purge(&self, now: i64, horizon: i64) {

@@ -472,7 +472,7 @@ pub async fn spawn_tailer(
     let handle = tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match tail(&stream, &mirror, &mut last).await {
+            match tail(&stream, &mirror, &mut last, clock.as_ref()).await {
                 Ok(()) => {}
                 Err(e) => {
                     metrics::counter!("gatehouse_event_stream_reconnects_total").increment(1);
@@ -490,16 +490,29 @@ pub async fn spawn_tailer(
     Ok(TailerHandle(handle))
 }
 
-/// Reads until the connection fails.
+/// How often (unix s) the tailer drops mirror entries that can no longer
+/// match a live token, so the mirror stays as small as the deny list.
+const PURGE_EVERY_S: i64 = 30;
+
+/// Reads until the connection fails. Between reads (at least every `block`),
+/// purges entries whose tokens have all expired.
 async fn tail(
     stream: &EventStream,
     mirror: &RevocationMirror,
     last: &mut String,
+    clock: &(dyn Fn() -> i64 + Send + Sync),
 ) -> Result<(), EventError> {
     let mut conn = stream.redis.dedicated().await?;
     let key = stream.stream_key();
     let block_ms = u64::try_from(stream.settings.block.as_millis()).unwrap_or(5000);
+    let max_life = i64::try_from(stream.settings.max_token_life.as_secs()).unwrap_or(i64::MAX);
+    let mut purged_at = i64::MIN;
     loop {
+        let now = clock();
+        if now.saturating_sub(purged_at) >= PURGE_EVERY_S {
+            mirror.purge(now, now.saturating_sub(max_life));
+            purged_at = now;
+        }
         let reply: Option<Entries> = redis::cmd("XREAD")
             .arg("COUNT")
             .arg(512)

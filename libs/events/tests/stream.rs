@@ -241,3 +241,48 @@ async fn a_position_trimmed_away_reloads_the_mirror_from_the_deny_list() {
     assert!(mirror.is_revoked(token("filler-399")));
     assert_eq!(last, writer.last_id().await.unwrap());
 }
+
+#[tokio::test]
+async fn the_tailer_purges_revocations_whose_tokens_have_all_expired() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let redis = TestRedis::shared();
+    let settings = StreamSettings {
+        block: Duration::from_millis(20),
+        ..StreamSettings::default()
+    };
+    let (a, b) = (instance(&redis, settings), instance(&redis, settings));
+    let now = Arc::new(AtomicI64::new(NOW));
+    let tick = now.clone();
+    let clock: Arc<dyn Fn() -> i64 + Send + Sync> = Arc::new(move || tick.load(Ordering::SeqCst));
+    let mirror = Arc::new(RevocationMirror::default());
+    let _tailer = spawn_tailer(b, mirror.clone(), clock).await.unwrap();
+    a.revoke(
+        &Revocation::Token {
+            jti: "short-lived".into(),
+            expires_at: NOW + 60,
+        },
+        NOW,
+    )
+    .await
+    .unwrap();
+    a.revoke(
+        &Revocation::Token {
+            jti: "long-lived".into(),
+            expires_at: NOW + 6_000,
+        },
+        NOW,
+    )
+    .await
+    .unwrap();
+    until(|| mirror.is_revoked(token("long-lived")) && mirror.is_revoked(token("short-lived")))
+        .await;
+    let before = mirror.len();
+    // The short-lived token has expired: its entry can no longer match anything.
+    now.store(NOW + 120, Ordering::SeqCst);
+    until(|| mirror.len() < before).await;
+    assert!(
+        !mirror.is_revoked(token("short-lived")),
+        "the expired entry is gone"
+    );
+    assert!(mirror.is_revoked(token("long-lived")), "live entries stay");
+}
