@@ -9,7 +9,9 @@ use axum::http::{Request, StatusCode};
 use axum::routing::get;
 use axum::{Extension, Router};
 use gatehouse_testkit::run_gatehouse;
-use gatehouse_verify::{AccessClaims, GatehouseAuthLayer, JwksVerifier, VerifyConfig};
+use gatehouse_verify::{
+    AccessClaims, GatehouseAuthLayer, Introspection, JwksVerifier, VerifyConfig,
+};
 use serde_json::Value;
 use tower::ServiceExt as _;
 
@@ -111,5 +113,91 @@ async fn a_service_behind_the_layer_accepts_gateway_tokens_and_follows_key_rotat
         call(&app, Some(&fresh)).await,
         (StatusCode::OK, "bob@acme".to_owned()),
         "refetched the JWKS on the unknown kid"
+    );
+}
+
+async fn service_client(gateway: &gatehouse_testkit::Gateway, id: &str) -> String {
+    let admin = crate::session_token(gateway, "system", "admin", crate::ADMIN_PASSWORD).await;
+    let created = crate::client()
+        .post(gateway.url("/admin/api/v1/service-clients"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({ "client_id": id }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let body: Value = created.json().await.unwrap();
+    body["client_secret"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn with_introspection_the_layer_refuses_revoked_tokens_and_fails_closed() {
+    let (gateway, _db, _) = seeded_app(&[]).await;
+    let secret = service_client(&gateway, "orders-svc").await;
+    let discovery: Value = crate::client()
+        .get(gateway.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let issuer = discovery["issuer"].as_str().unwrap().to_owned();
+    let layer_with = |introspection: Option<Introspection>| {
+        let mut config = VerifyConfig::new(&issuer, "gatehouse");
+        config.jwks_url = gateway.url("/.well-known/jwks.json");
+        config.introspection = introspection.map(|mut i| {
+            i.url = gateway.url("/oauth2/introspect");
+            i
+        });
+        config
+    };
+    let mut checked = Introspection::new(&issuer, "orders-svc", &secret);
+    checked.cache_for = Duration::ZERO;
+    let plain = Router::new()
+        .route("/whoami", get(whoami))
+        .layer(GatehouseAuthLayer::new(Arc::new(
+            JwksVerifier::connect(layer_with(None)).await.unwrap(),
+        )));
+    let strict = Router::new()
+        .route("/whoami", get(whoami))
+        .layer(GatehouseAuthLayer::new(Arc::new(
+            JwksVerifier::connect(layer_with(Some(checked)))
+                .await
+                .unwrap(),
+        )));
+    let wrong = Router::new()
+        .route("/whoami", get(whoami))
+        .layer(GatehouseAuthLayer::new(Arc::new(
+            JwksVerifier::connect(layer_with(Some(Introspection::new(
+                &issuer,
+                "orders-svc",
+                "not-the-secret",
+            ))))
+            .await
+            .unwrap(),
+        )));
+
+    let token = access_token(&gateway).await;
+    assert_eq!(call(&strict, Some(&token)).await.0, StatusCode::OK);
+    assert_eq!(
+        call(&wrong, Some(&token)).await.0,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "revocation that cannot be checked fails closed"
+    );
+
+    let logout = crate::client()
+        .post(gateway.url("/v1/auth/logout"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(logout.status().is_success(), "logout: {}", logout.status());
+    let (status, body) = call(&strict, Some(&token)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "revoked: {body}");
+    assert_eq!(
+        call(&plain, Some(&token)).await.0,
+        StatusCode::OK,
+        "without introspection a revoked token is valid until it expires (documented)"
     );
 }

@@ -9,17 +9,29 @@
 //! `Authorization: Bearer` token get `401` (problem+json); valid ones reach
 //! the inner service with the [`AccessClaims`] as a request extension.
 //!
-//! This checks signatures and claims, not revocation: a revoked token stays
-//! valid here until it expires (`expires_in`, 10 minutes by default). Where
-//! that matters, ask the gateway (`POST /oauth2/introspect`) or route
-//! requests through its forward auth (`/v1/verify`).
+//! The JWKS is also refetched once it is older than
+//! [`VerifyConfig::jwks_max_age`] (the gateway's `Cache-Control` max-age), so a
+//! key the gateway retired stops being trusted here within that time.
+//!
+//! By default this checks signatures and claims, not revocation: a revoked
+//! token stays valid here until it expires (`expires_in`, 10 minutes by
+//! default). Where that matters, set [`VerifyConfig::introspection`] with a
+//! service client's credentials: every token that verifies locally is then
+//! also confirmed by the gateway (`POST /oauth2/introspect`, RFC 7662), the
+//! answer kept for [`Introspection::cache_for`] per token id. The
+//! gateway being unreachable then fails closed (`503`), never open.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), gatehouse_verify::VerifyLayerError> {
 //! use std::sync::Arc;
-//! use gatehouse_verify::{GatehouseAuthLayer, JwksVerifier, VerifyConfig};
+//! use gatehouse_verify::{GatehouseAuthLayer, Introspection, JwksVerifier, VerifyConfig};
 //!
-//! let verifier = JwksVerifier::connect(VerifyConfig::new("https://gate.example.com", "gatehouse")).await?;
+//! let mut config = VerifyConfig::new("https://gate.example.com", "gatehouse");
+//! // Optional: refuse revoked tokens too, asking the gateway with a service
+//! // client's credentials (POST /admin/api/v1/service-clients creates one).
+//! let secret = std::env::var("ORDERS_CLIENT_SECRET").unwrap_or_default();
+//! config.introspection = Some(Introspection::new("https://gate.example.com", "orders-svc", &secret));
+//! let verifier = JwksVerifier::connect(config).await?;
 //! let layer = GatehouseAuthLayer::new(Arc::new(verifier));
 //! // axum:  Router::new().route("/orders", get(handler)).layer(layer)
 //! // handler: async fn handler(Extension(claims): Extension<gatehouse_verify::AccessClaims>) { ... }
@@ -28,6 +40,7 @@
 //! # }
 //! ```
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
@@ -54,6 +67,49 @@ pub struct VerifyConfig {
     pub tenant: Option<String>,
     /// Least time between two JWKS fetches caused by unknown key ids.
     pub refetch_min_interval: Duration,
+    /// Keys older than this are refetched on the next request (default 300 s,
+    /// the gateway's JWKS `Cache-Control: max-age`), so retired keys drop out.
+    pub jwks_max_age: Duration,
+    /// Also ask the gateway whether each token is still active (revocation).
+    pub introspection: Option<Introspection>,
+}
+
+/// Credentials and caching for revocation checks through `/oauth2/introspect`.
+#[derive(Clone)]
+pub struct Introspection {
+    /// Introspection endpoint (default `<issuer>/oauth2/introspect`).
+    pub url: String,
+    /// Service client id (created with the admin API).
+    pub client_id: String,
+    /// Service client secret.
+    pub client_secret: String,
+    /// How long an "active" answer is reused for the same token id: the
+    /// longest a revoked token can still pass here. Zero asks every time.
+    pub cache_for: Duration,
+}
+
+impl std::fmt::Debug for Introspection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Introspection")
+            .field("url", &self.url)
+            .field("client_id", &self.client_id)
+            .field("cache_for", &self.cache_for)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Introspection {
+    /// Introspection at `issuer`'s standard endpoint with a service client's
+    /// credentials; answers are reused for 5 s.
+    #[must_use]
+    pub fn new(issuer: &str, client_id: &str, client_secret: &str) -> Self {
+        Self {
+            url: format!("{}/oauth2/introspect", issuer.trim_end_matches('/')),
+            client_id: client_id.to_owned(),
+            client_secret: client_secret.to_owned(),
+            cache_for: Duration::from_secs(5),
+        }
+    }
 }
 
 impl VerifyConfig {
@@ -68,6 +124,8 @@ impl VerifyConfig {
             leeway: Duration::from_secs(30),
             tenant: None,
             refetch_min_interval: Duration::from_secs(10),
+            jwks_max_age: Duration::from_secs(300),
+            introspection: None,
         }
     }
 }
@@ -88,12 +146,32 @@ pub enum VerifyLayerError {
     NoKeys(String),
 }
 
+/// Why a request was refused by [`JwksVerifier::check`].
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The token is not valid (signature, claims, unknown key, ...).
+    #[error("invalid token: {}", .0.label())]
+    Invalid(#[from] VerifyError),
+    /// The gateway says the token is no longer active (revoked, session ended).
+    #[error("the gateway reports the token inactive")]
+    Inactive,
+    /// Revocation could not be checked: refused, since failing open would let
+    /// revoked tokens through.
+    #[error("introspection failed: {0}")]
+    IntrospectionUnavailable(String),
+}
+
+/// Most token ids whose "active" answer is remembered.
+const MAX_INTROSPECTION_CACHE: usize = 10_000;
+
 /// Verifies Gatehouse access tokens with keys from the gateway's JWKS.
 pub struct JwksVerifier {
     config: VerifyConfig,
     http: reqwest::Client,
     keys: RwLock<(Arc<Verifier>, Instant)>,
     refetch: tokio::sync::Mutex<()>,
+    /// Token id → when the gateway last said it was active.
+    active: RwLock<HashMap<String, Instant>>,
 }
 
 impl std::fmt::Debug for JwksVerifier {
@@ -126,6 +204,7 @@ impl JwksVerifier {
             http,
             keys: RwLock::new((Arc::new(verifier), Instant::now())),
             refetch: tokio::sync::Mutex::new(()),
+            active: RwLock::new(HashMap::new()),
         })
     }
 
@@ -139,28 +218,102 @@ impl JwksVerifier {
         }
     }
 
-    /// Verifies a token; an unknown `kid` triggers one (rate-limited) JWKS refetch.
+    /// Verifies a token locally; an unknown `kid` triggers one (rate-limited)
+    /// JWKS refetch, and keys older than `jwks_max_age` are refreshed first.
     pub async fn verify(&self, token: &str) -> Result<AccessClaims, VerifyError> {
         let tenant = self.config.tenant.as_deref();
-        let (verifier, _) = self.current();
-        match verifier.verify(token, now_unix(), tenant) {
-            Err(VerifyError::UnknownKey) => {}
-            other => return other,
-        }
-        let kid = Verifier::kid_of(token).ok_or(VerifyError::UnknownKey)?;
-        let _one_at_a_time = self.refetch.lock().await;
         let (verifier, fetched_at) = self.current();
-        if !verifier.knows(&kid) && fetched_at.elapsed() >= self.config.refetch_min_interval {
-            match fetch(&self.http, &self.config).await {
-                Ok(fresh) => {
-                    if let Ok(mut slot) = self.keys.write() {
-                        *slot = (Arc::new(fresh), Instant::now());
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "JWKS refetch failed; keeping the known keys"),
+        if fetched_at.elapsed() >= self.config.jwks_max_age {
+            self.refresh(|_| true).await;
+        } else {
+            match verifier.verify(token, now_unix(), tenant) {
+                Err(VerifyError::UnknownKey) => {}
+                other => return other,
             }
+            let kid = Verifier::kid_of(token).ok_or(VerifyError::UnknownKey)?;
+            let min_interval = self.config.refetch_min_interval;
+            self.refresh(|(verifier, fetched_at)| {
+                !verifier.knows(&kid) && fetched_at.elapsed() >= min_interval
+            })
+            .await;
         }
         self.current().0.verify(token, now_unix(), tenant)
+    }
+
+    /// Refetches the JWKS when `needed` still holds once this caller has the
+    /// refetch lock (so concurrent callers fetch once). A failed fetch keeps
+    /// the known keys, and counts as a fetch for the rate limits.
+    async fn refresh(&self, needed: impl FnOnce(&(Arc<Verifier>, Instant)) -> bool) {
+        let _one_at_a_time = self.refetch.lock().await;
+        let current = self.current();
+        if !needed(&current) {
+            return;
+        }
+        let fresh = match fetch(&self.http, &self.config).await {
+            Ok(fresh) => Arc::new(fresh),
+            Err(e) => {
+                tracing::warn!(error = %e, "JWKS refetch failed; keeping the known keys");
+                current.0
+            }
+        };
+        if let Ok(mut slot) = self.keys.write() {
+            *slot = (fresh, Instant::now());
+        }
+    }
+
+    /// Verifies a token and, when introspection is configured, confirms with
+    /// the gateway that it is still active. This is what the layer calls.
+    pub async fn check(&self, token: &str) -> Result<AccessClaims, Refusal> {
+        let claims = self.verify(token).await?;
+        let Some(introspection) = &self.config.introspection else {
+            return Ok(claims);
+        };
+        let fresh = self
+            .active
+            .read()
+            .ok()
+            .and_then(|seen| seen.get(&claims.jti).copied())
+            .is_some_and(|at| at.elapsed() < introspection.cache_for);
+        if fresh {
+            return Ok(claims);
+        }
+        let response = self
+            .http
+            .post(&introspection.url)
+            .basic_auth(&introspection.client_id, Some(&introspection.client_secret))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .map_err(|e| Refusal::IntrospectionUnavailable(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(Refusal::IntrospectionUnavailable(format!(
+                "status {}",
+                response.status()
+            )));
+        }
+        let answer: Value = response
+            .json()
+            .await
+            .map_err(|e| Refusal::IntrospectionUnavailable(e.to_string()))?;
+        let mut seen = self
+            .active
+            .write()
+            .map_err(|_| Refusal::IntrospectionUnavailable("cache lock poisoned".into()))?;
+        if answer["active"] != Value::Bool(true) {
+            seen.remove(&claims.jti);
+            return Err(Refusal::Inactive);
+        }
+        if !introspection.cache_for.is_zero() {
+            if seen.len() >= MAX_INTROSPECTION_CACHE {
+                let cache_for = introspection.cache_for;
+                seen.retain(|_, at| at.elapsed() < cache_for);
+                if seen.len() >= MAX_INTROSPECTION_CACHE {
+                    seen.clear();
+                }
+            }
+            seen.insert(claims.jti.clone(), Instant::now());
+        }
+        Ok(claims)
     }
 }
 
@@ -262,6 +415,19 @@ fn unauthorized<RB: From<String>>() -> Response<RB> {
     response
 }
 
+fn unavailable<RB: From<String>>() -> Response<RB> {
+    let body = r#"{"type":"urn:gatehouse:problem:unavailable","title":"Service Unavailable","status":503,"detail":"the token's revocation status could not be checked with the gateway; try again"}"#;
+    let mut response = Response::new(RB::from(body.to_owned()));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/problem+json"),
+    );
+    headers.insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    response
+}
+
 impl<S, B, RB> tower::Service<Request<B>> for GatehouseAuth<S>
 where
     S: tower::Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
@@ -286,13 +452,17 @@ where
             let Some(token) = bearer(&request).map(str::to_owned) else {
                 return Ok(unauthorized());
             };
-            match verifier.verify(&token).await {
+            match verifier.check(&token).await {
                 Ok(claims) => {
                     request.extensions_mut().insert(claims);
                     inner.call(request).await
                 }
+                Err(Refusal::IntrospectionUnavailable(reason)) => {
+                    tracing::warn!(%reason, "token revocation could not be checked; refusing");
+                    Ok(unavailable())
+                }
                 Err(e) => {
-                    tracing::debug!(reason = e.label(), "access token refused");
+                    tracing::debug!(reason = %e, "access token refused");
                     Ok(unauthorized())
                 }
             }
