@@ -451,6 +451,48 @@ impl SessionStore {
         Ok(ended)
     }
 
+    /// Ends every session of a tenant (the kill switch) and returns what it
+    /// ended. Walks the tenant's user indexes with `SCAN`, which is linear in
+    /// the keyspace: meant for a rare operator action, never a request path.
+    pub async fn end_all_for_tenant(&self, tenant_id: Uuid) -> Result<EndedSessions, SessionError> {
+        let index_prefix = self.keys.tenant_key(&tenant_id.simple().to_string(), "us:");
+        let pattern = format!("{}*", glob_escape(&index_prefix));
+        let mut ended = EndedSessions::default();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .redis
+                .run(|mut conn| {
+                    let pattern = pattern.clone();
+                    async move {
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(&pattern)
+                            .arg("COUNT")
+                            .arg(1000)
+                            .query_async(&mut conn)
+                            .await
+                    }
+                })
+                .await?;
+            for key in keys {
+                let user = key
+                    .strip_prefix(&index_prefix)
+                    .and_then(|raw| Uuid::try_parse(raw).ok());
+                if let Some(user) = user {
+                    let of_user = self.end_all_for_user(tenant_id, user, None).await?;
+                    ended.count += of_user.count;
+                    ended.ids.extend(of_user.ids);
+                }
+            }
+            if next == 0 {
+                return Ok(ended);
+            }
+            cursor = next;
+        }
+    }
+
     async fn end_many(
         &self,
         tenant_id: Uuid,
@@ -519,4 +561,16 @@ impl SessionStore {
             .await?;
         Ok(count)
     }
+}
+
+/// Escapes Redis glob metacharacters so a key prefix matches literally.
+fn glob_escape(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }

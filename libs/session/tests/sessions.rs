@@ -304,6 +304,37 @@ async fn ending_all_sessions_ends_every_device_but_the_kept_one() {
 }
 
 #[tokio::test]
+async fn ending_a_tenants_sessions_ends_every_user_there_and_nothing_elsewhere() {
+    let f = fixture();
+    let (tenant, other_tenant) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut doomed = Vec::new();
+    for _ in 0..3 {
+        let user = Uuid::new_v4();
+        for _ in 0..2 {
+            doomed.push(f.store.create(new_session(tenant, user)).await.unwrap().0);
+        }
+    }
+    let elsewhere = f
+        .store
+        .create(new_session(other_tenant, Uuid::new_v4()))
+        .await
+        .unwrap()
+        .0;
+    let ended = f.store.end_all_for_tenant(tenant).await.unwrap();
+    assert_eq!(ended.count, 6);
+    assert_eq!(ended.ids.len(), 6);
+    for token in &doomed {
+        assert!(f.store.validate(token).await.unwrap().is_none());
+    }
+    assert!(f.store.validate(&elsewhere).await.unwrap().is_some());
+    assert_eq!(
+        f.store.end_all_for_tenant(tenant).await.unwrap().count,
+        0,
+        "idempotent"
+    );
+}
+
+#[tokio::test]
 async fn active_count_follows_creation_and_ending() {
     let f = fixture();
     let (tenant, user) = (Uuid::new_v4(), Uuid::new_v4());

@@ -123,6 +123,14 @@ impl Revocations {
             .await
     }
 
+    /// Whether the tenant's kill switch ended a session created at
+    /// `created_at` (in-process). Users' marks are not applied to sessions:
+    /// the operations that set them delete the sessions they end directly.
+    #[must_use]
+    pub fn session_killed(&self, tenant_id: Uuid, created_at: i64) -> bool {
+        self.mirror.is_tenant_revoked(tenant_id, created_at)
+    }
+
     /// Whether an access token was revoked (in-process; no Redis call).
     #[must_use]
     pub fn is_revoked(&self, claims: &AccessClaims) -> bool {

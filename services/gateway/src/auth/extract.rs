@@ -108,6 +108,8 @@ pub async fn authenticate(
     };
     metrics::histogram!("gatehouse_session_validation_duration_seconds")
         .record(started.elapsed().as_secs_f64());
+    // A tenant kill switch ends its sessions too, not only its access tokens.
+    let found = found.filter(|s| !state.revocations.session_killed(s.tenant_id, s.created_at));
     Ok(found.map(|session| Authenticated {
         session,
         via,

@@ -105,6 +105,17 @@ pub async fn revoke(
         .publish(&revocation)
         .await
         .map_err(|_| ApiError::unavailable("the revocation store is unavailable", 1))?;
+    if matches!(revocation, Revocation::Tenant { .. }) {
+        // The mark stops tokens (and, in every mirror, sessions begun before
+        // it) at once; deleting the sessions makes that outlast the mark.
+        // Safe to retry: a repeat finds nothing more to end.
+        state
+            .auth
+            .sessions
+            .end_all_for_tenant(tenant.id)
+            .await
+            .map_err(|_| ApiError::unavailable("the session store is unavailable", 1))?;
+    }
     audit_admin(
         &state,
         &me,
