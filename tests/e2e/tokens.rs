@@ -654,7 +654,9 @@ async fn admins_revoke_one_token_a_users_tokens_or_the_whole_tenant() {
         "tokens issued after the mark work"
     );
 
-    // Kill switch.
+    // Kill switch: every token and every session of the tenant, and nothing
+    // of another tenant.
+    let admin = crate::session_token(&gateway, "system", "admin", crate::ADMIN_PASSWORD).await;
     assert_eq!(
         revoke(&gateway, &alice, "acme", json!({"all_tokens": true}))
             .await
@@ -662,9 +664,34 @@ async fn admins_revoke_one_token_a_users_tokens_or_the_whole_tenant() {
         202
     );
     until_refused(&gateway, &later).await;
+    let started = std::time::Instant::now();
+    while me(&gateway, &bob_session).await.status() != 401 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "session still accepted 5 s after the kill switch"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        me(&gateway, &alice).await.status(),
+        401,
+        "the kill switch ends the sessions of the admin who pulled it too"
+    );
+    assert_eq!(
+        me(&gateway, &admin).await.status(),
+        200,
+        "other tenants untouched"
+    );
+    next_second().await;
+    let alice = crate::session_token(&gateway, "acme", "alice", DEMO_PASSWORD).await;
+    let bob_session = crate::session_token(&gateway, "acme", "bob", DEMO_PASSWORD).await;
+    assert_eq!(
+        me(&gateway, &bob_session).await.status(),
+        200,
+        "signing in again works"
+    );
 
     // Bad requests change nothing and say why.
-    let admin = crate::session_token(&gateway, "system", "admin", crate::ADMIN_PASSWORD).await;
     let system_jwt = json_login(&gateway, "system", "admin", crate::ADMIN_PASSWORD)
         .await
         .json::<Value>()
@@ -713,4 +740,65 @@ async fn admins_revoke_one_token_a_users_tokens_or_the_whole_tenant() {
         202,
         "platform admins reach every tenant"
     );
+}
+
+/// The value of the first sample of `metric` whose labels contain `labels`.
+fn sample(metrics: &str, metric: &str, labels: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
+        .find(|l| l.contains(labels))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn token_metrics_count_issue_refresh_verify_and_revocation() {
+    let (gateway, _db, _) = seeded_app(&[]).await;
+    let login = login_body(&gateway, "bob").await;
+    let jwt = login["access_token"].as_str().unwrap().to_owned();
+    let renewed = refresh(&gateway, login["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(renewed.status(), 200);
+    assert_eq!(verify_status(&gateway, &jwt).await, 200);
+    assert_eq!(verify_status(&gateway, &format!("{jwt}x")).await, 401);
+    let logout = client()
+        .post(gateway.url("/v1/auth/logout"))
+        .bearer_auth(&jwt)
+        .send()
+        .await
+        .unwrap();
+    assert!(logout.status().is_success());
+    until_refused(&gateway, &jwt).await;
+
+    let metrics = client()
+        .get(gateway.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (metric, labels, at_least) in [
+        ("gatehouse_tokens_issued_total", "alg=\"EdDSA\"", 2.0),
+        ("gatehouse_tokens_refreshed_total", "result=\"ok\"", 1.0),
+        ("gatehouse_verify_total", "result=\"allowed\"", 1.0),
+        ("gatehouse_verify_total", "result=\"unauthenticated\"", 2.0),
+        (
+            "gatehouse_access_token_verify_total",
+            "result=\"revoked\"",
+            1.0,
+        ),
+        (
+            "gatehouse_revocations_total",
+            "kind=\"revoke.session\"",
+            1.0,
+        ),
+        ("gatehouse_verify_duration_seconds_count", "", 3.0),
+    ] {
+        let value = sample(&metrics, metric, labels);
+        assert!(
+            value.is_some_and(|v| v >= at_least),
+            "{metric}{{{labels}}} = {value:?}, expected >= {at_least}\n{metrics}"
+        );
+    }
 }
