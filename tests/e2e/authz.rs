@@ -1180,3 +1180,35 @@ async fn a_tenant_admin_cannot_grant_their_way_into_another_tenant() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_disabled_user_is_denied_even_by_an_unconditional_permit_policy() {
+    let d = demo().await;
+    let g = &d.gateway;
+    let open_reports = json!({
+        "name": "reports-for-all", "priority": 10, "effect": "permit",
+        "document": {"target": {"resources": ["reports:*"], "actions": ["read"]}}
+    });
+    let created = call(
+        g,
+        &d.alice,
+        Method::POST,
+        "/admin/api/v1/tenants/acme/policies",
+        Some(open_reports),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    let question = json!({"subject": "bob", "resource": "reports:q3", "action": "read"});
+    let before = check(g, &d.alice, question.clone()).await;
+    assert_eq!(before["allowed"], true, "{before}");
+    sqlx::query(
+        "UPDATE users SET status = 'disabled' WHERE username_normalized = 'bob' \
+         AND tenant_id = (SELECT id FROM tenants WHERE slug = 'acme')",
+    )
+    .execute(&d.db.pool)
+    .await
+    .unwrap();
+    let after = check(g, &d.alice, question).await;
+    assert_eq!(after["allowed"], false, "{after}");
+    assert_eq!(after["reason"], "subject_disabled", "{after}");
+}

@@ -111,6 +111,9 @@ pub enum Reason {
     RoleGrant,
     /// Nothing granted the request.
     NoMatch,
+    /// The subject is disabled: denied before any rule is looked at (set by
+    /// the caller, which knows the subject's status; the engine never is asked).
+    SubjectDisabled,
 }
 
 /// The answer.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use gatehouse_authz::{Decision, PolicySet, Request};
+use gatehouse_authz::{Decision, PolicySet, Reason, Request, Trace};
 use gatehouse_store::access::{self, Subject};
 use serde_json::{Map, Value};
 use sqlx::PgPool;
@@ -128,7 +128,18 @@ impl AuthzService {
             return Ok(None);
         };
         let request = request_for(&subject, question);
-        let decision = decide(&rules.set, &request, explain);
+        let decision = if subject.status == "active" {
+            decide(&rules.set, &request, explain)
+        } else {
+            // Not even an unconditional permit policy reaches a disabled user.
+            metrics::counter!("gatehouse_authz_decisions_total", "allowed" => "false").increment(1);
+            Decision {
+                allowed: false,
+                reason: Reason::SubjectDisabled,
+                decided_by: None,
+                trace: explain.then(Trace::default),
+            }
+        };
         Ok(Some(Answer {
             subject,
             rules,
