@@ -7,6 +7,12 @@
 
 use std::process::ExitCode;
 
+/// mimalloc gives freed memory back to the OS; with glibc's allocator a login
+/// flood left the gateway at ~450 MiB RSS (argon2's 19 MiB working buffers
+/// fragment the heap). Measured by `bench/load/run` (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use gatehouse_gateway::bootstrap::{self, Passwords, Upstream};
 use gatehouse_gateway::config::{self, Config, DatabaseConfig};

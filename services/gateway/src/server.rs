@@ -183,6 +183,7 @@ impl Application {
         let addr = self.listener.local_addr()?;
         let gauge_task = tokio::spawn(report_active_sessions(self.state.auth.sessions.clone()));
         let keys_task = tokio::spawn(refresh_keys(self.state.tokens.clone()));
+        let upkeep_task = tokio::spawn(metrics_upkeep(self.state.metrics.clone()));
         tracing::info!(addr = %addr, "listening");
         let stopping = Arc::new(tokio::sync::Notify::new());
         let notify = stopping.clone();
@@ -207,7 +208,20 @@ impl Application {
         };
         gauge_task.abort();
         keys_task.abort();
+        upkeep_task.abort();
         result
+    }
+}
+
+/// Folds recorded histogram samples into their buckets every few seconds.
+/// The recorder buffers every sample until upkeep (or a scrape) drains it, so
+/// without this a gateway nobody scrapes grows by every request it serves.
+async fn metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        handle.run_upkeep();
     }
 }
 
