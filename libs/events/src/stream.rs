@@ -249,22 +249,38 @@ impl EventStream {
             .await?;
         let prefix = self.keys.events_key("");
         let mut out = Vec::new();
-        for name in names {
+        // One pipelined round trip (GET + TTL per key) per 500 keys.
+        let mut answers: Vec<Option<String>> = Vec::with_capacity(names.len() * 2);
+        for chunk in names.chunks(500) {
+            let keys = chunk.to_vec();
+            let batch: Vec<Option<String>> = self
+                .redis
+                .run(|mut conn| async move {
+                    let mut pipe = redis::pipe();
+                    for key in &keys {
+                        pipe.get(key).ttl(key);
+                    }
+                    pipe.query_async(&mut conn).await
+                })
+                .await?;
+            answers.extend(batch);
+        }
+        for (name, answer) in names.iter().zip(answers.chunks(2)) {
             let Some(rest) = name.strip_prefix(&prefix) else {
                 continue;
             };
             let parts: Vec<&str> = rest.split(':').collect();
-            let key = name.clone();
-            let (value, ttl): (Option<i64>, i64) = self
-                .redis
-                .run(|mut conn| async move {
-                    redis::pipe()
-                        .get(&key)
-                        .ttl(&key)
-                        .query_async(&mut conn)
-                        .await
-                })
-                .await?;
+            let value: Option<i64> = answer
+                .first()
+                .cloned()
+                .flatten()
+                .and_then(|v| v.parse().ok());
+            let ttl: i64 = answer
+                .get(1)
+                .cloned()
+                .flatten()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             let expires_at = now + ttl.max(0);
             let parse = |s: &str| Uuid::try_parse(s).ok();
             let revocation = match parts.as_slice() {
@@ -334,7 +350,8 @@ impl EventStream {
         let newest = self.last_id().await?;
         mirror.replace(&self.load_revocations(now).await?);
         *last = newest;
-        metrics::counter!("gatehouse_revocation_mirror_reloads_total").increment(1);
+        metrics::counter!("gatehouse_revocation_mirror_reloads_total", "reason" => "trimmed")
+            .increment(1);
         tracing::warn!(
             "event stream trimmed past our position; mirror reloaded from the deny list"
         );
@@ -523,22 +540,37 @@ async fn tail(
             .arg(last.as_str())
             .query_async(&mut conn)
             .await?;
+        // An event this build cannot read might be a revocation: rather than
+        // skip it (failing open), reload the mirror from the deny list, which
+        // holds every revocation the stream ever carried.
+        let mut reload = false;
         for (_, entries) in reply.unwrap_or_default() {
             for (id, fields) in entries {
                 match parse_envelope(&fields) {
                     Ok(envelope) if envelope.kind.starts_with("revoke.") => {
-                        match serde_json::from_value::<Revocation>(envelope.payload) {
-                            Ok(revocation) => mirror.apply(&revocation),
-                            Err(e) => {
-                                tracing::warn!(%id, error = %e, "unreadable revocation event");
-                            }
+                        let readable = (envelope.v <= ENVELOPE_VERSION)
+                            .then(|| serde_json::from_value::<Revocation>(envelope.payload).ok())
+                            .flatten();
+                        if let Some(revocation) = readable {
+                            mirror.apply(&revocation);
+                        } else {
+                            tracing::warn!(%id, v = envelope.v, "unreadable revocation event; reloading the mirror");
+                            reload = true;
                         }
                     }
                     Ok(_) => {} // other kinds are for other consumers
-                    Err(e) => tracing::warn!(%id, error = %e, "malformed event"),
+                    Err(e) => {
+                        tracing::warn!(%id, error = %e, "malformed event; reloading the mirror");
+                        reload = true;
+                    }
                 }
                 *last = id;
             }
+        }
+        if reload {
+            mirror.replace(&stream.load_revocations(clock()).await?);
+            metrics::counter!("gatehouse_revocation_mirror_reloads_total", "reason" => "unreadable_event")
+                .increment(1);
         }
         metrics::gauge!("gatehouse_revocation_mirror_entries")
             .set(f64::from(u32::try_from(mirror.len()).unwrap_or(u32::MAX)));

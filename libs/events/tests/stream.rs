@@ -286,3 +286,41 @@ async fn the_tailer_purges_revocations_whose_tokens_have_all_expired() {
     );
     assert!(mirror.is_revoked(token("long-lived")), "live entries stay");
 }
+
+#[tokio::test]
+async fn an_unreadable_revocation_event_reloads_the_mirror_instead_of_being_skipped() {
+    let redis = TestRedis::shared();
+    let b = instance(&redis, StreamSettings::default());
+    let mirror = Arc::new(RevocationMirror::default());
+    let _tailer = spawn_tailer(b, mirror.clone(), clock()).await.unwrap();
+    // A deny-list entry the mirror could only learn by reloading, then an event
+    // from a newer layout this build cannot read.
+    let keys = Keyspace::new(redis.prefix.clone());
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(keys.events_key("deny:jti:from-the-future"))
+        .arg(1)
+        .arg("EX")
+        .arg(600)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(keys.events_key("stream"))
+        .arg("*")
+        .arg(&[
+            "v",
+            "99",
+            "kind",
+            "revoke.token",
+            "at",
+            "0",
+            "payload",
+            "{\"shape\":\"new\"}",
+        ])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    until(|| mirror.is_revoked(token("from-the-future"))).await;
+}
