@@ -790,6 +790,11 @@ fn admin_endpoints() -> Vec<(Method, &'static str, Option<Value>)> {
         ),
         (Method::GET, "lockouts", None),
         (Method::DELETE, "lockouts/0123456789abcdef", None),
+        (
+            Method::POST,
+            "revocations",
+            Some(json!({"all_tokens": true})),
+        ),
     ]
 }
 
@@ -797,6 +802,26 @@ fn admin_endpoints() -> Vec<(Method, &'static str, Option<Value>)> {
 async fn no_admin_endpoint_crosses_tenants_or_opens_to_members() {
     let d = demo().await;
     let g = &d.gateway;
+    // Give system everything the paths below name, so a 404 can only mean
+    // "refused as if absent", never "not found".
+    for (path, body) in [
+        ("roles", json!({"name": "tenant-admin"})),
+        (
+            "policies",
+            json!({"name": "orders-delete-office-hours", "effect": "deny",
+                   "document": {"target": {"resources": ["orders:*"], "actions": ["delete"]}}}),
+        ),
+    ] {
+        let created = call(
+            g,
+            &d.admin,
+            Method::POST,
+            &format!("/admin/api/v1/tenants/system/{path}"),
+            Some(body),
+        )
+        .await;
+        assert_eq!(created.status(), 201, "seeding system {path}");
+    }
     let acme = data_version(&d.db, "acme").await;
     let system = data_version(&d.db, "system").await;
     for (method, path, body) in admin_endpoints() {
@@ -848,6 +873,11 @@ async fn no_admin_endpoint_crosses_tenants_or_opens_to_members() {
         system,
         "no refused write changed system"
     );
+    // No refused kill switch went through: both tenants' sessions still work.
+    for token in [&d.alice, &d.bob, &d.admin] {
+        let me = call(g, token, Method::GET, "/v1/auth/me", None).await;
+        assert_eq!(me.status(), 200, "sessions survive refused revocations");
+    }
     let denied: i64 =
         sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE outcome = 'denied'")
             .fetch_one(&d.db.pool)

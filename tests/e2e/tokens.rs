@@ -802,3 +802,50 @@ async fn token_metrics_count_issue_refresh_verify_and_revocation() {
         );
     }
 }
+
+#[tokio::test]
+async fn access_tokens_stop_on_forward_auth_after_logout_all_password_change_and_disable() {
+    let (gateway, _db, vars) = seeded_app(&[]).await;
+    let access = |body: Value| body["access_token"].as_str().unwrap().to_owned();
+    // Sign out everywhere: the tokens of every device stop.
+    let phone = access(login_body(&gateway, "bob").await);
+    let laptop = access(login_body(&gateway, "bob").await);
+    assert_eq!(verify_status(&gateway, &phone).await, 200);
+    let all = client()
+        .post(gateway.url("/v1/auth/logout-all"))
+        .bearer_auth(&laptop)
+        .send()
+        .await
+        .unwrap();
+    assert!(all.status().is_success(), "logout-all: {}", all.status());
+    until_refused(&gateway, &phone).await;
+    until_refused(&gateway, &laptop).await;
+
+    // A password change ends the other devices' tokens, not this one.
+    let here = login_body(&gateway, "bob").await;
+    let other = access(login_body(&gateway, "bob").await);
+    let changed = client()
+        .post(gateway.url("/v1/auth/password"))
+        .bearer_auth(here["access_token"].as_str().unwrap())
+        .json(&json!({"current_password": DEMO_PASSWORD, "new_password": "a-brand-new-password-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        changed.status().is_success(),
+        "password: {}",
+        changed.status()
+    );
+    until_refused(&gateway, &other).await;
+
+    // An operator disables the user: every token stops.
+    let alice = access(login_body(&gateway, "alice").await);
+    assert_eq!(verify_status(&gateway, &alice).await, 200);
+    let disabled = run_gatehouse(&["user", "disable", "--tenant", "acme", "alice"], &vars).await;
+    assert!(
+        disabled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&disabled.stderr)
+    );
+    until_refused(&gateway, &alice).await;
+}
