@@ -1,6 +1,8 @@
 //! Measures what sessions cost in Redis memory: `MEMORY USAGE` of one session
 //! record and of one user's index, and the server's used-memory growth over
-//! 10 000 sessions (which includes the active-sessions set and key overhead).
+//! 10 000 sessions (which includes the active-sessions set and key overhead),
+//! then what a refresh-token family adds per session, at issue and after one
+//! rotation (the spent token is kept for reuse detection).
 //! Run by `scripts/bench` against a private Redis.
 #![allow(
     missing_docs,
@@ -14,7 +16,7 @@ use std::sync::Arc;
 
 use gatehouse_core::SystemClock;
 use gatehouse_redis::{Keyspace, RedisPool, RedisSettings, redis};
-use gatehouse_session::{NewSession, SessionConfig, SessionStore};
+use gatehouse_session::{NewSession, RefreshStore, SessionConfig, SessionStore};
 use uuid::Uuid;
 
 const SESSIONS: u32 = 10_000;
@@ -74,11 +76,29 @@ async fn main() {
     let index = usage(index_key).await;
 
     let before = used_memory(&pool).await;
+    let mut sessions = Vec::with_capacity(SESSIONS as usize);
     for _ in 0..SESSIONS {
-        store.create(new(Uuid::new_v4())).await.unwrap();
+        sessions.push(store.create(new(Uuid::new_v4())).await.unwrap().1);
     }
     let after = used_memory(&pool).await;
     let per_session = (after - before) / i64::from(SESSIONS);
+
+    let refresh = RefreshStore::new(
+        pool.clone(),
+        Keyspace::new(prefix.clone()),
+        Arc::new(SystemClock),
+    );
+    let mut tokens = Vec::with_capacity(sessions.len());
+    for session in &sessions {
+        tokens.push(refresh.issue(session).await.unwrap());
+    }
+    let issued = used_memory(&pool).await;
+    for token in &tokens {
+        refresh.rotate(token).await.unwrap();
+    }
+    let rotated = used_memory(&pool).await;
+    let per_family = (issued - after) / i64::from(SESSIONS);
+    let per_rotation = (rotated - issued) / i64::from(SESSIONS);
     println!("session record (MEMORY USAGE):         {record} bytes");
     println!("user session index, one member:        {index} bytes");
     println!(
@@ -87,4 +107,8 @@ async fn main() {
     #[allow(clippy::cast_precision_loss, reason = "display")]
     let gib = per_session as f64 * 1_000_000.0 / f64::from(1u32 << 30);
     println!("extrapolated for 1M sessions:          {gib:.2} GiB");
+    println!("refresh family at issue (family + first token), per session: {per_family} bytes");
+    println!(
+        "after one rotation, added per session (successor + spent token kept): {per_rotation} bytes"
+    );
 }
