@@ -47,9 +47,8 @@ async fn access_token(gateway: &gatehouse_testkit::Gateway) -> String {
     body["access_token"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test]
-async fn a_service_behind_the_layer_accepts_gateway_tokens_and_follows_key_rotation() {
-    let (gateway, _db, vars) = seeded_app(&[("GATEHOUSE_TOKENS__KEY_REFRESH_S", "1")]).await;
+/// The issuer the gateway publishes in its discovery document.
+async fn issuer_of(gateway: &gatehouse_testkit::Gateway) -> String {
     let discovery: Value = crate::client()
         .get(gateway.url("/.well-known/openid-configuration"))
         .send()
@@ -58,7 +57,13 @@ async fn a_service_behind_the_layer_accepts_gateway_tokens_and_follows_key_rotat
         .json()
         .await
         .unwrap();
-    let mut config = VerifyConfig::new(discovery["issuer"].as_str().unwrap(), "gatehouse");
+    discovery["issuer"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_service_behind_the_layer_accepts_gateway_tokens_and_follows_key_rotation() {
+    let (gateway, _db, vars) = seeded_app(&[("GATEHOUSE_TOKENS__KEY_REFRESH_S", "1")]).await;
+    let mut config = VerifyConfig::new(&issuer_of(&gateway).await, "gatehouse");
     config.jwks_url = gateway.url("/.well-known/jwks.json");
     config.refetch_min_interval = Duration::ZERO;
     config.tenant = Some("acme".into());
@@ -134,15 +139,7 @@ async fn service_client(gateway: &gatehouse_testkit::Gateway, id: &str) -> Strin
 async fn with_introspection_the_layer_refuses_revoked_tokens_and_fails_closed() {
     let (gateway, _db, _) = seeded_app(&[]).await;
     let secret = service_client(&gateway, "orders-svc").await;
-    let discovery: Value = crate::client()
-        .get(gateway.url("/.well-known/openid-configuration"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let issuer = discovery["issuer"].as_str().unwrap().to_owned();
+    let issuer = issuer_of(&gateway).await;
     let layer_with = |introspection: Option<Introspection>| {
         let mut config = VerifyConfig::new(&issuer, "gatehouse");
         config.jwks_url = gateway.url("/.well-known/jwks.json");
