@@ -3,7 +3,7 @@
 //! Hashing is tens of milliseconds of CPU. Running it on the async workers
 //! would let a login flood stall every other request; running it unbounded on
 //! `spawn_blocking` would let the flood queue thousands of threads. A semaphore
-//! caps concurrent hashes (default: one per core) and a caller that cannot get a
+//! caps concurrent hashes (default: half the cores) and a caller that cannot get a
 //! permit in time gets "busy" (503) instead of waiting forever.
 
 use std::sync::Arc;
