@@ -93,31 +93,79 @@ async fn a_service_behind_the_layer_accepts_gateway_tokens_and_follows_key_rotat
 
     // Two rotations: the key that signs now was generated after the layer
     // fetched the JWKS, so the layer must refetch on the unknown kid.
+    let fresh = token_after_two_rotations(&gateway, &vars, &token).await;
+    assert_eq!(
+        call(&app, Some(&fresh)).await,
+        (StatusCode::OK, "bob@acme".to_owned()),
+        "refetched the JWKS on the unknown kid"
+    );
+}
+
+/// Rotates the signing key twice and returns a token signed with the key that
+/// is current afterwards (generated after anything fetched before the call).
+async fn token_after_two_rotations(
+    gateway: &gatehouse_testkit::Gateway,
+    vars: &[(String, String)],
+    before: &str,
+) -> String {
     for _ in 0..2 {
-        let rotated = run_gatehouse(&["keys", "rotate"], &vars).await;
+        let rotated = run_gatehouse(&["keys", "rotate"], vars).await;
         assert!(
             rotated.status.success(),
             "{}",
             String::from_utf8_lossy(&rotated.stderr)
         );
     }
-    let mut fresh = token.clone();
+    let mut fresh = before.to_owned();
     for _ in 0..100 {
-        fresh = access_token(&gateway).await;
-        if fresh.split('.').next() != token.split('.').next() {
+        fresh = access_token(gateway).await;
+        if fresh.split('.').next() != before.split('.').next() {
             break; // a different header: the new kid is in use
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_ne!(
         fresh.split('.').next(),
-        token.split('.').next(),
+        before.split('.').next(),
         "the gateway signs with a new key"
     );
+    fresh
+}
+
+#[tokio::test]
+async fn keys_older_than_jwks_max_age_are_refetched_even_without_an_unknown_kid_refetch() {
+    let (gateway, _db, vars) = seeded_app(&[("GATEHOUSE_TOKENS__KEY_REFRESH_S", "1")]).await;
+    let issuer = issuer_of(&gateway).await;
+    let layer = |max_age: Duration| {
+        let mut config = VerifyConfig::new(&issuer, "gatehouse");
+        config.jwks_url = gateway.url("/.well-known/jwks.json");
+        // Unknown-kid refetches are rate-limited away: only the age can refetch.
+        config.refetch_min_interval = Duration::from_secs(3600);
+        config.jwks_max_age = max_age;
+        config
+    };
+    let stale_ok = Arc::new(
+        JwksVerifier::connect(layer(Duration::from_secs(3600)))
+            .await
+            .unwrap(),
+    );
+    let ageing = Arc::new(JwksVerifier::connect(layer(Duration::ZERO)).await.unwrap());
+    let token = access_token(&gateway).await;
+    let fresh = token_after_two_rotations(&gateway, &vars, &token).await;
+    let app = |v: &Arc<JwksVerifier>| {
+        Router::new()
+            .route("/whoami", get(whoami))
+            .layer(GatehouseAuthLayer::new(v.clone()))
+    };
     assert_eq!(
-        call(&app, Some(&fresh)).await,
+        call(&app(&stale_ok), Some(&fresh)).await.0,
+        StatusCode::UNAUTHORIZED,
+        "control: no refetch allowed, the new key is unknown"
+    );
+    assert_eq!(
+        call(&app(&ageing), Some(&fresh)).await,
         (StatusCode::OK, "bob@acme".to_owned()),
-        "refetched the JWKS on the unknown kid"
+        "keys past jwks_max_age are refetched"
     );
 }
 

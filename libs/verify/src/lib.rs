@@ -223,8 +223,11 @@ impl JwksVerifier {
     pub async fn verify(&self, token: &str) -> Result<AccessClaims, VerifyError> {
         let tenant = self.config.tenant.as_deref();
         let (verifier, fetched_at) = self.current();
-        if fetched_at.elapsed() >= self.config.jwks_max_age {
-            self.refresh(|_| true).await;
+        let max_age = self.config.jwks_max_age;
+        if fetched_at.elapsed() >= max_age {
+            // Re-checked under the lock: concurrent callers fetch once.
+            self.refresh(|(_, fetched_at)| fetched_at.elapsed() >= max_age)
+                .await;
         } else {
             match verifier.verify(token, now_unix(), tenant) {
                 Err(VerifyError::UnknownKey) => {}
