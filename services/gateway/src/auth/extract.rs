@@ -109,7 +109,14 @@ pub async fn authenticate(
     metrics::histogram!("gatehouse_session_validation_duration_seconds")
         .record(started.elapsed().as_secs_f64());
     // A tenant kill switch ends its sessions too, not only its access tokens.
-    let found = found.filter(|s| !state.revocations.session_killed(s.tenant_id, s.created_at));
+    // One that escaped the kill switch's sweep (created while it ran) is
+    // ended here for good: the mark in the mirror lives only a token life.
+    let mut found = found;
+    if let Some(s) = found.take_if(|s| state.revocations.session_killed(s.tenant_id, s.created_at))
+        && let Err(e) = auth.sessions.end(s.tenant_id, s.user_id, &s.id).await
+    {
+        tracing::warn!(error = %e, "ending a session after the kill switch failed");
+    }
     Ok(found.map(|session| Authenticated {
         session,
         via,
