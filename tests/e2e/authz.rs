@@ -1241,4 +1241,25 @@ async fn a_disabled_user_is_denied_even_by_an_unconditional_permit_policy() {
     let after = check(g, &d.alice, question).await;
     assert_eq!(after["allowed"], false, "{after}");
     assert_eq!(after["reason"], "subject_disabled", "{after}");
+    // A simulation agrees with the real decision.
+    let simulated = ok_json(
+        call(
+            g,
+            &d.alice,
+            Method::POST,
+            "/admin/api/v1/tenants/acme/policies/simulate",
+            Some(json!({
+                "policy": {"name": "draft", "effect": "permit",
+                           "document": {"target": {"resources": ["reports:*"]}}},
+                "request": {"subject": "bob", "resource": "reports:q3", "action": "read"}
+            })),
+        )
+        .await,
+        200,
+    )
+    .await;
+    for side in ["with_draft", "current"] {
+        assert_eq!(simulated[side]["reason"], "subject_disabled", "{simulated}");
+        assert_eq!(simulated[side]["allowed"], false, "{simulated}");
+    }
 }

@@ -849,3 +849,39 @@ async fn access_tokens_stop_on_forward_auth_after_logout_all_password_change_and
     );
     until_refused(&gateway, &alice).await;
 }
+
+#[tokio::test]
+async fn a_session_created_while_the_kill_switch_ran_is_ended_not_just_refused() {
+    let (gateway, _db, _) = seeded_app(&[]).await;
+    let alice = crate::session_token(&gateway, "acme", "alice", DEMO_PASSWORD).await;
+    // Right after a second boundary: the kill switch's mark covers this whole
+    // second, so a sign-in just after the sweep still begins "before" it.
+    next_second().await;
+    assert_eq!(
+        revoke(&gateway, &alice, "acme", json!({"all_tokens": true}))
+            .await
+            .status(),
+        202
+    );
+    let escaped = crate::session_token(&gateway, "acme", "bob", DEMO_PASSWORD).await;
+    if me(&gateway, &escaped).await.status() != 401 {
+        eprintln!("note: the sign-in fell into the next second; nothing to prove this run");
+        return;
+    }
+    next_second().await;
+    let fresh = crate::session_token(&gateway, "acme", "bob", DEMO_PASSWORD).await;
+    let listed: Value = client()
+        .get(gateway.url("/v1/auth/sessions"))
+        .bearer_auth(&fresh)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["sessions"].as_array().map(Vec::len),
+        Some(1),
+        "the refused session was ended in Redis, so it cannot come back once the mark expires: {listed}"
+    );
+}

@@ -270,17 +270,8 @@ impl EventStream {
                 continue;
             };
             let parts: Vec<&str> = rest.split(':').collect();
-            let value: Option<i64> = answer
-                .first()
-                .cloned()
-                .flatten()
-                .and_then(|v| v.parse().ok());
-            let ttl: i64 = answer
-                .get(1)
-                .cloned()
-                .flatten()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
+            let number = |i: usize| answer.get(i)?.as_deref()?.parse::<i64>().ok();
+            let (value, ttl) = (number(0), number(1).unwrap_or(0));
             let expires_at = now + ttl.max(0);
             let parse = |s: &str| Uuid::try_parse(s).ok();
             let revocation = match parts.as_slice() {

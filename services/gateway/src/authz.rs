@@ -128,18 +128,7 @@ impl AuthzService {
             return Ok(None);
         };
         let request = request_for(&subject, question);
-        let decision = if subject.status == "active" {
-            decide(&rules.set, &request, explain)
-        } else {
-            // Not even an unconditional permit policy reaches a disabled user.
-            metrics::counter!("gatehouse_authz_decisions_total", "allowed" => "false").increment(1);
-            Decision {
-                allowed: false,
-                reason: Reason::SubjectDisabled,
-                decided_by: None,
-                trace: explain.then(Trace::default),
-            }
-        };
+        let decision = decide(&subject, &rules.set, &request, explain);
         Ok(Some(Answer {
             subject,
             rules,
@@ -224,7 +213,8 @@ impl AuthzService {
 }
 
 /// Builds the engine request for a subject. A disabled user holds no roles
-/// and no attributes, so nothing but an unconditional policy can permit them.
+/// and no attributes (their effective roles are empty); [`decide_for`] denies
+/// them outright.
 #[must_use]
 pub fn request_for(subject: &Subject, question: Question) -> Request {
     let active = subject.status == "active";
@@ -248,11 +238,34 @@ pub fn request_for(subject: &Subject, question: Question) -> Request {
     }
 }
 
-/// Decides and records the decision's metrics.
+/// The engine's answer for `subject`, with one rule of the gateway's in front:
+/// a disabled user is denied before any rule is looked at, so not even an
+/// unconditional permit policy reaches them. Simulations use this too, so they
+/// agree with real decisions.
 #[must_use]
-pub fn decide(set: &PolicySet, request: &Request, explain: bool) -> Decision {
+pub fn decide_for(
+    subject: &Subject,
+    set: &PolicySet,
+    request: &Request,
+    explain: bool,
+) -> Decision {
+    if subject.status == "active" {
+        set.decide(request, explain)
+    } else {
+        Decision {
+            allowed: false,
+            reason: Reason::SubjectDisabled,
+            decided_by: None,
+            trace: explain.then(Trace::default),
+        }
+    }
+}
+
+/// [`decide_for`], recording the decision's metrics.
+#[must_use]
+pub fn decide(subject: &Subject, set: &PolicySet, request: &Request, explain: bool) -> Decision {
     let started = Instant::now();
-    let decision = set.decide(request, explain);
+    let decision = decide_for(subject, set, request, explain);
     metrics::histogram!("gatehouse_authz_decision_duration_seconds")
         .record(started.elapsed().as_secs_f64());
     metrics::counter!("gatehouse_authz_decisions_total", "allowed" => if decision.allowed { "true" } else { "false" })

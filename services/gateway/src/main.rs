@@ -7,16 +7,16 @@
 
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+use gatehouse_gateway::bootstrap::{self, Passwords, Upstream};
+use gatehouse_gateway::config::{self, Config, DatabaseConfig};
+use gatehouse_gateway::{Application, ConfigError};
+
 /// mimalloc gives freed memory back to the OS; with glibc's allocator a login
 /// flood left the gateway at ~450 MiB RSS (argon2's 19 MiB working buffers
 /// fragment the heap). Measured by `bench/load/run` (see BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-use clap::{Parser, Subcommand};
-use gatehouse_gateway::bootstrap::{self, Passwords, Upstream};
-use gatehouse_gateway::config::{self, Config, DatabaseConfig};
-use gatehouse_gateway::{Application, ConfigError};
 
 /// Exit code for configuration and usage errors (as sysexits' EX_CONFIG is
 /// too obscure, we use 2 like clap does for usage errors).

@@ -108,20 +108,36 @@ pub async fn authenticate(
     };
     metrics::histogram!("gatehouse_session_validation_duration_seconds")
         .record(started.elapsed().as_secs_f64());
-    // A tenant kill switch ends its sessions too, not only its access tokens.
-    // One that escaped the kill switch's sweep (created while it ran) is
-    // ended here for good: the mark in the mirror lives only a token life.
-    let mut found = found;
-    if let Some(s) = found.take_if(|s| state.revocations.session_killed(s.tenant_id, s.created_at))
-        && let Err(e) = auth.sessions.end(s.tenant_id, s.user_id, &s.id).await
-    {
-        tracing::warn!(error = %e, "ending a session after the kill switch failed");
-    }
+    let found = unless_killed(state, found).await;
     Ok(found.map(|session| Authenticated {
         session,
         via,
         access,
     }))
+}
+
+/// A tenant's kill switch ends its sessions too, not only its access tokens:
+/// a validated session begun before its tenant's mark is refused here, and
+/// ended for good, since the mark in the mirror lives only a token life and
+/// the kill switch's sweep can miss a session created while it ran. Every
+/// place that accepts a session passes it through this.
+pub async fn unless_killed(state: &AppState, session: Option<Session>) -> Option<Session> {
+    let session = session?;
+    if !state
+        .revocations
+        .session_killed(session.tenant_id, session.created_at)
+    {
+        return Some(session);
+    }
+    if let Err(e) = state
+        .auth
+        .sessions
+        .end(session.tenant_id, session.user_id, &session.id)
+        .await
+    {
+        tracing::warn!(error = %e, "ending a session after the kill switch failed");
+    }
+    None
 }
 
 async fn validate_token(auth: &AuthState, raw: Option<&str>) -> Result<Option<Session>, ApiError> {

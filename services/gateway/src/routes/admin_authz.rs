@@ -811,8 +811,8 @@ pub async fn policies_simulate(
         now: state.auth.clock.now().unix_timestamp(),
     };
     let request = authz::request_for(&subject, question);
-    let with_draft = draft_set.decide(&request, true);
-    let without = current.set.decide(&request, false);
+    let with_draft = authz::decide_for(&subject, &draft_set, &request, true);
+    let without = authz::decide_for(&subject, &current.set, &request, false);
     Ok(Json(json!({
         "with_draft": with_draft,
         "current": without,

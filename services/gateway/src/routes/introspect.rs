@@ -151,13 +151,8 @@ pub async fn introspect(
     let now = state.auth.clock.unix_seconds();
     let allowed_tenant = |tenant: &str| client.tenant_slug.as_deref().is_none_or(|t| t == tenant);
     if let Some(session_token) = SessionToken::parse(&form.token) {
-        let Some(session) = state
-            .auth
-            .sessions
-            .validate(&session_token)
-            .await?
-            .filter(|s| !state.revocations.session_killed(s.tenant_id, s.created_at))
-        else {
+        let validated = state.auth.sessions.validate(&session_token).await?;
+        let Some(session) = crate::auth::extract::unless_killed(&state, validated).await else {
             return Ok(inactive("inactive").into_response());
         };
         if !allowed_tenant(&session.tenant_slug) {

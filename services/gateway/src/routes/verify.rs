@@ -41,10 +41,10 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .filter(|v| !v.is_empty())
 }
 
-/// The original method and URI as the proxy reported them.
 /// Envoy's HTTP `ext_authz` calls `path_prefix` + the original path.
 const ENVOY_PREFIX: &str = "/v1/verify";
 
+/// The original method and URI as the proxy reported them.
 fn forwarded<'a>(headers: &'a HeaderMap, method: &'a Method, uri: &'a Uri) -> (&'a str, &'a str) {
     let method = header(headers, "x-forwarded-method")
         .or_else(|| header(headers, "x-original-method"))
