@@ -950,7 +950,7 @@ async fn an_abac_policy_can_restrict_the_admin_api_itself() {
 }
 
 async fn verify(gateway: &Gateway, token: Option<&str>, headers: &[(&str, &str)]) -> Response {
-    let mut request = client().get(gateway.url("/v1/verify"));
+    let mut request = client().get(gateway.url("/v1/verify?tenant=acme"));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -964,13 +964,13 @@ async fn verify(gateway: &Gateway, token: Option<&str>, headers: &[(&str, &str)]
 async fn forward_auth_maps_the_original_request_and_authorises_it() {
     let d = demo().await;
     let g = &d.gateway;
-    // Traefik style: X-Forwarded-Method + X-Forwarded-Uri.
+    // nginx (the default family): X-Original-Method + X-Original-URI.
     let allowed = verify(
         g,
         Some(&d.bob),
         &[
-            ("x-forwarded-method", "GET"),
-            ("x-forwarded-uri", "/orders/42?expand=1"),
+            ("x-original-method", "GET"),
+            ("x-original-uri", "/orders/42?expand=1"),
         ],
     )
     .await;
@@ -980,7 +980,7 @@ async fn forward_auth_maps_the_original_request_and_authorises_it() {
     assert_eq!(h["x-gatehouse-tenant"], "acme");
     assert_eq!(h["x-gatehouse-roles"], "member");
     assert!(!h["x-gatehouse-user-id"].is_empty());
-    // nginx style: X-Original-Method + X-Original-URI; bob may not delete orders.
+    // bob may not delete orders.
     let denied = verify(
         g,
         Some(&d.bob),
@@ -1007,7 +1007,7 @@ async fn forward_auth_maps_the_original_request_and_authorises_it() {
         let r = verify(
             g,
             Some(&d.bob),
-            &[("x-forwarded-method", "GET"), ("x-forwarded-uri", sneaky)],
+            &[("x-original-method", "GET"), ("x-original-uri", sneaky)],
         )
         .await;
         expect_problem(r, 403).await;
@@ -1016,8 +1016,8 @@ async fn forward_auth_maps_the_original_request_and_authorises_it() {
         g,
         Some(&d.bob),
         &[
-            ("x-forwarded-method", "GET"),
-            ("x-forwarded-uri", "/../../etc/passwd"),
+            ("x-original-method", "GET"),
+            ("x-original-uri", "/../../etc/passwd"),
         ],
     )
     .await;
@@ -1026,15 +1026,23 @@ async fn forward_auth_maps_the_original_request_and_authorises_it() {
         g,
         Some(&d.bob),
         &[
-            ("x-forwarded-method", "G E T"),
-            ("x-forwarded-uri", "/orders/1"),
+            ("x-original-method", "G E T"),
+            ("x-original-uri", "/orders/1"),
         ],
     )
     .await;
     expect_problem(bad_method, 400).await;
     // No session, or a forged one: 401.
     expect_problem(
-        verify(g, None, &[("x-forwarded-uri", "/orders/1")]).await,
+        verify(
+            g,
+            None,
+            &[
+                ("x-original-method", "GET"),
+                ("x-original-uri", "/orders/1"),
+            ],
+        )
+        .await,
         401,
     )
     .await;
@@ -1044,17 +1052,18 @@ async fn forward_auth_maps_the_original_request_and_authorises_it() {
             Some(
                 "gs1_00000000000000000000000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
             ),
-            &[],
+            &[
+                ("x-original-method", "GET"),
+                ("x-original-uri", "/orders/1"),
+            ],
         )
         .await,
         401,
     )
     .await;
     // A session cookie works the same way as a Bearer token.
-    let cookie = client()
-        .get(g.url("/v1/verify"))
+    let cookie = crate::forward_auth(g, "acme")
         .header("cookie", format!("gh_session={}", d.bob))
-        .header("x-forwarded-uri", "/orders/1")
         .send()
         .await
         .unwrap();
@@ -1063,13 +1072,18 @@ async fn forward_auth_maps_the_original_request_and_authorises_it() {
 
 #[tokio::test]
 async fn envoy_ext_authz_sends_the_original_request_under_the_path_prefix() {
-    let d = demo().await;
-    let g = &d.gateway;
+    let (gateway, _db, _) = seeded_app(&[
+        ("GATEHOUSE_FORWARD_AUTH", "envoy"),
+        ("GATEHOUSE_FORWARD_AUTH_TENANT", "acme"),
+    ])
+    .await;
+    let g = &gateway;
+    let bob = session_token(g, "acme", "bob", DEMO_PASSWORD).await;
     // Envoy HTTP ext_authz with `path_prefix: /v1/verify`: original method, and
     // the original path appended to the prefix; no X-Forwarded-* headers.
     let allowed = client()
         .get(g.url("/v1/verify/orders/42?expand=1"))
-        .bearer_auth(&d.bob)
+        .bearer_auth(&bob)
         .send()
         .await
         .unwrap();
@@ -1077,7 +1091,7 @@ async fn envoy_ext_authz_sends_the_original_request_under_the_path_prefix() {
     assert_eq!(allowed.headers()["x-gatehouse-user"], "bob");
     let denied = client()
         .delete(g.url("/v1/verify/orders/42"))
-        .bearer_auth(&d.bob)
+        .bearer_auth(&bob)
         .send()
         .await
         .unwrap();
@@ -1092,7 +1106,7 @@ async fn envoy_ext_authz_sends_the_original_request_under_the_path_prefix() {
     // Dot segments cannot climb out of the original path either.
     let sneaky = client()
         .get(g.url("/v1/verify/orders/%2e%2e/admin/users"))
-        .bearer_auth(&d.bob)
+        .bearer_auth(&bob)
         .send()
         .await
         .unwrap();
@@ -1121,8 +1135,8 @@ async fn forward_auth_mapping_is_configurable_per_tenant_and_follows_rule_change
         g,
         Some(&d.bob),
         &[
-            ("x-forwarded-method", "GET"),
-            ("x-forwarded-uri", "/api/orders/7"),
+            ("x-original-method", "GET"),
+            ("x-original-uri", "/api/orders/7"),
         ],
     )
     .await;
@@ -1131,8 +1145,8 @@ async fn forward_auth_mapping_is_configurable_per_tenant_and_follows_rule_change
         g,
         Some(&d.bob),
         &[
-            ("x-forwarded-method", "POST"),
-            ("x-forwarded-uri", "/api/orders/7"),
+            ("x-original-method", "POST"),
+            ("x-original-uri", "/api/orders/7"),
         ],
     )
     .await;
@@ -1153,8 +1167,8 @@ async fn forward_auth_mapping_is_configurable_per_tenant_and_follows_rule_change
         g,
         Some(&d.bob),
         &[
-            ("x-forwarded-method", "POST"),
-            ("x-forwarded-uri", "/api/orders/7"),
+            ("x-original-method", "POST"),
+            ("x-original-uri", "/api/orders/7"),
         ],
     )
     .await;

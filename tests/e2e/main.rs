@@ -9,8 +9,10 @@
     reason = "tests: a failed expectation is a test failure with its location"
 )]
 
+mod admission;
 mod authz;
 mod cli;
+mod forward_auth;
 mod http_basics;
 mod login_api;
 mod login_browser;
@@ -43,6 +45,11 @@ pub(crate) async fn seeded_app(
     let redis = TestRedis::shared();
     let mut vars = gateway_env(&db, &redis.url, &redis.prefix);
     vars.extend(cheap_argon2());
+    // The tests stand where a loopback nginx would: a trusted proxy.
+    vars.push((
+        "GATEHOUSE_TRUSTED_PROXIES".to_owned(),
+        "127.0.0.1/32".to_owned(),
+    ));
     vars.push((
         "GATEHOUSE_ADMIN_PASSWORD".to_owned(),
         ADMIN_PASSWORD.to_owned(),
@@ -71,6 +78,26 @@ pub(crate) async fn spawn_app() -> (Gateway, TestDatabase) {
     let redis = TestRedis::shared();
     let gateway = Gateway::spawn(&gateway_env(&db, &redis.url, &redis.prefix)).await;
     (gateway, db)
+}
+
+/// Forward auth as a loopback nginx asks it (the default nginx mode, from a
+/// trusted address): may the caller `GET /orders/1` of `tenant`'s app?
+pub(crate) fn forward_auth(gateway: &Gateway, tenant: &str) -> reqwest::RequestBuilder {
+    client()
+        .get(gateway.url(&format!("/v1/verify?tenant={tenant}")))
+        .header("x-original-method", "GET")
+        .header("x-original-uri", "/orders/1")
+}
+
+/// The tenant slug (`tid` claim) of an access token, read without checking it.
+pub(crate) fn tid_of(jwt: &str) -> String {
+    use base64::Engine as _;
+    let payload = jwt.split('.').nth(1).expect("a JWT has a payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url payload");
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON claims");
+    claims["tid"].as_str().expect("tid claim").to_owned()
 }
 
 /// An HTTP client that never follows redirects (tests look at them).

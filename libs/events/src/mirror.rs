@@ -112,6 +112,19 @@ impl RevocationMirror {
             .is_some_and(|before| at < *before)
     }
 
+    /// Whether the user's revoked-before mark covers something that began at
+    /// `at` (unix s). A poisoned lock counts as revoked.
+    #[must_use]
+    pub fn is_user_revoked(&self, tenant_id: Uuid, user_id: Uuid, at: i64) -> bool {
+        let Ok(state) = self.state.read() else {
+            return true;
+        };
+        state
+            .users
+            .get(&(tenant_id, user_id))
+            .is_some_and(|before| at < *before)
+    }
+
     /// Drops entries that can no longer matter (the tokens they revoke have
     /// expired; `horizon` = now minus the longest token life for marks).
     pub fn purge(&self, now: i64, horizon: i64) {

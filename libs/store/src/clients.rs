@@ -1,5 +1,8 @@
 //! Service clients: machines that call Gatehouse (token introspection).
-//! Secrets are stored only as argon2id hashes.
+//! Secrets are generated (256 random bits) and stored only as a hash:
+//! `sha256:<hex>` (a fast hash is enough for a secret nobody chose, and it
+//! keeps client authentication off the argon2 pool); clients created before
+//! that carry an argon2id PHC string until their first successful check.
 
 use serde::Serialize;
 use sqlx::PgPool;
@@ -19,7 +22,7 @@ pub struct ServiceClient {
     pub tenant_id: Option<Uuid>,
     /// Tenant slug, when bound.
     pub tenant_slug: Option<String>,
-    /// argon2id PHC of the secret.
+    /// `sha256:<hex>` of the secret, or (older clients) an argon2id PHC.
     pub secret_hash: String,
     /// `active` or `disabled`.
     pub status: String,
@@ -100,4 +103,24 @@ pub async fn delete(pool: &PgPool, client_id: &str) -> Result<bool, StoreError> 
             .rows_affected()
             > 0,
     )
+}
+
+/// Replaces a client's secret hash (upgrading an argon2id hash after a
+/// successful check); only if it is still `expected`.
+pub async fn upgrade_secret_hash(
+    pool: &PgPool,
+    client_id: &str,
+    expected: &str,
+    new_hash: &str,
+) -> Result<bool, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE service_clients SET secret_hash = $3 WHERE client_id = $1 AND secret_hash = $2",
+    )
+    .bind(client_id)
+    .bind(expected)
+    .bind(new_hash)
+    .execute(pool)
+    .await?
+    .rows_affected()
+        == 1)
 }

@@ -188,3 +188,43 @@ pub async fn change_password(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// A credential's tenant and the standing of its user, read in one query for
+/// admission: is the tenant active, does the user still exist and is it active.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The tenant (active or not; admission decides).
+    pub tenant: Tenant,
+    /// The user's display name and status (`active`/`disabled`), or `None`
+    /// when the user no longer exists in this tenant.
+    pub user: Option<(String, String)>,
+}
+
+/// The tenant `tenant_id` and the standing of `user_id` in it (one round trip).
+pub async fn principal(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<Principal>, StoreError> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        tenant: Tenant,
+        username_display: Option<String>,
+        user_status: Option<String>,
+    }
+    let row = sqlx::query_as::<_, Row>(
+        "SELECT t.id, t.slug, t.display_name, t.status, t.allowed_return_origins, t.settings, \
+                u.username_display, u.status AS user_status \
+         FROM tenants t LEFT JOIN users u ON u.tenant_id = t.id AND u.id = $2 \
+         WHERE t.id = $1",
+    )
+    .bind(tenant_id)
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|row| Principal {
+        tenant: row.tenant,
+        user: row.username_display.zip(row.user_status),
+    }))
+}

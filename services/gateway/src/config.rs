@@ -103,6 +103,10 @@ struct RawSettings {
     password_queue_timeout_ms: u64,
     /// CIDRs of proxies whose `X-Forwarded-For` is believed.
     trusted_proxies: ListOrCsv,
+    /// Header family of forward auth (`nginx`, `traefik`, `envoy`).
+    forward_auth: crate::state::ForwardAuthMode,
+    /// Tenant forward auth protects when the proxy names none.
+    forward_auth_tenant: Option<String>,
     throttle: RawThrottle,
     tokens: RawTokens,
 }
@@ -254,6 +258,8 @@ impl Default for RawSettings {
             password_workers: None,
             password_queue_timeout_ms: 5_000,
             trusted_proxies: ListOrCsv::default(),
+            forward_auth: crate::state::ForwardAuthMode::Nginx,
+            forward_auth_tenant: None,
             throttle: RawThrottle::default(),
             tokens: RawTokens::default(),
         }
@@ -345,8 +351,12 @@ pub struct Config {
     pub password_workers: usize,
     /// How long a login waits for a hashing slot.
     pub password_queue_timeout: Duration,
-    /// Proxies whose `X-Forwarded-For` is believed.
+    /// Proxies whose `X-Forwarded-For` and forward-auth headers are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Header family forward auth reads the original request from.
+    pub forward_auth: crate::state::ForwardAuthMode,
+    /// Tenant forward auth protects when the proxy names none (`?tenant=`).
+    pub forward_auth_tenant: Option<String>,
     /// Login throttle behaviour (the limits themselves are per tenant).
     pub throttle: gatehouse_ratelimit::ThrottleSettings,
     /// Access tokens and signing keys.
@@ -497,6 +507,7 @@ impl Config {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let forward_auth_tenant = forward_auth_tenant(raw.forward_auth_tenant)?;
         let key_encryption_key = key_encryption_key(
             raw.key_encryption_key,
             raw.key_encryption_key_file.as_deref(),
@@ -532,10 +543,23 @@ impl Config {
                 .max(1),
             password_queue_timeout: Duration::from_millis(raw.password_queue_timeout_ms),
             trusted_proxies,
+            forward_auth: raw.forward_auth,
+            forward_auth_tenant,
             throttle: throttle_settings(&raw.throttle),
             tokens: token_config(&raw.tokens)?,
         })
     }
+}
+
+/// The default forward-auth tenant, checked to be a tenant slug.
+fn forward_auth_tenant(raw: Option<String>) -> Result<Option<String>, ConfigError> {
+    raw.filter(|t| !t.is_empty())
+        .map(|raw_slug| {
+            gatehouse_core::TenantSlug::parse(&raw_slug)
+                .map(|slug| slug.as_str().to_owned())
+                .map_err(|e| ConfigError::new("GATEHOUSE_FORWARD_AUTH_TENANT", e.to_string()))
+        })
+        .transpose()
 }
 
 fn throttle_settings(raw: &RawThrottle) -> gatehouse_ratelimit::ThrottleSettings {
@@ -781,6 +805,8 @@ fn setting_of(error: &figment::Error) -> &'static str {
         Some("argon2") => "GATEHOUSE_ARGON2__*",
         Some("session") => "GATEHOUSE_SESSION__*",
         Some("trusted_proxies") => "GATEHOUSE_TRUSTED_PROXIES",
+        Some("forward_auth") => "GATEHOUSE_FORWARD_AUTH",
+        Some("forward_auth_tenant") => "GATEHOUSE_FORWARD_AUTH_TENANT",
         Some("throttle") => "GATEHOUSE_THROTTLE__*",
         _ => "GATEHOUSE_*",
     }
@@ -881,6 +907,30 @@ mod tests {
             v.retain(|(k, _)| k != required);
             assert_eq!(error_setting(&v), required);
         }
+    }
+
+    #[test]
+    fn forward_auth_names_one_header_family_and_a_valid_default_tenant() {
+        let c = Config::load(&minimal()).unwrap();
+        assert_eq!(c.forward_auth, crate::state::ForwardAuthMode::Nginx);
+        assert_eq!(c.forward_auth_tenant, None);
+        let v = with(
+            with(minimal(), "GATEHOUSE_FORWARD_AUTH", "traefik"),
+            "GATEHOUSE_FORWARD_AUTH_TENANT",
+            "acme",
+        );
+        let c = Config::load(&v).unwrap();
+        assert_eq!(c.forward_auth, crate::state::ForwardAuthMode::Traefik);
+        assert_eq!(c.forward_auth_tenant.as_deref(), Some("acme"));
+        let e = Config::load(&with(minimal(), "GATEHOUSE_FORWARD_AUTH", "haproxy")).unwrap_err();
+        assert_eq!(e.setting, "GATEHOUSE_FORWARD_AUTH");
+        let e = Config::load(&with(
+            minimal(),
+            "GATEHOUSE_FORWARD_AUTH_TENANT",
+            "Not A Slug!",
+        ))
+        .unwrap_err();
+        assert_eq!(e.setting, "GATEHOUSE_FORWARD_AUTH_TENANT");
     }
 
     #[test]

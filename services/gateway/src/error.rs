@@ -164,6 +164,15 @@ impl From<gatehouse_session::SessionError> for ApiError {
     }
 }
 
+impl From<crate::admission::AdmissionError> for ApiError {
+    fn from(e: crate::admission::AdmissionError) -> Self {
+        match e {
+            crate::admission::AdmissionError::Sessions(e) => e.into(),
+            crate::admission::AdmissionError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<gatehouse_redis::RedisError> for ApiError {
     fn from(e: gatehouse_redis::RedisError) -> Self {
         tracing::warn!(error = %e, "redis call failed");

@@ -5,6 +5,7 @@
 //! place that knows about axum and HTTP. Libraries below `libs/` expose plain
 //! types and errors; handlers here translate them into responses.
 
+pub mod admission;
 pub mod app;
 pub mod audit;
 pub mod auth;

@@ -314,17 +314,18 @@ async fn run_user(vars: &[(String, String)], action: UserAction) -> Result<(), F
         .map_err(|e| Failure::Config(format!("{}: {e}", config::env::DATABASE_URL)))?;
     let redis = gatehouse_redis::RedisPool::new(&redis)
         .map_err(|e| Failure::Config(format!("{}: {e}", config::env::REDIS_URL)))?;
-    let revocations = gatehouse_gateway::revocation::Revocations::writer(
-        redis.clone(),
-        gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
-        &config.tokens,
-        std::sync::Arc::new(gatehouse_core::SystemClock),
-    );
     let sessions = gatehouse_session::SessionStore::new(
-        redis,
+        redis.clone(),
         gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
         std::sync::Arc::new(gatehouse_core::SystemClock),
         gatehouse_session::SessionConfig::default(),
+    );
+    let revocations = gatehouse_gateway::revocation::Revocations::writer(
+        sessions,
+        redis,
+        gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
+        &config.tokens,
+        std::sync::Arc::new(gatehouse_core::SystemClock),
     );
     let operator_error = |e: gatehouse_gateway::operator::OperatorError| match e {
         gatehouse_gateway::operator::OperatorError::NotFound(message) => Failure::Config(message),
@@ -334,7 +335,6 @@ async fn run_user(vars: &[(String, String)], action: UserAction) -> Result<(), F
         UserAction::Disable { tenant, username } => {
             let ended = gatehouse_gateway::operator::set_user_enabled(
                 &pool,
-                &sessions,
                 &revocations,
                 &tenant,
                 &username,
@@ -347,7 +347,6 @@ async fn run_user(vars: &[(String, String)], action: UserAction) -> Result<(), F
         UserAction::Enable { tenant, username } => {
             gatehouse_gateway::operator::set_user_enabled(
                 &pool,
-                &sessions,
                 &revocations,
                 &tenant,
                 &username,
@@ -378,7 +377,6 @@ async fn run_user(vars: &[(String, String)], action: UserAction) -> Result<(), F
             let hash = hasher.hash(&password).map_err(anyhow::Error::from)?;
             let ended = gatehouse_gateway::operator::set_user_password(
                 &pool,
-                &sessions,
                 &revocations,
                 &tenant,
                 &username,

@@ -2,7 +2,6 @@
 //! needs before the admin UI exists, and a scriptable path after.
 
 use gatehouse_core::{TenantSlug, Username};
-use gatehouse_session::SessionStore;
 use gatehouse_store::audit::{Actor, AuditEvent, Outcome};
 use gatehouse_store::directory;
 use serde_json::json;
@@ -61,7 +60,6 @@ async fn record(
 /// user; returns how many ended.
 pub async fn set_user_enabled(
     db: &PgPool,
-    sessions: &SessionStore,
     revocations: &crate::revocation::Revocations,
     tenant: &str,
     username: &str,
@@ -74,10 +72,13 @@ pub async fn set_user_enabled(
     let ended = if enabled {
         0
     } else {
-        let ended = sessions.end_all_for_user(tenant_id, user_id, None).await?;
-        revocations.sessions_ended(&ended.ids).await;
-        revocations.user_tokens(tenant_id, user_id).await;
-        ended.count
+        revocations
+            .end(crate::revocation::Ending::AllOfUser {
+                tenant_id,
+                user_id,
+                keep: None,
+            })
+            .await?
     };
     let action = if enabled {
         "user.enable"
@@ -98,7 +99,6 @@ pub async fn set_user_enabled(
 /// Sets a user's password hash and ends every session of the user.
 pub async fn set_user_password(
     db: &PgPool,
-    sessions: &SessionStore,
     revocations: &crate::revocation::Revocations,
     tenant: &str,
     username: &str,
@@ -108,10 +108,13 @@ pub async fn set_user_password(
     let user_id = directory::set_password(db, tenant_id, &username, new_hash)
         .await?
         .ok_or_else(|| OperatorError::NotFound(format!("no user {username} in tenant {tenant}")))?;
-    let ended = sessions.end_all_for_user(tenant_id, user_id, None).await?;
-    revocations.sessions_ended(&ended.ids).await;
-    revocations.user_tokens(tenant_id, user_id).await;
-    let ended = ended.count;
+    let ended = revocations
+        .end(crate::revocation::Ending::AllOfUser {
+            tenant_id,
+            user_id,
+            keep: None,
+        })
+        .await?;
     record(
         db,
         tenant_id,

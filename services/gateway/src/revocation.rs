@@ -1,10 +1,11 @@
-//! Revoking access tokens when sessions end, and checking tokens against the
-//! in-process revocation mirror (no Redis round trip per check).
+//! Ending sessions together with their tokens, and checking tokens against
+//! the in-process revocation mirror (no Redis round trip per check).
 //!
-//! Every place that ends sessions calls [`Revocations::sessions_ended`] with
-//! the ids it ended; "sign out everywhere", disabling a user and the like also
-//! set the user's revoked-before mark. Events reach every instance through
-//! the stream tailer (`gatehouse_events`).
+//! Sessions end only through [`Revocations::end`]: it deletes the sessions
+//! and publishes the revocation of every token they carried, so no caller can
+//! end a session and forget its tokens. "Sign out everywhere", disabling a
+//! user and the like also set the user's revoked-before mark. Events reach
+//! every instance through the stream tailer (`gatehouse_events`).
 
 use std::sync::Arc;
 
@@ -12,14 +13,54 @@ use gatehouse_events::{
     EventStream, Revocation, RevocationMirror, StreamSettings, TailerHandle, TokenFacts,
 };
 use gatehouse_redis::{Keyspace, RedisPool};
-use gatehouse_session::SessionId;
+use gatehouse_session::{SessionError, SessionId, SessionStore};
 use gatehouse_tokens::AccessClaims;
 use uuid::Uuid;
 
 use crate::config::TokenConfig;
 
-/// The stream, the mirror and the tailer feeding it.
+/// Which sessions to end.
+#[derive(Debug, Clone, Copy)]
+pub enum Ending<'a> {
+    /// One session of a user (sign out, "sign out this one"). Its tokens are
+    /// revoked only if it was the user's live session, so nobody can revoke
+    /// another user's tokens by naming their session id.
+    One {
+        /// Tenant of the session.
+        tenant_id: Uuid,
+        /// Its user.
+        user_id: Uuid,
+        /// The session.
+        id: &'a SessionId,
+    },
+    /// A session whose refresh family was replayed: its tokens are revoked
+    /// even when the session is already gone (the presented token proves the
+    /// family), and the session is ended when its user is known.
+    Compromised {
+        /// Tenant of the session.
+        tenant_id: Uuid,
+        /// Its user, when the family still names it.
+        user_id: Option<Uuid>,
+        /// The session.
+        id: &'a SessionId,
+    },
+    /// Every session of a user but `keep`. Without `keep` (sign out
+    /// everywhere, disable, password reset) the user's revoked-before mark
+    /// is set too, which also stops sessions created while this runs.
+    AllOfUser {
+        /// Tenant of the user.
+        tenant_id: Uuid,
+        /// The user.
+        user_id: Uuid,
+        /// The caller's own session, kept (password change).
+        keep: Option<&'a SessionId>,
+    },
+}
+
+/// The stream, the mirror and the tailer feeding it, and the session store
+/// whose sessions they revoke.
 pub struct Revocations {
+    sessions: SessionStore,
     stream: EventStream,
     mirror: Arc<RevocationMirror>,
     _tailer: Option<TailerHandle>,
@@ -39,6 +80,7 @@ fn settings(tokens: &TokenConfig) -> StreamSettings {
 impl Revocations {
     /// Fills the mirror from the deny list and starts tailing the stream.
     pub async fn start(
+        sessions: SessionStore,
         redis: RedisPool,
         keys: Keyspace,
         tokens: &TokenConfig,
@@ -52,6 +94,7 @@ impl Revocations {
         })
         .await?;
         Ok(Self {
+            sessions,
             stream,
             mirror,
             _tailer: Some(tailer),
@@ -63,12 +106,14 @@ impl Revocations {
     /// A writer only (the CLI): publishes revocations, keeps no mirror.
     #[must_use]
     pub fn writer(
+        sessions: SessionStore,
         redis: RedisPool,
         keys: Keyspace,
         tokens: &TokenConfig,
         clock: Arc<dyn gatehouse_core::Clock>,
     ) -> Self {
         Self {
+            sessions,
             stream: EventStream::new(redis, keys, settings(tokens)),
             mirror: Arc::new(RevocationMirror::default()),
             _tailer: None,
@@ -77,10 +122,56 @@ impl Revocations {
         }
     }
 
+    /// Ends sessions and revokes their tokens: the one way sessions end.
+    /// Returns how many live sessions ended (a `One` that was not the
+    /// user's live session ends nothing and revokes nothing).
+    pub async fn end(&self, ending: Ending<'_>) -> Result<u64, SessionError> {
+        match ending {
+            Ending::One {
+                tenant_id,
+                user_id,
+                id,
+            } => {
+                let ended = self.sessions.end(tenant_id, user_id, id).await?;
+                if ended {
+                    self.sessions_ended(std::slice::from_ref(id)).await;
+                }
+                Ok(u64::from(ended))
+            }
+            Ending::Compromised {
+                tenant_id,
+                user_id,
+                id,
+            } => {
+                let ended = match user_id {
+                    Some(user_id) => self.sessions.end(tenant_id, user_id, id).await?,
+                    None => false,
+                };
+                self.sessions_ended(std::slice::from_ref(id)).await;
+                Ok(u64::from(ended))
+            }
+            Ending::AllOfUser {
+                tenant_id,
+                user_id,
+                keep,
+            } => {
+                let ended = self
+                    .sessions
+                    .end_all_for_user(tenant_id, user_id, keep)
+                    .await?;
+                self.sessions_ended(&ended.ids).await;
+                if keep.is_none() {
+                    self.user_tokens(tenant_id, user_id).await;
+                }
+                Ok(ended.count)
+            }
+        }
+    }
+
     /// Revokes every token of the sessions just ended. Failures are logged:
     /// the sessions themselves are already gone, so their tokens also fail
     /// any check that consults the session.
-    pub async fn sessions_ended(&self, ids: &[SessionId]) {
+    async fn sessions_ended(&self, ids: &[SessionId]) {
         let now = self.clock.unix_seconds();
         for id in ids {
             let revocation = Revocation::Session {
@@ -95,7 +186,7 @@ impl Revocations {
 
     /// Revokes every token of a user issued before now (sign out everywhere,
     /// disable, password reset).
-    pub async fn user_tokens(&self, tenant_id: Uuid, user_id: Uuid) {
+    async fn user_tokens(&self, tenant_id: Uuid, user_id: Uuid) {
         let now = self.clock.unix_seconds();
         if let Err(e) = self
             .stream
@@ -123,12 +214,15 @@ impl Revocations {
             .await
     }
 
-    /// Whether the tenant's kill switch ended a session created at
-    /// `created_at` (in-process). Users' marks are not applied to sessions:
-    /// the operations that set them delete the sessions they end directly.
+    /// Whether a session created at `created_at` was revoked by its
+    /// tenant's kill switch or its user's revoked-before mark (in-process).
+    /// The operations that set marks also delete the sessions they end; this
+    /// catches what they missed (another instance, a session created while
+    /// the sweep ran, an admin revocation that names only the user).
     #[must_use]
-    pub fn session_killed(&self, tenant_id: Uuid, created_at: i64) -> bool {
+    pub fn session_revoked(&self, tenant_id: Uuid, user_id: Uuid, created_at: i64) -> bool {
         self.mirror.is_tenant_revoked(tenant_id, created_at)
+            || self.mirror.is_user_revoked(tenant_id, user_id, created_at)
     }
 
     /// Whether an access token was revoked (in-process; no Redis call).

@@ -132,6 +132,7 @@ impl Application {
         .await
         .map_err(|e| StartupError::Keys(e.to_string()))?;
         let revocations = crate::revocation::Revocations::start(
+            auth.sessions.clone(),
             redis.clone(),
             gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
             &config.tokens,
@@ -143,9 +144,19 @@ impl Application {
             address: config.redis_state.redacted_address(),
             reason: e.to_string(),
         })?;
+        let revocations = Arc::new(revocations);
+        let tokens = Arc::new(tokens);
+        let admission = Arc::new(crate::admission::Admission::new(
+            db.clone(),
+            auth.sessions.clone(),
+            tokens.clone(),
+            revocations.clone(),
+            auth.clock.clone(),
+        ));
         let state = AppState {
-            revocations: Arc::new(revocations),
-            tokens: Arc::new(tokens),
+            revocations,
+            tokens,
+            admission,
             clients: Arc::default(),
             authz: Arc::new(crate::authz::AuthzService::new(db.clone())),
             db,
@@ -159,6 +170,8 @@ impl Application {
                 request_timeout: config.request_timeout,
                 secure_transport: config.cookie_secure,
                 trusted_proxies: config.trusted_proxies.clone(),
+                forward_auth: config.forward_auth,
+                forward_auth_tenant: config.forward_auth_tenant.clone(),
                 bench_endpoints: config.bench_endpoints,
             }),
         };

@@ -34,6 +34,8 @@ pub struct AppState {
     pub tokens: Arc<crate::tokens::TokenService>,
     /// Verified service-client credentials (introspection).
     pub clients: Arc<crate::routes::introspect::ClientCache>,
+    /// Admission (is this credential live, whose is it) and ending sessions.
+    pub admission: Arc<crate::admission::Admission>,
     /// Authorisation decisions (compiled tenant rules, subjects).
     pub authz: Arc<crate::authz::AuthzService>,
 }
@@ -71,8 +73,12 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
     /// Whether we are served over https (adds HSTS, `Secure` cookies).
     pub secure_transport: bool,
-    /// Peers whose `X-Forwarded-For` is believed.
+    /// Peers whose `X-Forwarded-For` (and forward-auth headers) are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Which header family names the original request in forward auth.
+    pub forward_auth: ForwardAuthMode,
+    /// The tenant forward auth protects when `?tenant=` is absent.
+    pub forward_auth_tenant: Option<String>,
     /// Mount the load-test floor endpoint (`/_bench/floor`).
     pub bench_endpoints: bool,
 }
@@ -85,7 +91,39 @@ impl Default for HttpSettings {
             request_timeout: Duration::from_secs(30),
             secure_transport: true,
             trusted_proxies: Vec::new(),
+            forward_auth: ForwardAuthMode::Nginx,
+            forward_auth_tenant: None,
             bench_endpoints: false,
+        }
+    }
+}
+
+/// Where forward auth (`/v1/verify`) reads the original request from: one
+/// header family, chosen by the deployment, so a client cannot slip in a
+/// header of another family that the proxy passes through untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardAuthMode {
+    /// nginx `auth_request`: `X-Original-Method`, `X-Original-URI`,
+    /// `X-Original-Host` (set by `proxy_set_header`, which replaces any
+    /// client-sent value).
+    Nginx,
+    /// Traefik `ForwardAuth`: `X-Forwarded-Method`, `-Uri`, `-Host` (Traefik
+    /// overwrites them, client values included).
+    Traefik,
+    /// Envoy `ext_authz` HTTP with `path_prefix: /v1/verify`: the method
+    /// and the path after the prefix of the check request itself.
+    Envoy,
+}
+
+impl ForwardAuthMode {
+    /// The setting's value, as written in `GATEHOUSE_FORWARD_AUTH`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Nginx => "nginx",
+            Self::Traefik => "traefik",
+            Self::Envoy => "envoy",
         }
     }
 }

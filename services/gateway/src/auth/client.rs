@@ -20,6 +20,18 @@ pub struct ClientInfo {
     pub ip: String,
     /// `User-Agent`, possibly empty.
     pub user_agent: String,
+    /// The socket peer (the proxy, when there is one); `None` without a
+    /// socket (in-process tests).
+    pub peer: Option<IpAddr>,
+}
+
+impl ClientInfo {
+    /// Whether the socket peer is one of `trusted` (a configured proxy).
+    #[must_use]
+    pub fn from_trusted_proxy(&self, trusted: &[IpNet]) -> bool {
+        self.peer
+            .is_some_and(|peer| trusted.iter().any(|net| net.contains(&peer)))
+    }
 }
 
 /// The client IP: the socket peer, unless the peer is a trusted proxy, in
@@ -92,6 +104,7 @@ impl FromRequestParts<AppState> for ClientInfo {
             addr,
             ip,
             user_agent,
+            peer,
         })
     }
 }

@@ -76,19 +76,33 @@ pub fn new_nonce() -> String {
 }
 
 /// Whether a state-changing request comes from our own site, as far as the
-/// browser tells: `Origin` must be one of `allowed`; without `Origin`,
-/// `Sec-Fetch-Site` must be `same-origin` or `none`; with neither header (old
-/// browsers, non-browser clients) the CSRF token alone decides.
+/// browser tells. Each signal the browser sent must agree:
+/// - `Sec-Fetch-Site` (sent by every current browser to trustworthy origins,
+///   whatever the referrer policy) must be `same-origin` or `none` (typed in);
+/// - `Origin`, when it names an origin, must be one of `allowed`. `Origin:
+///   null` (privacy-preserving referrer policies, sandboxed frames, some
+///   redirects) carries no information: it is refused unless `Sec-Fetch-Site`
+///   vouches for the request, since a sandboxed frame on another site also
+///   sends `null` but then says `cross-site`.
+///
+/// With neither header (old browsers, non-browser clients) the CSRF token
+/// alone decides.
 #[must_use]
 pub fn same_origin(headers: &HeaderMap, allowed: &[String]) -> bool {
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        return origin
-            .to_str()
-            .is_ok_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)));
-    }
-    match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        Some(site) => matches!(site, "same-origin" | "none"),
+    let fetch_site = headers.get("sec-fetch-site").map(|v| v.to_str().ok());
+    let fetch_site_ok = match fetch_site {
+        Some(Some(site)) => matches!(site, "same-origin" | "none"),
+        Some(None) => false,
         None => true,
+    };
+    if !fetch_site_ok {
+        return false;
+    }
+    match headers.get(header::ORIGIN).map(|v| v.to_str().ok()) {
+        None => true,
+        Some(Some("null")) => fetch_site.is_some(),
+        Some(Some(origin)) => allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)),
+        Some(None) => false,
     }
 }
 
@@ -150,5 +164,30 @@ mod tests {
         assert!(!same_origin(&h, &allowed));
         h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
         assert!(same_origin(&h, &allowed));
+    }
+
+    /// What Chromium sends: a same-origin form post under a strict referrer
+    /// policy carries `Origin: null` with `Sec-Fetch-Site: same-origin`; a
+    /// sandboxed frame on another site sends `null` with `cross-site`.
+    #[test]
+    fn null_origin_counts_only_with_a_same_origin_fetch_site() {
+        let allowed = vec!["http://127.0.0.1:8080".to_owned()];
+        let with = |origin: &'static str, site: Option<&'static str>| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ORIGIN, HeaderValue::from_static(origin));
+            if let Some(site) = site {
+                h.insert("sec-fetch-site", HeaderValue::from_static(site));
+            }
+            same_origin(&h, &allowed)
+        };
+        assert!(with("null", Some("same-origin")));
+        assert!(!with("null", Some("cross-site")));
+        assert!(!with("null", Some("same-site")));
+        assert!(!with("null", None));
+        assert!(with("http://127.0.0.1:8080", Some("same-origin")));
+        // Both signals must agree: a foreign Origin loses even if the
+        // fetch metadata claims same-origin.
+        assert!(!with("https://evil.example", Some("same-origin")));
+        assert!(!with("http://127.0.0.1:8080", Some("cross-site")));
     }
 }

@@ -10,10 +10,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::browser::active_tenant;
+use crate::admission::{Admitted, Expect};
 use crate::auth::client::ClientInfo;
 use crate::auth::extract::CurrentSession;
 use crate::auth::login::{Credentials, LoggedIn, LoginError};
 use crate::error::ApiError;
+use crate::revocation::Ending;
 use crate::state::AppState;
 
 /// Body of `POST /v1/auth/login`.
@@ -69,22 +71,39 @@ pub async fn refresh(
         metrics::counter!("gatehouse_tokens_refreshed_total", "result" => "malformed").increment(1);
         return Err(refresh_refused());
     };
+    // Admission first: a session that is revoked, of a disabled user or
+    // tenant, or under a kill switch mints nothing (and is ended, so the
+    // rotation below would refuse it too).
+    let admitted = state
+        .admission
+        .admit_session_id(
+            presented.tenant_id(),
+            presented.session_id().clone(),
+            Expect::AnyTenant,
+        )
+        .await?;
+    let Ok(Admitted {
+        session: Some(session),
+        ..
+    }) = admitted
+    else {
+        metrics::counter!("gatehouse_tokens_refreshed_total", "result" => "not_admitted")
+            .increment(1);
+        return Err(refresh_refused());
+    };
     let rotation = state.auth.refresh.rotate(&presented).await?;
     let next = match rotation {
         gatehouse_session::Rotation::Rotated { token, .. } => token,
         gatehouse_session::Rotation::Reused { user_id } => {
             metrics::counter!("gatehouse_tokens_refreshed_total", "result" => "reuse").increment(1);
-            if let Some(user_id) = user_id {
-                state
-                    .auth
-                    .sessions
-                    .end(presented.tenant_id(), user_id, presented.session_id())
-                    .await?;
-            }
             state
-                .revocations
-                .sessions_ended(std::slice::from_ref(presented.session_id()))
-                .await;
+                .admission
+                .end(Ending::Compromised {
+                    tenant_id: presented.tenant_id(),
+                    user_id,
+                    id: presented.session_id(),
+                })
+                .await?;
             let event = gatehouse_store::audit::AuditEvent {
                 tenant_id: Some(presented.tenant_id()),
                 actor: user_id.map_or(
@@ -108,12 +127,6 @@ pub async fn refresh(
             return Err(refresh_refused());
         }
     };
-    let session = state
-        .auth
-        .sessions
-        .validate_id(presented.tenant_id(), presented.session_id().clone())
-        .await?
-        .ok_or_else(refresh_refused)?;
     let (access_token, claims) = crate::tokens::access_token_for(&state, &session).await?;
     metrics::counter!("gatehouse_tokens_refreshed_total", "result" => "ok").increment(1);
     let now = state.auth.clock.unix_seconds();
@@ -197,14 +210,13 @@ pub async fn logout(
 ) -> Result<StatusCode, ApiError> {
     let s = &me.0.session;
     state
-        .auth
-        .sessions
-        .end(s.tenant_id, s.user_id, &s.id)
+        .admission
+        .end(Ending::One {
+            tenant_id: s.tenant_id,
+            user_id: s.user_id,
+            id: &s.id,
+        })
         .await?;
-    state
-        .revocations
-        .sessions_ended(std::slice::from_ref(&s.id))
-        .await;
     crate::audit::session_event(
         &state.db,
         &me.0.session,
@@ -225,13 +237,13 @@ pub async fn logout_all(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let s = &me.0.session;
     let ended = state
-        .auth
-        .sessions
-        .end_all_for_user(s.tenant_id, s.user_id, None)
+        .admission
+        .end(Ending::AllOfUser {
+            tenant_id: s.tenant_id,
+            user_id: s.user_id,
+            keep: None,
+        })
         .await?;
-    state.revocations.sessions_ended(&ended.ids).await;
-    state.revocations.user_tokens(s.tenant_id, s.user_id).await;
-    let ended = ended.count;
     crate::audit::session_event(
         &state.db,
         &me.0.session,
@@ -301,14 +313,17 @@ pub async fn sessions_delete(
         return Err(ApiError::not_found("no such session"));
     };
     let s = &me.0.session;
-    let ended = state.auth.sessions.end(s.tenant_id, s.user_id, &id).await?;
-    if !ended {
+    let ended = state
+        .admission
+        .end(Ending::One {
+            tenant_id: s.tenant_id,
+            user_id: s.user_id,
+            id: &id,
+        })
+        .await?;
+    if ended == 0 {
         return Err(ApiError::not_found("no such session"));
     }
-    state
-        .revocations
-        .sessions_ended(std::slice::from_ref(&id))
-        .await;
     crate::audit::session_event(
         &state.db,
         &me.0.session,
@@ -398,12 +413,13 @@ pub async fn password_change(
         ));
     }
     let ended = state
-        .auth
-        .sessions
-        .end_all_for_user(s.tenant_id, s.user_id, Some(&s.id))
+        .admission
+        .end(Ending::AllOfUser {
+            tenant_id: s.tenant_id,
+            user_id: s.user_id,
+            keep: Some(&s.id),
+        })
         .await?;
-    state.revocations.sessions_ended(&ended.ids).await;
-    let ended = ended.count;
     crate::audit::session_event(
         &state.db,
         &me.0.session,

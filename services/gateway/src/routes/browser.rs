@@ -20,6 +20,7 @@ use crate::auth::extract::{Authenticated, authenticate};
 use crate::auth::login::{Credentials, LoggedIn, LoginError};
 use crate::auth::{cookies, csrf, return_to};
 use crate::error::ApiError;
+use crate::revocation::Ending;
 use crate::state::AppState;
 
 const LOGIN_PURPOSE: &str = "login";
@@ -237,13 +238,13 @@ pub async fn login_submit(
         }) => {
             // The browser's previous session (if any) is ended, not reused.
             if let Some(old) = previous {
-                let _ = auth
-                    .sessions
-                    .end(old.session.tenant_id, old.session.user_id, &old.session.id)
-                    .await;
-                state
-                    .revocations
-                    .sessions_ended(std::slice::from_ref(&old.session.id))
+                let _ = state
+                    .admission
+                    .end(Ending::One {
+                        tenant_id: old.session.tenant_id,
+                        user_id: old.session.user_id,
+                        id: &old.session.id,
+                    })
                     .await;
             }
             let target = return_to::resolve(&form.return_to, &tenant.allowed_return_origins)
@@ -432,14 +433,13 @@ pub async fn logout_submit(
         Err(response) => return Ok(response),
     };
     state
-        .auth
-        .sessions
-        .end(tenant.id, me.session.user_id, &me.session.id)
+        .admission
+        .end(Ending::One {
+            tenant_id: tenant.id,
+            user_id: me.session.user_id,
+            id: &me.session.id,
+        })
         .await?;
-    state
-        .revocations
-        .sessions_ended(std::slice::from_ref(&me.session.id))
-        .await;
     crate::audit::session_event(
         &state.db,
         &me.session,
@@ -467,17 +467,16 @@ pub async fn account_session_end(
         return Err(ApiError::not_found("no such session"));
     };
     let ended = state
-        .auth
-        .sessions
-        .end(tenant.id, me.session.user_id, &id)
+        .admission
+        .end(Ending::One {
+            tenant_id: tenant.id,
+            user_id: me.session.user_id,
+            id: &id,
+        })
         .await?;
-    if !ended {
+    if ended == 0 {
         return Err(ApiError::not_found("no such session"));
     }
-    state
-        .revocations
-        .sessions_ended(std::slice::from_ref(&id))
-        .await;
     crate::audit::session_event(
         &state.db,
         &me.session,
@@ -505,16 +504,13 @@ pub async fn account_sessions_end_all(
         Err(response) => return Ok(response),
     };
     let ended = state
-        .auth
-        .sessions
-        .end_all_for_user(tenant.id, me.session.user_id, None)
+        .admission
+        .end(Ending::AllOfUser {
+            tenant_id: tenant.id,
+            user_id: me.session.user_id,
+            keep: None,
+        })
         .await?;
-    state.revocations.sessions_ended(&ended.ids).await;
-    state
-        .revocations
-        .user_tokens(tenant.id, me.session.user_id)
-        .await;
-    let ended = ended.count;
     crate::audit::session_event(
         &state.db,
         &me.session,

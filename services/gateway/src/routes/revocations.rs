@@ -13,6 +13,7 @@ use super::admin::{Access, admin_tenant, audit_admin};
 use crate::auth::client::ClientInfo;
 use crate::auth::extract::CurrentSession;
 use crate::error::ApiError;
+use crate::revocation::Ending;
 use crate::state::AppState;
 
 /// What to revoke: exactly one member.
@@ -105,6 +106,22 @@ pub async fn revoke(
         .publish(&revocation)
         .await
         .map_err(|_| ApiError::unavailable("the revocation store is unavailable", 1))?;
+    if let &Revocation::User {
+        tenant_id, user_id, ..
+    } = &revocation
+    {
+        // The mark stops tokens and (in every mirror) sessions at once;
+        // ending the sessions and their refresh families makes it last.
+        state
+            .admission
+            .end(Ending::AllOfUser {
+                tenant_id,
+                user_id,
+                keep: None,
+            })
+            .await
+            .map_err(|_| ApiError::unavailable("the session store is unavailable", 1))?;
+    }
     if matches!(revocation, Revocation::Tenant { .. }) {
         // The mark stops tokens (and, in every mirror, sessions begun before
         // it) at once; deleting the sessions makes that outlast the mark.

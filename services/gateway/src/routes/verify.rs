@@ -1,21 +1,30 @@
 //! `/v1/verify`: forward auth for nginx `auth_request`, Traefik `ForwardAuth`
 //! and Envoy `ext_authz` (HTTP mode).
 //!
-//! The proxy sends the client's cookie or `Authorization` header and names the
-//! original request in `X-Forwarded-Method` + `X-Forwarded-Uri` (Traefik),
-//! `X-Original-Method` + `X-Original-URI` (nginx), or — for Envoy, which
-//! forwards the request itself with `path_prefix: /v1/verify` — the request
-//! line of this call: method as sent, path after `/v1/verify`. The request
-//! is mapped to an action and resource (`gatehouse_authz::http`, per-tenant
+//! Trust is explicit, because the decision is only as good as the request it
+//! is about:
+//! - the call must come from a trusted proxy (`GATEHOUSE_TRUSTED_PROXIES`,
+//!   the socket peer); anyone else gets 403, whatever it sends;
+//! - the original method, URI and host are read from one header family, the
+//!   one the deployment names (`GATEHOUSE_FORWARD_AUTH`, see
+//!   [`ForwardAuthMode`]); headers of the other families are ignored, since a
+//!   proxy passes client-sent headers it does not set itself;
+//! - the protected app's tenant is named by the proxy configuration
+//!   (`?tenant=` on the verify URL, or `GATEHOUSE_FORWARD_AUTH_TENANT`; in
+//!   Envoy mode only the latter, since the query string there is the original
+//!   request's), and a credential of another tenant is refused (401).
+//!
+//! The credential is admitted by [`crate::admission`] (signature, claims,
+//! revocations, marks, tenant and user standing), the request is mapped to an
+//! action and resource (`gatehouse_authz::http`, per-tenant
 //! `settings.verify`) and decided by the engine with `context.ip` = the
-//! client address and `context.host` = `X-Forwarded-Host`.
+//! client address and `context.host` = the original host.
 //!
 //! 200 with `X-Gatehouse-User`, `X-Gatehouse-User-Id`, `X-Gatehouse-Tenant`,
 //! `X-Gatehouse-Roles` (effective roles, comma-separated); 401 when not
-//! authenticated; 403 when authenticated but denied; 400 when the forwarded
-//! request cannot be mapped. A Bearer access token (JWT) is checked in
-//! process — signature, claims and the revocation mirror — with no Redis
-//! round trip; session cookies and session tokens are validated in Redis.
+//! authenticated (or another tenant's credential); 403 when denied or not
+//! called by a trusted proxy; 400 when the original request is missing or
+//! cannot be mapped, or no tenant is named.
 
 use std::time::Instant;
 
@@ -24,14 +33,14 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use gatehouse_authz::http::HttpMapping;
 use gatehouse_core::TenantSlug;
-use gatehouse_store::directory;
 use serde_json::{Map, json};
 
+use crate::admission::{Expect, Need};
 use crate::auth::client::ClientInfo;
-use crate::auth::extract::authenticate;
+use crate::auth::extract::admit;
 use crate::authz::{self, Question};
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, ForwardAuthMode};
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
@@ -44,55 +53,89 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 /// Envoy's HTTP `ext_authz` calls `path_prefix` + the original path.
 const ENVOY_PREFIX: &str = "/v1/verify";
 
-/// The original method and URI as the proxy reported them.
-fn forwarded<'a>(headers: &'a HeaderMap, method: &'a Method, uri: &'a Uri) -> (&'a str, &'a str) {
-    let method = header(headers, "x-forwarded-method")
-        .or_else(|| header(headers, "x-original-method"))
-        .unwrap_or(method.as_str());
-    let uri = header(headers, "x-forwarded-uri")
-        .or_else(|| header(headers, "x-original-uri"))
-        .unwrap_or_else(|| {
+/// The request the proxy asks about.
+#[derive(Debug, PartialEq, Eq)]
+struct Original<'a> {
+    method: &'a str,
+    uri: &'a str,
+    host: Option<&'a str>,
+}
+
+/// Reads the original request from the one header family of `mode`.
+/// `Err` names what is missing.
+fn original<'a>(
+    mode: ForwardAuthMode,
+    headers: &'a HeaderMap,
+    method: &'a Method,
+    uri: &'a Uri,
+) -> Result<Original<'a>, String> {
+    let (method_header, uri_header, host_header) = match mode {
+        ForwardAuthMode::Nginx => ("x-original-method", "x-original-uri", "x-original-host"),
+        ForwardAuthMode::Traefik => ("x-forwarded-method", "x-forwarded-uri", "x-forwarded-host"),
+        ForwardAuthMode::Envoy => {
             let line = uri.path_and_query().map_or("/", |p| p.as_str());
-            line.strip_prefix(ENVOY_PREFIX)
+            let original = line
+                .strip_prefix(ENVOY_PREFIX)
                 .filter(|rest| rest.starts_with('/'))
-                .unwrap_or(line)
-        });
-    (method, uri)
+                .ok_or_else(|| {
+                    "in envoy mode the original path follows /v1/verify (path_prefix: /v1/verify)"
+                        .to_owned()
+                })?;
+            return Ok(Original {
+                method: method.as_str(),
+                uri: original,
+                host: None,
+            });
+        }
+    };
+    let required = |name: &'static str| {
+        header(headers, name).ok_or_else(|| {
+            format!(
+                "{name} is required (GATEHOUSE_FORWARD_AUTH={})",
+                mode.as_str()
+            )
+        })
+    };
+    Ok(Original {
+        method: required(method_header)?,
+        uri: required(uri_header)?,
+        host: header(headers, host_header),
+    })
+}
+
+/// The tenant of the protected app: the proxy's `?tenant=` (not in Envoy
+/// mode), else the deployment's default.
+fn pinned_tenant<'a>(
+    mode: ForwardAuthMode,
+    uri: &'a Uri,
+    default: Option<&'a str>,
+) -> Result<TenantSlug, String> {
+    let from_query = if mode == ForwardAuthMode::Envoy {
+        None
+    } else {
+        uri.query().and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "tenant")
+                .map(|(_, v)| v.into_owned())
+        })
+    };
+    let raw = match (from_query, default) {
+        (Some(raw), _) => raw,
+        (None, Some(default)) => default.to_owned(),
+        (None, None) => {
+            return Err(
+                "missing query parameter tenant: name the protected app's tenant (/v1/verify?tenant=<slug>) or set GATEHOUSE_FORWARD_AUTH_TENANT"
+                    .to_owned(),
+            );
+        }
+    };
+    TenantSlug::parse(&raw).map_err(|e| format!("tenant: {e}"))
 }
 
 fn outcome(result: &'static str, started: Instant) {
     metrics::counter!("gatehouse_verify_total", "result" => result).increment(1);
     metrics::histogram!("gatehouse_verify_duration_seconds")
         .record(started.elapsed().as_secs_f64());
-}
-
-/// Who is calling, however they proved it.
-struct Caller {
-    tenant_id: uuid::Uuid,
-    tenant_slug: String,
-    user_id: uuid::Uuid,
-}
-
-/// A Bearer access token is checked in process (signature, claims,
-/// revocation mirror: no Redis call); otherwise the session cookie or
-/// session token is validated in Redis.
-async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Option<Caller>, ApiError> {
-    if let Some(raw) = crate::auth::extract::bearer_jwt(headers) {
-        return Ok(
-            crate::auth::extract::verify_access_token(state, raw).and_then(|claims| {
-                Some(Caller {
-                    tenant_id: uuid::Uuid::try_parse(&claims.tenant_id).ok()?,
-                    tenant_slug: claims.tid,
-                    user_id: uuid::Uuid::try_parse(&claims.sub).ok()?,
-                })
-            }),
-        );
-    }
-    Ok(authenticate(state, headers).await?.map(|me| Caller {
-        tenant_id: me.session.tenant_id,
-        tenant_slug: me.session.tenant_slug,
-        user_id: me.session.user_id,
-    }))
 }
 
 /// `ANY /v1/verify`
@@ -104,26 +147,35 @@ pub async fn verify(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let Some(caller) = identify(&state, &headers).await? else {
+    let http = &state.http;
+    if !client.from_trusted_proxy(&http.trusted_proxies) {
+        outcome("untrusted_proxy", started);
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "untrusted-proxy",
+            "forward auth answers only trusted proxies (GATEHOUSE_TRUSTED_PROXIES); this peer is not one",
+        ));
+    }
+    let mode = http.forward_auth;
+    let bad_request = |detail: String| {
+        outcome("bad_request", started);
+        ApiError::bad_request(detail)
+    };
+    let slug =
+        pinned_tenant(mode, &uri, http.forward_auth_tenant.as_deref()).map_err(bad_request)?;
+    let original = original(mode, &headers, &method, &uri).map_err(bad_request)?;
+    let verdict = admit(&state, &headers, Expect::Tenant(slug.as_str()), Need::Token).await?;
+    let Ok(caller) = verdict else {
         outcome("unauthenticated", started);
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthenticated",
-            "a valid session or access token is required (session cookie or Authorization: Bearer)",
+            format!(
+                "a valid session or access token of tenant {slug} is required (session cookie or Authorization: Bearer)"
+            ),
         ));
     };
-    let slug = TenantSlug::parse(&caller.tenant_slug).map_err(|e| ApiError::internal(&e))?;
-    let tenant = directory::tenant_by_slug(&state.db, &slug)
-        .await?
-        .filter(|t| t.is_active() && t.id == caller.tenant_id)
-        .ok_or_else(|| {
-            outcome("unauthenticated", started);
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "the caller's tenant is not active",
-            )
-        })?;
+    let tenant = caller.tenant;
     let mapping: HttpMapping = match tenant.settings.get("verify") {
         Some(raw) => serde_json::from_value(raw.clone()).map_err(|e| {
             tracing::error!(tenant = %tenant.slug, error = %e, "invalid verify settings; refusing");
@@ -132,13 +184,11 @@ pub async fn verify(
         })?,
         None => HttpMapping::default(),
     };
-    let (original_method, original_uri) = forwarded(&headers, &method, &uri);
-    let (action, resource) = mapping.map(original_method, original_uri).map_err(|e| {
-        outcome("bad_request", started);
-        ApiError::bad_request(e.to_string())
-    })?;
+    let (action, resource) = mapping
+        .map(original.method, original.uri)
+        .map_err(|e| bad_request(e.to_string()))?;
     let mut context = authz::client_context(&client.ip);
-    if let Some(host) = header(&headers, "x-forwarded-host") {
+    if let Some(host) = original.host {
         context.insert("host".into(), json!(host));
     }
     let question = Question {
@@ -174,4 +224,84 @@ pub async fn verify(
         out.insert(HeaderName::from_static(name), value);
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.insert(*name, HeaderValue::from_static(value));
+        }
+        h
+    }
+
+    /// A client's header of another family never reaches the decision:
+    /// nginx passes client-sent `X-Forwarded-Method` through untouched.
+    #[test]
+    fn only_the_configured_family_names_the_original_request() {
+        let sent = headers(&[
+            ("x-original-method", "DELETE"),
+            ("x-original-uri", "/orders/42"),
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", "/orders/1"),
+            ("x-forwarded-host", "spoofed.example"),
+        ]);
+        let (get, uri) = (Method::GET, Uri::from_static("/v1/verify?tenant=acme"));
+        let nginx = original(ForwardAuthMode::Nginx, &sent, &get, &uri).unwrap();
+        assert_eq!(
+            nginx,
+            Original {
+                method: "DELETE",
+                uri: "/orders/42",
+                host: None
+            }
+        );
+        let traefik = original(ForwardAuthMode::Traefik, &sent, &get, &uri).unwrap();
+        assert_eq!(traefik.method, "GET");
+        assert_eq!(traefik.host, Some("spoofed.example"));
+        // Envoy: the request line, whatever headers say.
+        let envoy_uri = Uri::from_static("/v1/verify/orders/7?x=1");
+        let envoy = original(ForwardAuthMode::Envoy, &sent, &Method::PUT, &envoy_uri).unwrap();
+        assert_eq!((envoy.method, envoy.uri), ("PUT", "/orders/7?x=1"));
+        // A missing header of the configured family is an error naming it,
+        // never a fall-back to another family.
+        let only_traefik = headers(&[("x-forwarded-method", "GET"), ("x-forwarded-uri", "/a")]);
+        let e = original(ForwardAuthMode::Nginx, &only_traefik, &get, &uri).unwrap_err();
+        assert!(e.contains("x-original-method"), "{e}");
+        assert!(original(ForwardAuthMode::Envoy, &sent, &get, &uri).is_err());
+    }
+
+    #[test]
+    fn the_tenant_comes_from_the_proxy_configuration() {
+        let q = Uri::from_static("/v1/verify?tenant=acme");
+        assert_eq!(
+            pinned_tenant(ForwardAuthMode::Nginx, &q, Some("other"))
+                .unwrap()
+                .as_str(),
+            "acme"
+        );
+        let none = Uri::from_static("/v1/verify");
+        assert_eq!(
+            pinned_tenant(ForwardAuthMode::Traefik, &none, Some("other"))
+                .unwrap()
+                .as_str(),
+            "other"
+        );
+        let e = pinned_tenant(ForwardAuthMode::Nginx, &none, None).unwrap_err();
+        assert!(e.contains("missing query parameter tenant"), "{e}");
+        // In Envoy mode the query is the original request's: never a tenant.
+        let envoy = Uri::from_static("/v1/verify/orders/1?tenant=evil");
+        assert!(pinned_tenant(ForwardAuthMode::Envoy, &envoy, None).is_err());
+        assert_eq!(
+            pinned_tenant(ForwardAuthMode::Envoy, &envoy, Some("acme"))
+                .unwrap()
+                .as_str(),
+            "acme"
+        );
+        let bad = Uri::from_static("/v1/verify?tenant=..%2F");
+        assert!(pinned_tenant(ForwardAuthMode::Nginx, &bad, None).is_err());
+    }
 }
