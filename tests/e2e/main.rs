@@ -17,6 +17,7 @@ mod http_basics;
 mod login_api;
 mod login_browser;
 mod readiness;
+mod revocation_load;
 mod throttle;
 mod tokens;
 mod verify_layer;

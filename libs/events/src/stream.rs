@@ -113,6 +113,9 @@ fn valid_id(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
+/// Entries read per round trip when a mirror loads.
+pub const LOAD_PAGE: usize = 500;
+
 /// Stream bounds.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamSettings {
@@ -167,6 +170,17 @@ impl EventStream {
         self.keys.events_key("stream")
     }
 
+    /// The revocation index: every live deny-list entry and mark, scored by
+    /// its expiry, so a mirror loads what exists, never the whole keyspace.
+    fn index_key(&self) -> String {
+        self.keys.events_key("revocations")
+    }
+
+    /// Set once the entries written before the index existed were indexed.
+    fn indexed_marker_key(&self) -> String {
+        self.keys.events_key("revocations:indexed")
+    }
+
     /// Records a revocation and publishes it; returns the event id. `now` is
     /// the emitting instant (unix s).
     pub async fn revoke(&self, revocation: &Revocation, now: i64) -> Result<String, EventError> {
@@ -196,7 +210,12 @@ impl EventStream {
             payload: serde_json::to_value(revocation)
                 .map_err(|e| EventError::Malformed(e.to_string()))?,
         };
-        let (deny, stream) = (self.keys.events_key(&revocation.key()), self.stream_key());
+        let member = revocation.key();
+        let (deny, stream, index) = (
+            self.keys.events_key(&member),
+            self.stream_key(),
+            self.index_key(),
+        );
         let fields = envelope_fields(&envelope);
         let script = self.revoke.clone();
         let max_len = self.settings.max_len;
@@ -205,10 +224,13 @@ impl EventStream {
             .run(|mut conn| async move {
                 let mut call = script.key(&deny);
                 call.key(&stream)
+                    .key(&index)
                     .arg(mode)
                     .arg(&value)
                     .arg(ttl.max(1))
-                    .arg(max_len);
+                    .arg(max_len)
+                    .arg(now)
+                    .arg(&member);
                 for field in &fields {
                     call.arg(field);
                 }
@@ -219,39 +241,133 @@ impl EventStream {
         Ok(id)
     }
 
-    /// Every live revocation in the deny list (SCAN), for filling a mirror.
+    /// Every live revocation, for filling a mirror: read from the index in
+    /// pages of [`LOAD_PAGE`], each page one round trip under the pool's own
+    /// deadline, so the cost follows the number of revocations, not the size
+    /// of the keyspace. Entries written before the index existed are indexed
+    /// once first ([`EventStream::index_legacy_entries`]).
     pub async fn load_revocations(&self, now: i64) -> Result<Vec<Revocation>, EventError> {
-        let patterns = [self.keys.events_key("deny:*"), self.keys.events_key("rb:*")];
-        let names: Vec<String> = self
+        self.index_legacy_entries(now).await?;
+        let index = self.index_key();
+        let prefix = self.keys.events_key("");
+        let mut names = Vec::new();
+        let mut offset = 0usize;
+        loop {
+            let key = index.clone();
+            let page: Vec<String> = self
+                .redis
+                .run(|mut conn| async move {
+                    redis::cmd("ZRANGE")
+                        .arg(&key)
+                        .arg(format!("({now}"))
+                        .arg("+inf")
+                        .arg("BYSCORE")
+                        .arg("LIMIT")
+                        .arg(offset)
+                        .arg(LOAD_PAGE)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            let full = page.len() == LOAD_PAGE;
+            offset += page.len();
+            names.extend(page.into_iter().map(|member| format!("{prefix}{member}")));
+            if !full {
+                break;
+            }
+        }
+        metrics::gauge!("gatehouse_revocation_index_entries")
+            .set(f64::from(u32::try_from(names.len()).unwrap_or(u32::MAX)));
+        self.read_entries(&names, now).await
+    }
+
+    /// Deny-list entries written by a build without the index are found once
+    /// with `SCAN`, a page per round trip (each under its own deadline), and
+    /// added to the index; a marker key records that it was done, so later
+    /// starts never scan.
+    async fn index_legacy_entries(&self, now: i64) -> Result<(), EventError> {
+        let marker = self.indexed_marker_key();
+        let done: bool = self
             .redis
             .run(|mut conn| async move {
-                let mut names = Vec::new();
-                for pattern in &patterns {
-                    let mut cursor: u64 = 0;
-                    loop {
-                        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                            .arg(cursor)
-                            .arg("MATCH")
-                            .arg(pattern)
-                            .arg("COUNT")
-                            .arg(1000)
-                            .query_async(&mut conn)
-                            .await?;
-                        names.extend(batch);
-                        if next == 0 {
-                            break;
-                        }
-                        cursor = next;
-                    }
-                }
-                Ok(names)
+                redis::cmd("EXISTS")
+                    .arg(&marker)
+                    .query_async::<i64>(&mut conn)
+                    .await
+                    .map(|n| n == 1)
             })
             .await?;
+        if done {
+            return Ok(());
+        }
+        let prefix = self.keys.events_key("");
+        for pattern in [self.keys.events_key("deny:*"), self.keys.events_key("rb:*")] {
+            let mut cursor: u64 = 0;
+            loop {
+                let pattern = pattern.clone();
+                let (next, batch): (u64, Vec<String>) = self
+                    .redis
+                    .run(|mut conn| async move {
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(&pattern)
+                            .arg("COUNT")
+                            .arg(LOAD_PAGE)
+                            .query_async(&mut conn)
+                            .await
+                    })
+                    .await?;
+                if !batch.is_empty() {
+                    let (index, keys) = (self.index_key(), batch);
+                    let prefix = prefix.clone();
+                    self.redis
+                        .run(|mut conn| async move {
+                            let ttls: Vec<i64> = keys
+                                .iter()
+                                .fold(&mut redis::pipe(), |p, k| p.ttl(k))
+                                .query_async(&mut conn)
+                                .await?;
+                            let mut pipe = redis::pipe();
+                            for (key, ttl) in keys.iter().zip(ttls) {
+                                if let (Some(member), true) = (key.strip_prefix(&prefix), ttl > 0) {
+                                    pipe.zadd(&index, member, now + ttl).ignore();
+                                }
+                            }
+                            pipe.query_async::<()>(&mut conn).await
+                        })
+                        .await?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        let marker = self.indexed_marker_key();
+        self.redis
+            .run(|mut conn| async move {
+                redis::cmd("SET")
+                    .arg(&marker)
+                    .arg(now)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Reads the named entries (GET + TTL, one pipelined round trip per
+    /// [`LOAD_PAGE`] keys) into revocations; entries gone meanwhile are skipped.
+    async fn read_entries(
+        &self,
+        names: &[String],
+        now: i64,
+    ) -> Result<Vec<Revocation>, EventError> {
         let prefix = self.keys.events_key("");
         let mut out = Vec::new();
-        // One pipelined round trip (GET + TTL per key) per 500 keys.
         let mut answers: Vec<Option<String>> = Vec::with_capacity(names.len() * 2);
-        for chunk in names.chunks(500) {
+        for chunk in names.chunks(LOAD_PAGE) {
             let keys = chunk.to_vec();
             let batch: Vec<Option<String>> = self
                 .redis
@@ -272,7 +388,10 @@ impl EventStream {
             let parts: Vec<&str> = rest.split(':').collect();
             let number = |i: usize| answer.get(i)?.as_deref()?.parse::<i64>().ok();
             let (value, ttl) = (number(0), number(1).unwrap_or(0));
-            let expires_at = now + ttl.max(0);
+            if value.is_none() || ttl <= 0 {
+                continue; // expired between the index read and this one
+            }
+            let expires_at = now + ttl;
             let parse = |s: &str| Uuid::try_parse(s).ok();
             let revocation = match parts.as_slice() {
                 ["deny", "jti", jti] => Some(Revocation::Token {

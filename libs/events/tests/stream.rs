@@ -306,6 +306,14 @@ async fn an_unreadable_revocation_event_reloads_the_mirror_instead_of_being_skip
         .query_async(&mut conn)
         .await
         .unwrap();
+    // A newer build indexes its entries as this one does.
+    let _: () = redis::cmd("ZADD")
+        .arg(keys.events_key("revocations"))
+        .arg(NOW + 600)
+        .arg("deny:jti:from-the-future")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let _: String = redis::cmd("XADD")
         .arg(keys.events_key("stream"))
         .arg("*")
@@ -323,4 +331,78 @@ async fn an_unreadable_revocation_event_reloads_the_mirror_instead_of_being_skip
         .await
         .unwrap();
     until(|| mirror.is_revoked(token("from-the-future"))).await;
+}
+
+/// The mirror loads from the revocation index, in pages, so a keyspace full
+/// of unrelated keys costs nothing; entries written before the index existed
+/// are indexed once (a marker key stops later scans); expired members drop
+/// out of the index as new revocations are written.
+#[tokio::test]
+async fn mirrors_load_from_the_index_and_legacy_entries_are_indexed_once() {
+    let redis = TestRedis::shared();
+    let stream = instance(&redis, StreamSettings::default());
+    let pool = RedisPool::new(&RedisSettings::new(redis.url.clone())).unwrap();
+    let keys = Keyspace::new(redis.prefix.clone());
+    // A deny-list entry as an older build wrote it: no index member.
+    let legacy = keys.events_key("deny:jti:legacy-1");
+    pool.run(|mut conn| async move {
+        redis::cmd("SET")
+            .arg(&legacy)
+            .arg(1)
+            .arg("EX")
+            .arg(600)
+            .query_async::<()>(&mut conn)
+            .await
+    })
+    .await
+    .unwrap();
+    // More than one page of indexed revocations.
+    let count = gatehouse_events::LOAD_PAGE + 7;
+    for i in 0..count {
+        stream
+            .revoke(
+                &Revocation::Token {
+                    jti: format!("paged-{i}"),
+                    expires_at: NOW + 600,
+                },
+                NOW,
+            )
+            .await
+            .unwrap();
+    }
+    let loaded = stream.load_revocations(NOW).await.unwrap();
+    let mirror = RevocationMirror::default();
+    mirror.replace(&loaded);
+    assert_eq!(loaded.len(), count + 1, "every page and the legacy entry");
+    assert!(mirror.is_revoked(token("legacy-1")));
+    assert!(mirror.is_revoked(token(&format!("paged-{}", count - 1))));
+    let index = keys.events_key("revocations");
+    let members = |pool: RedisPool, index: String| async move {
+        pool.run(|mut conn| async move {
+            redis::cmd("ZCARD")
+                .arg(&index)
+                .query_async::<i64>(&mut conn)
+                .await
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        members(pool.clone(), index.clone()).await,
+        i64::try_from(count + 1).unwrap(),
+        "the legacy entry was added to the index"
+    );
+    // A later revocation, written after the first ones expired, sweeps them
+    // from the index: it stays as small as the deny list.
+    stream
+        .revoke(
+            &Revocation::Token {
+                jti: "late".to_owned(),
+                expires_at: NOW + 2_000,
+            },
+            NOW + 1_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(members(pool, index).await, 1);
 }
