@@ -312,3 +312,39 @@ async fn random_client_credentials_cannot_starve_logins_or_known_clients() {
     let wrong = introspect(&gateway, "orders-svc", "ghc1_wrong", &jwt).await;
     assert_eq!(wrong.status(), 429);
 }
+
+/// Finding 6: refresh is rate-limited per session (the limit answers 429 with
+/// `Retry-After` and leaves the token valid), and other sessions are not
+/// held back by one that hammers refresh.
+#[tokio::test]
+async fn refresh_is_rate_limited_per_session() {
+    let (gateway, _db, _) = seeded_app(&[]).await;
+    let hammer = login(&gateway, "acme", "bob", DEMO_PASSWORD).await;
+    let mut token = hammer["refresh_token"].as_str().unwrap().to_owned();
+    for _ in 0..10 {
+        let response = refresh(&gateway, &token).await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        token = body["refresh_token"].as_str().unwrap().to_owned();
+    }
+    let throttled = refresh(&gateway, &token).await;
+    assert!(throttled.headers().contains_key("retry-after"));
+    let problem = expect_problem(throttled, 429).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("stays valid"),
+        "{problem}"
+    );
+    // Not reuse: the session is alive and the family not revoked.
+    assert_eq!(
+        me(&gateway, hammer["session_token"].as_str().unwrap()).await,
+        200
+    );
+    let calm = login(&gateway, "acme", "bob", DEMO_PASSWORD).await;
+    assert_eq!(
+        refresh(&gateway, calm["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        200,
+        "another session of the same user refreshes"
+    );
+}

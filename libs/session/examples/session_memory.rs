@@ -87,6 +87,8 @@ async fn main() {
         pool.clone(),
         Keyspace::new(prefix.clone()),
         Arc::new(SystemClock),
+        gatehouse_session::RefreshKey::derive(&[1u8; 32]),
+        gatehouse_session::RefreshLimits::default(),
     );
     let mut tokens = Vec::with_capacity(sessions.len());
     for session in &sessions {
@@ -109,6 +111,6 @@ async fn main() {
     println!("extrapolated for 1M sessions:          {gib:.2} GiB");
     println!("refresh family at issue (family + first token), per session: {per_family} bytes");
     println!(
-        "after one rotation, added per session (successor + spent token kept): {per_rotation} bytes"
+        "after one rotation, added per session (the family hash only; no key per token): {per_rotation} bytes"
     );
 }

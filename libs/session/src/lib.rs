@@ -17,6 +17,6 @@ mod refresh;
 mod store;
 mod token;
 
-pub use refresh::{RefreshStore, RefreshToken, Rotation};
+pub use refresh::{RefreshKey, RefreshLimits, RefreshStore, RefreshToken, Rotation};
 pub use store::{EndedSessions, NewSession, Session, SessionConfig, SessionError, SessionStore};
 pub use token::{SessionId, SessionToken};

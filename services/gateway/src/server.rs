@@ -280,6 +280,8 @@ fn auth_state(
             redis.clone(),
             gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
             clock.clone(),
+            gatehouse_session::RefreshKey::derive(config.key_encryption_key.expose_secret()),
+            gatehouse_session::RefreshLimits::default(),
         ),
         sessions,
         csrf: CsrfKey::derive(config.key_encryption_key.expose_secret()),

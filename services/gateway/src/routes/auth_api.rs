@@ -122,6 +122,17 @@ pub async fn refresh(
             tracing::warn!(session = %presented.session_id(), "refresh token reuse: family revoked, session ended");
             return Err(refresh_refused());
         }
+        gatehouse_session::Rotation::Throttled { retry_after } => {
+            metrics::counter!("gatehouse_tokens_refreshed_total", "result" => "throttled")
+                .increment(1);
+            let seconds = retry_after.as_secs().max(1);
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "throttled",
+                format!("too many refreshes of this session; retry after {seconds} s (the refresh token stays valid)"),
+            )
+            .with_retry_after(seconds));
+        }
         gatehouse_session::Rotation::Refused { why } => {
             metrics::counter!("gatehouse_tokens_refreshed_total", "result" => why).increment(1);
             return Err(refresh_refused());
