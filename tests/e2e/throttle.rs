@@ -27,6 +27,17 @@ async fn login(gateway: &Gateway, username: &str, password: &str) -> reqwest::Re
     login_from(gateway, username, password, None, None).await
 }
 
+/// Sets acme's `login_throttle` settings (partial: the rest keep defaults).
+async fn set_limits(db: &gatehouse_testkit::TestDatabase, limits: Value) {
+    sqlx::query(
+        "UPDATE tenants SET settings = settings || jsonb_build_object('login_throttle', $1::jsonb) WHERE slug = 'acme'",
+    )
+    .bind(limits)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
 async fn fail_times(gateway: &Gateway, username: &str, n: usize) {
     for _ in 0..n {
         assert_eq!(
@@ -97,7 +108,10 @@ async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
 
 #[tokio::test]
 async fn forwarded_for_from_a_trusted_proxy_names_the_client() {
-    let (gateway, _db, _) = seeded_app(&[("GATEHOUSE_TRUSTED_PROXIES", "127.0.0.1/32")]).await;
+    let (gateway, db, _) = seeded_app(&[("GATEHOUSE_TRUSTED_PROXIES", "127.0.0.1/32")]).await;
+    // Every failure counts against the username: leave room after A's five so
+    // this test sees the pair limit alone.
+    set_limits(&db, json!({"username": {"free_failures": 10}})).await;
     // Client A behind the proxy exhausts its pair limit...
     for _ in 0..5 {
         assert_eq!(
@@ -119,7 +133,7 @@ async fn forwarded_for_from_a_trusted_proxy_names_the_client() {
     )
     .await;
     // ...while client B, a different address behind the same proxy, is a
-    // different pair (and one client's failures count once for the username).
+    // different pair.
     assert_eq!(
         login_from(&gateway, "bob", DEMO_PASSWORD, Some("198.51.100.2"), None)
             .await
@@ -334,4 +348,117 @@ async fn admins_list_and_clear_lockouts_of_their_tenant_only() {
         .await
         .unwrap();
     expect_problem(forbidden, 403).await;
+}
+
+/// Finding 8: the username counts failures, not addresses. Five failures
+/// spread over four addresses (each inside its pair budget) put the username
+/// into backoff; before, they counted as four and guessing went on unslowed.
+#[tokio::test]
+async fn failures_from_several_addresses_back_off_the_username() {
+    let (gateway, db, _) = seeded_app(&[]).await;
+    set_limits(&db, json!({"username": {"backoff_base_ms": 600_000}})).await;
+    for i in 0..5 {
+        let address = format!("198.51.100.{}", i % 4);
+        let response = login_from(&gateway, "bob", "wrong-password", Some(&address), None).await;
+        assert_eq!(response.status(), 401);
+    }
+    let held = login_from(&gateway, "bob", DEMO_PASSWORD, Some("198.51.100.99"), None).await;
+    assert!(held.headers().contains_key("retry-after"));
+    expect_problem(held, 429).await;
+}
+
+/// Finding 8: one IP window for every tenant. An address that used its
+/// attempts on acme gets none on another tenant.
+#[tokio::test]
+async fn the_ip_limit_is_shared_by_every_tenant() {
+    let (gateway, db, _) = seeded_app(&[]).await;
+    sqlx::query(
+        "UPDATE tenants SET settings = settings || '{\"login_throttle\": {\"ip\": {\"max\": 4, \"window_s\": 300}}}'::jsonb",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    for i in 0..4 {
+        let body = if i % 2 == 0 {
+            json!({"tenant": "acme", "username": format!("u{i}"), "password": "wrong-password"})
+        } else {
+            json!({"tenant": "system", "username": format!("u{i}"), "password": "wrong-password"})
+        };
+        let response = client()
+            .post(gateway.url("/v1/auth/login"))
+            .header("x-forwarded-for", "203.0.113.77")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "attempt {i}");
+    }
+    let on_system = client()
+        .post(gateway.url("/v1/auth/login"))
+        .header("x-forwarded-for", "203.0.113.77")
+        .json(&json!({"tenant": "system", "username": "admin", "password": crate::ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(on_system, 429).await;
+    let elsewhere = client()
+        .post(gateway.url("/v1/auth/login"))
+        .header("x-forwarded-for", "203.0.113.78")
+        .json(&json!({"tenant": "system", "username": "admin", "password": crate::ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 200, "another address is not held");
+}
+
+/// Finding 8: a flood of random usernames from many IPv6 /64s fills the
+/// tenant's ceiling, yet a known device still signs in.
+#[tokio::test]
+async fn a_tenant_flood_cannot_lock_out_a_known_device() {
+    let (gateway, db, _) = seeded_app(&[]).await;
+    set_limits(&db, json!({"tenant": {"max": 20, "window_s": 600}})).await;
+    let first = login_from(&gateway, "alice", DEMO_PASSWORD, Some("198.51.100.5"), None).await;
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    let device = first["device_token"].as_str().unwrap().to_owned();
+    let flood: Vec<_> = (0..40)
+        .map(|i| {
+            let url = gateway.url("/v1/auth/login");
+            tokio::spawn(async move {
+                client()
+                    .post(url)
+                    .header("x-forwarded-for", format!("2001:db8:{i:x}::1"))
+                    .json(&json!({"tenant": "acme", "username": format!("random-{i}"), "password": "x"}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut throttled = 0;
+    for request in flood {
+        if request.await.unwrap() == 429 {
+            throttled += 1;
+        }
+    }
+    assert!(
+        throttled >= 20,
+        "the ceiling held the flood: {throttled} of 40"
+    );
+    expect_problem(
+        login_from(&gateway, "bob", DEMO_PASSWORD, Some("198.51.100.6"), None).await,
+        429,
+    )
+    .await;
+    let known = login_from(
+        &gateway,
+        "alice",
+        DEMO_PASSWORD,
+        Some("198.51.100.5"),
+        Some(&device),
+    )
+    .await;
+    assert_eq!(known.status(), 200, "the known device gets through");
 }

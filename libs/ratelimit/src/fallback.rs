@@ -98,25 +98,22 @@ impl Fallback {
         let tenant = attempt.tenant_id;
         let user = Keyspace::digest(&format!("{tenant}\u{0}{}", attempt.username));
         let pair = Keyspace::digest(&format!("{tenant}\u{0}{}\u{0}{bucket}", attempt.username));
+        // The IP window is shared by every tenant, as in Redis; a known
+        // device skips the username limit and the tenant ceiling.
         let mut checks = vec![
-            (
-                LimitKind::Ip,
-                limits.ip.max,
-                limits.ip.window(),
-                format!("{tenant}\u{0}{bucket}"),
-            ),
+            (LimitKind::Ip, limits.ip.max, limits.ip.window(), bucket),
             (LimitKind::Pair, limits.pair.max, limits.pair.window(), pair),
         ];
         if !attempt.known_device {
             let window = Duration::from_secs(limits.username.window_s.max(1));
             checks.push((LimitKind::Username, limits.username.max, window, user));
+            checks.push((
+                LimitKind::Tenant,
+                limits.tenant.max,
+                limits.tenant.window(),
+                tenant.to_string(),
+            ));
         }
-        checks.push((
-            LimitKind::Tenant,
-            limits.tenant.max,
-            limits.tenant.window(),
-            tenant.to_string(),
-        ));
         let clock = DefaultClock::default();
         for (kind, max, window, key) in checks {
             if let Err(not_until) = self.limiter(kind, max, window).check_key(&key) {

@@ -8,21 +8,22 @@
 //! Memory is one sorted-set member per attempt inside the window, bounded by
 //! the limit (refused attempts are not recorded).
 //!
-//! Limits (per tenant, see [`LoginLimits`]): failures per (username, IP) pair,
-//! failures per username with exponential backoff, attempts per client IP
-//! (IPv6 by /64) and a per-tenant ceiling. An allowed attempt is counted as a
-//! failure until it succeeds, so attempts in flight cannot slip past the limit.
-//! Success resets the pair counter (not the IP counter) and withdraws the
-//! attempt from the username count.
+//! Limits (values per tenant, see [`LoginLimits`]): failures per (username,
+//! IP) pair, failures per username (every failure, from any address) with
+//! exponential backoff, attempts per client IP (IPv6 by /64; one window shared
+//! by every tenant, checked against the tenant's maximum) and a per-tenant
+//! ceiling. An allowed attempt is counted as a failure until it succeeds, so
+//! attempts in flight cannot slip past the limit. Success resets the pair
+//! counter (not the IP counter) and withdraws the attempt from the username
+//! count.
 //!
-//! Lockout rule, chosen so one attacker cannot lock a victim out: the pair
-//! limit (5 per 15 min) trips long before the username limit, so one IP gets
-//! a handful of guesses and only slows the username down by seconds. Many IPs
-//! together can push the username into backoff (1 s doubling to a 15 min cap,
-//! never permanent) — but an attempt presenting a *known-device* proof (a
-//! signed cookie from an earlier successful sign-in of that user; the gateway
-//! checks it) skips the username limit, so the real user on a known device
-//! still gets in, limited only by their own pair and IP limits.
+//! Lockout rule: the username limit bounds guessing against one account from
+//! any number of addresses (20 failures an hour by default, backoff after 5).
+//! So that neither an attacker hammering a username nor a flood against the
+//! whole tenant can lock the real user out, an attempt presenting a
+//! *known-device* proof (signed at an earlier successful sign-in of that user,
+//! bound to their credential epoch; the gateway checks it) skips the username
+//! limit and the tenant ceiling, limited only by its own pair and IP limits.
 //!
 //! Redis calls have a short deadline behind a breaker: after a failure the
 //! breaker opens for a while and decisions come from an in-process `governor`
@@ -157,6 +158,7 @@ impl Default for ThrottleSettings {
 }
 
 struct Scripts {
+    ip: Script,
     login: Script,
     success: Script,
 }
@@ -198,7 +200,8 @@ pub fn ip_bucket(ip: IpAddr) -> String {
     }
 }
 
-/// Every key one attempt touches; all in the tenant's hash slot.
+/// Every key one attempt touches: the client IP's window in the IP's own
+/// hash slot (shared by every tenant), the rest in the tenant's.
 struct AttemptKeys {
     pair: String,
     user: String,
@@ -209,8 +212,6 @@ struct AttemptKeys {
     user_details: String,
     pair_lock_id: String,
     user_lock_id: String,
-    /// The username window's member for this client: its IP bucket's digest.
-    user_member: String,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -241,6 +242,7 @@ impl Throttle {
             fallback: Arc::new(Fallback::new(settings.expected_instances)),
             settings,
             scripts: Arc::new(Scripts {
+                ip: Script::new(include_str!("../../../lua/throttle_ip.lua")),
                 login: Script::new(include_str!("../../../lua/throttle_login.lua")),
                 success: Script::new(include_str!("../../../lua/throttle_success.lua")),
             }),
@@ -263,20 +265,16 @@ impl Throttle {
         let pair_hash = Keyspace::digest(&format!("{}\u{0}{bucket}", attempt.username));
         let pair_lock_id = format!("pair:{pair_hash}");
         let user_lock_id = format!("user:{user_hash}");
-        let bucket_hash = Keyspace::digest(&bucket);
         AttemptKeys {
             pair: self.keys.tenant_key(&tenant, &format!("rl:{pair_lock_id}")),
             user: self.keys.tenant_key(&tenant, &format!("rl:{user_lock_id}")),
-            ip: self
-                .keys
-                .tenant_key(&tenant, &format!("rl:ip:{bucket_hash}")),
+            ip: self.keys.ip_key(&bucket, "rl:login"),
             tenant: self.keys.tenant_key(&tenant, "rl:all"),
             locks: self.keys.tenant_key(&tenant, "rl:locks"),
             pair_details: self.lock_details_key(&tenant, &pair_lock_id),
             user_details: self.lock_details_key(&tenant, &user_lock_id),
             pair_lock_id,
             user_lock_id,
-            user_member: bucket_hash,
         }
     }
 
@@ -347,23 +345,46 @@ impl Throttle {
         let user_details = details("username", None);
         let username_window =
             i64::try_from(limits.username.window_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+        // The client IP's window first (its own slot, so its own call):
+        // an address over its limit costs the tenant's keys nothing.
+        let (ip_allowed, ip_retry): (i64, i64) = {
+            let (scripts, key, id) = (self.scripts.clone(), keys.ip.clone(), id.to_owned());
+            self.redis
+                .run(|mut conn| async move {
+                    scripts
+                        .ip
+                        .key(&key)
+                        .arg(now)
+                        .arg(&id)
+                        .arg(limits.ip.max)
+                        .arg(ms(limits.ip.window()))
+                        .invoke_async(&mut conn)
+                        .await
+                })
+                .await?
+        };
+        if ip_allowed != 1 {
+            return Ok(Decision::Throttled {
+                limit: LimitKind::Ip,
+                retry_after: ceil_duration(ip_retry),
+            });
+        }
         let scripts = self.scripts.clone();
         let known = if attempt.known_device { "1" } else { "0" };
-        let (allowed, retry, limit): (i64, i64, String) = self
+        let ip_key = keys.ip.clone();
+        let (allowed, retry, limit) = self
             .redis
             .run(|mut conn| async move {
                 scripts
                     .login
                     .key(&keys.pair)
                     .key(&keys.user)
-                    .key(&keys.ip)
                     .key(&keys.tenant)
                     .key(&keys.locks)
                     .key(&keys.pair_details)
                     .key(&keys.user_details)
                     .arg(now)
                     .arg(id)
-                    .arg(&keys.user_member)
                     .arg(limits.pair.max)
                     .arg(ms(limits.pair.window()))
                     .arg(limits.username.max)
@@ -372,18 +393,29 @@ impl Throttle {
                     .arg(limits.username.backoff_base_ms)
                     .arg(limits.username.backoff_cap_ms)
                     .arg(known)
-                    .arg(limits.ip.max)
-                    .arg(ms(limits.ip.window()))
                     .arg(limits.tenant.max)
                     .arg(ms(limits.tenant.window()))
                     .arg(&keys.pair_lock_id)
                     .arg(&keys.user_lock_id)
                     .arg(&pair_details)
                     .arg(&user_details)
-                    .invoke_async(&mut conn)
+                    .invoke_async::<(i64, i64, String)>(&mut conn)
                     .await
             })
             .await?;
+        if allowed != 1 {
+            // Refused attempts are recorded nowhere: take the IP entry back.
+            let (key, id) = (ip_key, id.to_owned());
+            self.redis
+                .run(|mut conn| async move {
+                    redis::cmd("ZREM")
+                        .arg(&key)
+                        .arg(&id)
+                        .query_async::<()>(&mut conn)
+                        .await
+                })
+                .await?;
+        }
         if allowed == 1 {
             return Ok(Decision::Allowed(Ticket {
                 id: id.to_owned(),
@@ -393,7 +425,6 @@ impl Throttle {
         let limit = match limit.as_str() {
             "pair" => LimitKind::Pair,
             "username" => LimitKind::Username,
-            "ip" => LimitKind::Ip,
             _ => LimitKind::Tenant,
         };
         if matches!(limit, LimitKind::Pair | LimitKind::Username) {
@@ -407,7 +438,7 @@ impl Throttle {
     }
 
     /// The attempt succeeded: reset the pair counter (not the IP counter) and
-    /// take this client out of the username window.
+    /// take this attempt out of the username window.
     pub async fn succeeded(&self, attempt: &Attempt, ticket: &Ticket) {
         if ticket.fallback || !self.breaker.allow_request() {
             return;
@@ -421,7 +452,7 @@ impl Throttle {
                 .key(&keys.user)
                 .key(&keys.locks)
                 .key(&keys.pair_details)
-                .arg(&keys.user_member)
+                .arg(&ticket.id)
                 .arg(&keys.pair_lock_id)
                 .invoke_async::<i64>(&mut conn)
                 .await
@@ -436,8 +467,8 @@ impl Throttle {
     }
 
     /// The attempt ended without a verdict on the password (overload, outage):
-    /// take its reservation back from the pair window, so users are not
-    /// penalised for our trouble. The IP and tenant counts stay.
+    /// take its reservation back from the pair and username windows, so users
+    /// are not penalised for our trouble. The IP and tenant counts stay.
     pub async fn withdraw(&self, attempt: &Attempt, ticket: &Ticket) {
         if ticket.fallback || !self.breaker.allow_request() {
             return;
@@ -445,9 +476,15 @@ impl Throttle {
         let keys = self.keys_for(attempt);
         let id = ticket.id.clone();
         let run = self.redis.run(|mut conn| async move {
-            redis::cmd("ZREM")
+            redis::pipe()
+                .cmd("ZREM")
                 .arg(&keys.pair)
                 .arg(&id)
+                .ignore()
+                .cmd("ZREM")
+                .arg(&keys.user)
+                .arg(&id)
+                .ignore()
                 .query_async::<()>(&mut conn)
                 .await
         });

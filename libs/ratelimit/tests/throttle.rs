@@ -334,28 +334,99 @@ async fn decisions_survive_a_flushed_script_cache() {
     );
 }
 
+/// The username counts failures, not addresses: four addresses that each
+/// stay inside their pair budget (5) still add up, so the username backs off
+/// after its free failures instead of allowing 4 x 5 guesses without pause.
+/// The real user on a known device is not held back.
 #[tokio::test]
-async fn one_attacker_address_cannot_lock_the_real_user_out() {
+async fn failures_from_any_number_of_addresses_count_against_the_username() {
     let clock = clock();
     let t = throttle(&clock);
-    let limits = LoginLimits::default();
+    let mut limits = LoginLimits::default();
+    limits.username.backoff_base_ms = 60_000;
     let tenant = Uuid::new_v4();
-    // One attacker keeps guessing from one address for two hours: it gets its
-    // pair budget each window and is refused in between...
-    for _ in 0..8 {
-        for _ in 0..6 {
-            let _ = t
-                .begin(&attempt(tenant, "victim", "192.0.2.66"), &limits)
-                .await;
-        }
-        clock.advance(time::Duration::minutes(15));
+    for i in 0..5 {
+        allowed(
+            t.begin(
+                &attempt(tenant, "victim", &format!("192.0.2.{}", i % 4)),
+                &limits,
+            )
+            .await,
+        );
+        clock.advance(time::Duration::seconds(1));
     }
-    // ...but counts only once towards the username, so the victim, from
-    // anywhere else and without a known-device proof, is never held back.
-    allowed(
-        t.begin(&attempt(tenant, "victim", "198.51.100.200"), &limits)
+    // The sixth failure, from a fourth address with its pair budget intact.
+    let (limit, retry) = refused(
+        t.begin(&attempt(tenant, "victim", "192.0.2.3"), &limits)
             .await,
     );
+    assert_eq!(limit, LimitKind::Username);
+    assert!(retry > Duration::from_secs(50), "{retry:?}");
+    let mut known = attempt(tenant, "victim", "198.51.100.200");
+    known.known_device = true;
+    allowed(t.begin(&known, &limits).await);
+}
+
+/// One window per client IP, shared by every tenant: an address cannot get
+/// the IP limit again by moving to another tenant.
+#[tokio::test]
+async fn the_ip_limit_is_shared_by_every_tenant() {
+    let clock = clock();
+    let t = throttle(&clock);
+    let mut limits = LoginLimits::default();
+    limits.ip.max = 4;
+    let (acme, globex) = (Uuid::new_v4(), Uuid::new_v4());
+    for i in 0..2 {
+        allowed(
+            t.begin(&attempt(acme, &format!("a{i}"), "203.0.113.5"), &limits)
+                .await,
+        );
+        allowed(
+            t.begin(&attempt(globex, &format!("g{i}"), "203.0.113.5"), &limits)
+                .await,
+        );
+    }
+    let (limit, _) = refused(
+        t.begin(&attempt(globex, "g9", "203.0.113.5"), &limits)
+            .await,
+    );
+    assert_eq!(limit, LimitKind::Ip);
+    allowed(
+        t.begin(&attempt(globex, "g9", "203.0.113.6"), &limits)
+            .await,
+    );
+}
+
+/// A flood of random usernames from many addresses can fill the tenant's
+/// ceiling, but not for a known device.
+#[tokio::test]
+async fn a_tenant_flood_does_not_lock_out_known_devices() {
+    let clock = clock();
+    let t = throttle(&clock);
+    let mut limits = LoginLimits::default();
+    limits.tenant.max = 30;
+    let tenant = Uuid::new_v4();
+    for i in 0..30 {
+        allowed(
+            t.begin(
+                &attempt(
+                    tenant,
+                    &format!("random-{i}"),
+                    &format!("2001:db8:{i:x}::1"),
+                ),
+                &limits,
+            )
+            .await,
+        );
+    }
+    let (limit, _) = refused(
+        t.begin(&attempt(tenant, "alice", "198.51.100.1"), &limits)
+            .await,
+    );
+    assert_eq!(limit, LimitKind::Tenant);
+    let mut known = attempt(tenant, "alice", "198.51.100.1");
+    known.known_device = true;
+    allowed(t.begin(&known, &limits).await);
 }
 
 #[tokio::test]
