@@ -27,7 +27,8 @@ RUN apt-get update \
 COPY --from=builder /out/gatehouse /out/demo-upstream /usr/local/bin/
 USER gatehouse:gatehouse
 ENV GATEHOUSE_LISTEN=0.0.0.0:8080 \
+    GATEHOUSE_METRICS_LISTEN=0.0.0.0:9464 \
     GATEHOUSE_LOG_FORMAT=json
-EXPOSE 8080
+EXPOSE 8080 9464
 ENTRYPOINT ["gatehouse"]
 CMD ["serve"]

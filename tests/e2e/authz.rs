@@ -136,6 +136,43 @@ async fn a_user_checks_their_own_permissions_with_an_explanation() {
             .contains("no policy applied"),
         "{trace}"
     );
+
+    // The trace shows the tenant's policies and conditions: a member may not
+    // have it, not even about themselves.
+    let members_trace = call(
+        &d.gateway,
+        &d.bob,
+        Method::POST,
+        "/v1/authz/check?explain=true",
+        Some(json!({"resource": "orders:7", "action": "read"})),
+    )
+    .await;
+    expect_problem(members_trace, 403).await;
+
+    // `subject` may be a user id, the `sub` a service finds in a token.
+    let bob_me = ok_json(
+        call(&d.gateway, &d.bob, Method::GET, "/v1/auth/me", None).await,
+        200,
+    )
+    .await;
+    let bob_id = bob_me["sub"].as_str().unwrap();
+    let by_id = check(
+        &d.gateway,
+        &d.alice,
+        json!({"subject": bob_id, "resource": "orders:7", "action": "refund"}),
+    )
+    .await;
+    assert_eq!(by_id["reason"], "no_match", "{by_id}");
+    let own_id = check(
+        &d.gateway,
+        &d.bob,
+        json!({"subject": bob_id, "resource": "orders:7", "action": "read"}),
+    )
+    .await;
+    assert_eq!(
+        own_id["allowed"], true,
+        "bob asks about himself by id: {own_id}"
+    );
 }
 
 #[tokio::test]

@@ -65,6 +65,25 @@ async fn unreachable_postgres_at_start_exits_naming_database_url() {
 }
 
 #[tokio::test]
+async fn an_unknown_key_in_the_config_file_exits_2_naming_it() {
+    let db = TestDatabase::new().await;
+    let redis = TestRedis::shared();
+    let dir = std::env::temp_dir().join(format!("gh-cli-cfg-{}", gatehouse_testkit::unique_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gatehouse.toml");
+    std::fs::write(&path, "trusted_proxy = \"10.0.0.0/8\"\n").unwrap();
+    let vars = replace(
+        gateway_env(&db, &redis.url, &redis.prefix),
+        "GATEHOUSE_CONFIG",
+        Some(path.to_str().unwrap()),
+    );
+    let output = run_gatehouse(&["serve"], &vars).await;
+    assert_eq!(output.status.code(), Some(2), "{}", stderr_of(&output));
+    serve_fails_naming(vars, "unknown key trusted_proxy").await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
 async fn missing_key_encryption_key_exits_naming_it() {
     let db = TestDatabase::new().await;
     let redis = TestRedis::shared();

@@ -135,7 +135,10 @@ async fn metrics_are_prometheus_text_counting_requests_by_route() {
         .send()
         .await
         .unwrap();
-    let response = http.get(gateway.url("/metrics")).send().await.unwrap();
+    // Not on the public listener: internal figures have their own.
+    let public = http.get(gateway.url("/metrics")).send().await.unwrap();
+    assert_eq!(public.status(), 404);
+    let response = http.get(gateway.metrics("/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["content-type"]

@@ -438,7 +438,7 @@ async fn login_metrics_count_outcomes() {
     login(&gateway, "alice", "wrong-password-xyz").await;
     assert_eq!(me(&gateway, &token).await.status(), 200);
     let text = client()
-        .get(gateway.url("/metrics"))
+        .get(gateway.metrics("/metrics"))
         .send()
         .await
         .unwrap()

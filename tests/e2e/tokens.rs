@@ -770,7 +770,7 @@ async fn token_metrics_count_issue_refresh_verify_and_revocation() {
     until_refused(&gateway, &jwt).await;
 
     let metrics = client()
-        .get(gateway.url("/metrics"))
+        .get(gateway.metrics("/metrics"))
         .send()
         .await
         .unwrap()

@@ -347,6 +347,8 @@ pub struct Gateway {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub base_url: String,
+    /// `http://127.0.0.1:PORT` of the metrics listener.
+    pub metrics_url: String,
     /// Every stdout line (JSON log lines) so far.
     pub log_lines: Arc<Mutex<Vec<String>>>,
 }
@@ -354,7 +356,14 @@ pub struct Gateway {
 impl Gateway {
     /// Spawns the binary and waits for its `listening` log line.
     pub async fn spawn(vars: &[(String, String)]) -> Self {
-        let mut child = gatehouse_command(&["serve"], vars)
+        let mut vars = vars.to_vec();
+        if !vars.iter().any(|(k, _)| k == "GATEHOUSE_METRICS_LISTEN") {
+            vars.push((
+                "GATEHOUSE_METRICS_LISTEN".to_owned(),
+                "127.0.0.1:0".to_owned(),
+            ));
+        }
+        let mut child = gatehouse_command(&["serve"], &vars)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -363,18 +372,25 @@ impl Gateway {
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
         let log_lines = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<String>();
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<(String, String)>();
         let lines = log_lines.clone();
         tokio::spawn(async move {
             let mut addr_tx = Some(addr_tx);
+            let mut metrics_addr = String::new();
             let mut reader = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = reader.next_line().await {
                 eprintln!("[gatehouse] {line}");
-                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line)
-                    && value["message"] == "listening"
-                    && let (Some(tx), Some(addr)) = (addr_tx.take(), value["addr"].as_str())
-                {
-                    let _ = tx.send(addr.to_owned());
+                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if value["message"] == "metrics listening"
+                        && let Some(addr) = value["addr"].as_str()
+                    {
+                        addr.clone_into(&mut metrics_addr);
+                    }
+                    if value["message"] == "listening"
+                        && let (Some(tx), Some(addr)) = (addr_tx.take(), value["addr"].as_str())
+                    {
+                        let _ = tx.send((addr.to_owned(), metrics_addr.clone()));
+                    }
                 }
                 lines.lock().expect("log lock").push(line);
             }
@@ -385,7 +401,9 @@ impl Gateway {
                 eprintln!("[gatehouse stderr] {line}");
             }
         });
-        let Ok(Ok(addr)) = tokio::time::timeout(Duration::from_secs(30), addr_rx).await else {
+        let Ok(Ok((addr, metrics_addr))) =
+            tokio::time::timeout(Duration::from_secs(30), addr_rx).await
+        else {
             let status = child.try_wait().ok().flatten();
             panic!(
                 "gatehouse serve did not report listening within 30 s (exit: {status:?}); see its output above"
@@ -394,6 +412,7 @@ impl Gateway {
         Self {
             child,
             base_url: format!("http://{addr}"),
+            metrics_url: format!("http://{metrics_addr}"),
             log_lines,
         }
     }
@@ -402,6 +421,12 @@ impl Gateway {
     #[must_use]
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
+    }
+
+    /// Absolute URL of `path` on this gateway's metrics listener.
+    #[must_use]
+    pub fn metrics(&self, path: &str) -> String {
+        format!("{}{path}", self.metrics_url)
     }
 
     /// The process id (to send signals).

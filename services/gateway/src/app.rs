@@ -99,7 +99,6 @@ fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
-        .route("/metrics", get(routes::health::metrics))
         .route("/static/gatehouse.css", get(routes::pages::stylesheet))
         .route(
             "/t/{tenant}/login",
@@ -142,6 +141,15 @@ fn routes() -> Router<AppState> {
         )
         .merge(admin_routes())
         .fallback(routes::health::not_found)
+}
+
+/// The metrics listener's application (`GATEHOUSE_METRICS_LISTEN`): only
+/// `GET /metrics`, so the public listener never shows internal figures.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(routes::health::metrics))
+        .fallback(routes::health::not_found)
+        .with_state(state)
 }
 
 /// Builds the whole HTTP application for `state`. Tests call this directly and

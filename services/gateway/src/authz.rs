@@ -187,8 +187,8 @@ impl AuthzService {
         Ok(access::subject_by_id(&self.db, tenant_id, user_id).await?)
     }
 
-    /// The user a request names by username, or 404 saying so (an
-    /// unparseable name is simply not found).
+    /// The user a request names by user id (the `sub` of a token) or by
+    /// username, or 404 saying so (an unparseable name is simply not found).
     pub async fn subject_named(&self, tenant_id: Uuid, raw: &str) -> Result<Subject, ApiError> {
         let not_found = || {
             ApiError::not_found(format!(
@@ -196,6 +196,12 @@ impl AuthzService {
                 raw.chars().take(64).collect::<String>()
             ))
         };
+        if let Ok(user_id) = Uuid::try_parse(raw) {
+            return self
+                .subject_by_id(tenant_id, user_id)
+                .await?
+                .ok_or_else(not_found);
+        }
         let username = gatehouse_core::Username::parse(raw).map_err(|_| not_found())?;
         self.subject_by_username(tenant_id, username.normalized())
             .await?

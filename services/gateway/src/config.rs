@@ -77,6 +77,8 @@ impl ConfigError {
 #[serde(default)]
 struct RawSettings {
     listen: String,
+    /// Where `/metrics` is served (never on the public listener).
+    metrics_listen: String,
     database_url: Option<String>,
     redis_url: Option<String>,
     redis_cache_url: Option<String>,
@@ -235,6 +237,7 @@ impl Default for RawSettings {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".to_owned(),
+            metrics_listen: "127.0.0.1:9464".to_owned(),
             database_url: None,
             redis_url: None,
             redis_cache_url: None,
@@ -310,6 +313,9 @@ pub type KeyEncryptionKey = SecretBox<[u8; 32]>;
 pub struct Config {
     /// Where the HTTP server listens.
     pub listen: SocketAddr,
+    /// Where `/metrics` is served: a listener of its own, so the public one
+    /// never shows internal figures (default `127.0.0.1:9464`).
+    pub metrics_listen: SocketAddr,
     /// Postgres connection and deadlines.
     pub db: DbSettings,
     /// Redis for state.
@@ -402,6 +408,38 @@ fn figment(config_file: Option<&Path>, vars: &[(String, String)]) -> Figment {
     figment
 }
 
+/// Reads the config file on its own and refuses keys no setting has, naming
+/// them (`trusted_proxy`, `db.max_conections`): a misspelt setting must not
+/// silently leave its default in force.
+fn check_file_keys(path: &Path) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(env::CONFIG, format!("cannot read {}: {e}", path.display()))
+    })?;
+    let mut unknown = Vec::new();
+    let parsed: Result<RawSettings, _> =
+        serde_ignored::deserialize(toml::Deserializer::new(&text), |key| {
+            unknown.push(key.to_string());
+        });
+    if let Err(e) = parsed {
+        return Err(ConfigError::new(
+            env::CONFIG,
+            format!("{}: {}", path.display(), e.message()),
+        ));
+    }
+    if !unknown.is_empty() {
+        return Err(ConfigError::new(
+            env::CONFIG,
+            format!(
+                "{}: unknown key{} {}",
+                path.display(),
+                if unknown.len() == 1 { "" } else { "s" },
+                unknown.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Environment values are strings; read booleans and integers the way
 /// figment's own `Env` provider does, so `false` and `5000` type-check.
 fn parse_scalar(raw: &str) -> figment::value::Value {
@@ -437,6 +475,9 @@ impl Config {
                 format!("config file {} does not exist", path.display()),
             ));
         }
+        if let Some(path) = &config_file {
+            check_file_keys(path)?;
+        }
         let raw: RawSettings = figment(config_file.as_deref(), vars)
             .extract()
             .map_err(|e| ConfigError::new(setting_of(&e), e.to_string()))?;
@@ -445,15 +486,12 @@ impl Config {
 
     fn validate(raw: RawSettings) -> Result<Self, ConfigError> {
         check_limits(&raw)?;
-        let listen: SocketAddr = raw.listen.parse().map_err(|_| {
-            ConfigError::new(
-                env::LISTEN,
-                format!(
-                    "{:?} is not a socket address like 127.0.0.1:8080",
-                    raw.listen
-                ),
-            )
-        })?;
+        let listen = socket_addr(&raw.listen, env::LISTEN, "127.0.0.1:8080")?;
+        let metrics_listen = socket_addr(
+            &raw.metrics_listen,
+            "GATEHOUSE_METRICS_LISTEN",
+            "127.0.0.1:9464",
+        )?;
 
         let database_url = raw.database_url.ok_or_else(|| {
             ConfigError::new(
@@ -515,6 +553,7 @@ impl Config {
 
         Ok(Self {
             listen,
+            metrics_listen,
             db,
             redis_state,
             redis_cache,
@@ -549,6 +588,16 @@ impl Config {
             tokens: token_config(&raw.tokens)?,
         })
     }
+}
+
+/// A listen address, or an error naming its setting with an example.
+fn socket_addr(raw: &str, setting: &'static str, example: &str) -> Result<SocketAddr, ConfigError> {
+    raw.parse().map_err(|_| {
+        ConfigError::new(
+            setting,
+            format!("{raw:?} is not a socket address like {example}"),
+        )
+    })
 }
 
 /// The default forward-auth tenant, checked to be a tenant slug.
@@ -632,6 +681,9 @@ impl DatabaseConfig {
             .iter()
             .find(|(k, _)| k == env::CONFIG)
             .map(|(_, v)| PathBuf::from(v));
+        if let Some(path) = config_file.as_deref().filter(|p| p.is_file()) {
+            check_file_keys(path)?;
+        }
         let raw: RawSettings = figment(config_file.as_deref(), vars)
             .extract()
             .map_err(|e| ConfigError::new(setting_of(&e), e.to_string()))?;
@@ -796,6 +848,7 @@ fn setting_of(error: &figment::Error) -> &'static str {
         Some("cookie_secure") => env::COOKIE_SECURE,
         Some("log_format") => env::LOG_FORMAT,
         Some("listen") => env::LISTEN,
+        Some("metrics_listen") => "GATEHOUSE_METRICS_LISTEN",
         Some("database_url") => env::DATABASE_URL,
         Some("redis_url") => env::REDIS_URL,
         Some("redis_cache_url") => env::REDIS_CACHE_URL,
@@ -1016,6 +1069,40 @@ mod tests {
         }
         let c = Config::load(&with(minimal(), "GATEHOUSE_TOKENS__ROTATE_EVERY_DAYS", "0")).unwrap();
         assert!(c.tokens.rotate_every.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_in_the_config_file_are_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("gh-cfg-unknown-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gatehouse.toml");
+        std::fs::write(
+            &path,
+            "trusted_proxy = \"10.0.0.0/8\"\n[db]\nmax_conections = 3\n",
+        )
+        .unwrap();
+        let v = with(minimal(), "GATEHOUSE_CONFIG", path.to_str().unwrap());
+        let e = Config::load(&v).unwrap_err();
+        assert_eq!(e.setting, "GATEHOUSE_CONFIG");
+        assert!(e.message.contains("trusted_proxy"), "{}", e.message);
+        assert!(e.message.contains("db.max_conections"), "{}", e.message);
+        let e = DatabaseConfig::load(&with(
+            vec![(
+                "DATABASE_URL".to_owned(),
+                "postgres://x@127.0.0.1/db".to_owned(),
+            )],
+            "GATEHOUSE_CONFIG",
+            path.to_str().unwrap(),
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("trusted_proxy"), "{}", e.message);
+        std::fs::write(&path, "listen = [\n").unwrap();
+        let e = Config::load(&v).unwrap_err();
+        assert_eq!(
+            e.setting, "GATEHOUSE_CONFIG",
+            "a malformed file names the file"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

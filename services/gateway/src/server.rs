@@ -63,6 +63,14 @@ pub enum StartupError {
         /// What failed.
         reason: String,
     },
+    /// The metrics listen address could not be bound.
+    #[error("cannot listen for metrics on {address}: {reason}")]
+    MetricsBind {
+        /// The address.
+        address: SocketAddr,
+        /// What failed.
+        reason: String,
+    },
 }
 
 impl StartupError {
@@ -73,6 +81,7 @@ impl StartupError {
             Self::Database { .. } | Self::Migrate(_) => env::DATABASE_URL,
             Self::Redis { setting, .. } => setting,
             Self::Bind { .. } => env::LISTEN,
+            Self::MetricsBind { .. } => "GATEHOUSE_METRICS_LISTEN",
             Self::Argon2(_) => "GATEHOUSE_ARGON2__*",
             Self::Keys(_) => env::KEY_ENCRYPTION_KEY,
         }
@@ -81,6 +90,7 @@ impl StartupError {
 
 /// A bound, ready-to-run gateway.
 pub struct Application {
+    metrics_listener: TcpListener,
     listener: TcpListener,
     state: AppState,
     shutdown_grace: Duration,
@@ -119,6 +129,12 @@ impl Application {
             .await
             .map_err(|e| StartupError::Bind {
                 address: config.listen,
+                reason: e.to_string(),
+            })?;
+        let metrics_listener = TcpListener::bind(config.metrics_listen)
+            .await
+            .map_err(|e| StartupError::MetricsBind {
+                address: config.metrics_listen,
                 reason: e.to_string(),
             })?;
 
@@ -176,6 +192,7 @@ impl Application {
             }),
         };
         Ok(Self {
+            metrics_listener,
             listener,
             state,
             shutdown_grace: config.shutdown_grace,
@@ -197,6 +214,17 @@ impl Application {
         let gauge_task = tokio::spawn(report_active_sessions(self.state.auth.sessions.clone()));
         let keys_task = tokio::spawn(refresh_keys(self.state.tokens.clone()));
         let upkeep_task = tokio::spawn(metrics_upkeep(self.state.metrics.clone()));
+        let metrics_addr = self.metrics_listener.local_addr()?;
+        let metrics_task = tokio::spawn({
+            let router = crate::app::metrics_app(self.state.clone());
+            let listener = self.metrics_listener;
+            async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            }
+        });
+        tracing::info!(addr = %metrics_addr, "metrics listening");
         tracing::info!(addr = %addr, "listening");
         let stopping = Arc::new(tokio::sync::Notify::new());
         let notify = stopping.clone();
@@ -220,6 +248,7 @@ impl Application {
             }
         };
         gauge_task.abort();
+        metrics_task.abort();
         keys_task.abort();
         upkeep_task.abort();
         result

@@ -4,7 +4,12 @@
 //! The caller is signed in. Asking about yourself in your own tenant needs no
 //! permission; asking about another subject, or in another tenant (platform
 //! users only), needs `read` on `admin:<tenant>:authz`, checked like every
-//! admin call.
+//! admin call. So does `?explain=true`, even about yourself: the trace shows
+//! the tenant's policies and their conditions (an office CIDR, say), which a
+//! member could otherwise read or bisect.
+//!
+//! `subject` is a username or a user id (the `sub` a service finds in a
+//! token).
 
 use std::collections::HashMap;
 
@@ -34,7 +39,7 @@ pub struct CheckRequest {
     /// Tenant slug; defaults to the caller's.
     #[serde(default)]
     tenant: Option<String>,
-    /// Username; defaults to the caller.
+    /// Username or user id; defaults to the caller.
     #[serde(default)]
     subject: Option<String>,
     resource: String,
@@ -82,6 +87,8 @@ struct Resolver<'a> {
     state: &'a AppState,
     me: &'a CurrentSession,
     client: &'a ClientInfo,
+    /// Whether the answers carry the evaluation trace.
+    explain: bool,
     admitted: HashMap<String, Tenant>,
 }
 
@@ -96,10 +103,11 @@ impl Resolver<'_> {
         let about_me = own_tenant
             && check.subject.as_deref().is_none_or(|s| {
                 let mine = Username::parse(&session.username);
-                Username::parse(s)
-                    .is_ok_and(|u| mine.is_ok_and(|m| m.normalized() == u.normalized()))
+                Uuid::try_parse(s).is_ok_and(|id| id == session.user_id)
+                    || Username::parse(s)
+                        .is_ok_and(|u| mine.is_ok_and(|m| m.normalized() == u.normalized()))
             });
-        if about_me {
+        if about_me && !self.explain {
             return Ok((session.tenant_id, session.user_id));
         }
         let tenant = if let Some(t) = self.admitted.get(&tenant_slug) {
@@ -112,12 +120,19 @@ impl Resolver<'_> {
                 &tenant_slug,
                 "authz",
                 Access::Read,
-                "authz.check",
+                if self.explain {
+                    "authz.explain"
+                } else {
+                    "authz.check"
+                },
             )
             .await?;
             self.admitted.insert(tenant_slug.clone(), t.clone());
             t
         };
+        if about_me {
+            return Ok((session.tenant_id, session.user_id));
+        }
         let raw = check
             .subject
             .as_deref()
@@ -174,6 +189,7 @@ pub async fn check(
         state: &state,
         me: &me,
         client: &client,
+        explain: query.explain,
         admitted: HashMap::new(),
     };
     let (tenant_id, user_id) = resolver.resolve(&body).await?;
@@ -203,6 +219,7 @@ pub async fn check_batch(
         state: &state,
         me: &me,
         client: &client,
+        explain: query.explain,
         admitted: HashMap::new(),
     };
     let mut subjects = Vec::with_capacity(body.checks.len());
