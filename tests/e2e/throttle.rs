@@ -462,3 +462,114 @@ async fn a_tenant_flood_cannot_lock_out_a_known_device() {
     .await;
     assert_eq!(known.status(), 200, "the known device gets through");
 }
+
+async fn change_password(
+    gateway: &Gateway,
+    session: &str,
+    current: &str,
+    new: &str,
+) -> reqwest::Response {
+    client()
+        .post(gateway.url("/v1/auth/password"))
+        .bearer_auth(session)
+        .json(&json!({"current_password": current, "new_password": new}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Finding 9: device proofs are bound to the user's credential epoch, so a
+/// password change (or a disable) retires the proofs issued before it.
+#[tokio::test]
+async fn a_password_change_retires_earlier_device_proofs() {
+    let (gateway, db, _) = seeded_app(&[]).await;
+    set_limits(&db, json!({"username": {"backoff_base_ms": 600_000}})).await;
+    let before = login_from(&gateway, "alice", DEMO_PASSWORD, Some("198.51.100.1"), None).await;
+    let before: Value = before.json().await.unwrap();
+    let old_proof = before["device_token"].as_str().unwrap().to_owned();
+    let session = before["session_token"].as_str().unwrap();
+    let changed = change_password(&gateway, session, DEMO_PASSWORD, "a-new-password-123").await;
+    assert_eq!(changed.status(), 200);
+    let after = login_from(
+        &gateway,
+        "alice",
+        "a-new-password-123",
+        Some("198.51.100.1"),
+        None,
+    )
+    .await;
+    let after: Value = after.json().await.unwrap();
+    let new_proof = after["device_token"].as_str().unwrap().to_owned();
+    // Push the username into a long backoff from elsewhere.
+    for i in 0..5 {
+        let address = format!("203.0.113.{i}");
+        let response = login_from(&gateway, "alice", "wrong-password", Some(&address), None).await;
+        assert_eq!(response.status(), 401);
+    }
+    expect_problem(
+        login_from(
+            &gateway,
+            "alice",
+            "a-new-password-123",
+            Some("198.51.100.1"),
+            Some(&old_proof),
+        )
+        .await,
+        429,
+    )
+    .await;
+    let known = login_from(
+        &gateway,
+        "alice",
+        "a-new-password-123",
+        Some("198.51.100.1"),
+        Some(&new_proof),
+    )
+    .await;
+    assert_eq!(
+        known.status(),
+        200,
+        "a proof of the current epoch still counts"
+    );
+
+    // Disabling bumps the epoch too (a trigger, whoever writes).
+    let epoch = |db: &gatehouse_testkit::TestDatabase| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT credential_epoch FROM users WHERE username_normalized = 'bob'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let start = epoch(&db).await;
+    sqlx::query("UPDATE users SET status = 'disabled' WHERE username_normalized = 'bob'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE users SET status = 'active' WHERE username_normalized = 'bob'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(epoch(&db).await, start + 1);
+}
+
+/// Finding 9: checking the current password on a password change is a
+/// throttled sign-in attempt, so a stolen session cannot guess faster than
+/// the login form allows.
+#[tokio::test]
+async fn password_change_guesses_are_throttled() {
+    let (gateway, _db, _) = seeded_app(&[]).await;
+    let bob = session_token(&gateway, "acme", "bob", DEMO_PASSWORD).await;
+    for _ in 0..5 {
+        let wrong = change_password(&gateway, &bob, "not-the-password", "whatever-new-1").await;
+        expect_problem(wrong, 403).await;
+    }
+    let throttled = change_password(&gateway, &bob, "not-the-password", "whatever-new-1").await;
+    assert!(throttled.headers().contains_key("retry-after"));
+    expect_problem(throttled, 429).await;
+    let right = change_password(&gateway, &bob, DEMO_PASSWORD, "whatever-new-1").await;
+    expect_problem(right, 429).await;
+}

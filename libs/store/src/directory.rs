@@ -42,6 +42,9 @@ pub struct LoginUser {
     pub password_hash: String,
     /// `active` or `disabled`.
     pub status: String,
+    /// Bumped by every deliberate credential change and by disabling: what
+    /// known-device proofs are bound to.
+    pub credential_epoch: i64,
 }
 
 /// Finds a tenant by slug (active or not; the caller decides).
@@ -64,11 +67,27 @@ pub async fn user_for_login(
     username: &Username,
 ) -> Result<Option<LoginUser>, StoreError> {
     Ok(sqlx::query_as::<_, LoginUser>(
-        "SELECT id, username_display, password_hash, status FROM users
+        "SELECT id, username_display, password_hash, status, credential_epoch FROM users
          WHERE tenant_id = $1 AND username_normalized = $2",
     )
     .bind(tenant_id)
     .bind(username.normalized())
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// The credential epoch of a user by normalised username (`None`: no such
+/// user), for checking a known-device proof before the throttle decides.
+pub async fn credential_epoch(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    username_normalized: &str,
+) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT credential_epoch FROM users WHERE tenant_id = $1 AND username_normalized = $2",
+    )
+    .bind(tenant_id)
+    .bind(username_normalized)
     .fetch_optional(pool)
     .await?)
 }
@@ -159,7 +178,7 @@ pub async fn user_by_id(
     user_id: Uuid,
 ) -> Result<Option<LoginUser>, StoreError> {
     Ok(sqlx::query_as::<_, LoginUser>(
-        "SELECT id, username_display, password_hash, status FROM users WHERE tenant_id = $1 AND id = $2",
+        "SELECT id, username_display, password_hash, status, credential_epoch FROM users WHERE tenant_id = $1 AND id = $2",
     )
     .bind(tenant_id)
     .bind(user_id)

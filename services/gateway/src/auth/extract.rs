@@ -20,6 +20,8 @@ use crate::state::AppState;
 pub struct Authenticated {
     /// The live session.
     pub session: Session,
+    /// The caller's tenant (active), as admission read it.
+    pub tenant: gatehouse_store::directory::Tenant,
     /// How it was presented.
     pub via: Via,
     /// The access token's claims, when a JWT proved it.
@@ -71,6 +73,7 @@ pub async fn authenticate(
     Ok(verdict.ok().and_then(|admitted| {
         Some(Authenticated {
             session: admitted.session?,
+            tenant: admitted.tenant,
             via: admitted.via,
             access: admitted.access,
         })

@@ -150,9 +150,7 @@ impl LoginService {
             LoginLimits::default()
         });
         let now = self.clock.unix_seconds();
-        let known_device = c
-            .device_proof
-            .is_some_and(|proof| self.devices.verify(proof, c.tenant.id, &throttle_name, now));
+        let known_device = self.known_device(c, &throttle_name, now).await;
         let attempt = Attempt {
             tenant_id: c.tenant.id,
             username: throttle_name.clone(),
@@ -167,9 +165,9 @@ impl LoginService {
             }
         };
         match self.check_and_start(c).await {
-            Ok((token, session)) => {
+            Ok((token, session, epoch)) => {
                 self.throttle.succeeded(&attempt, &ticket).await;
-                let device_proof = self.devices.issue(c.tenant.id, &throttle_name, now);
+                let device_proof = self.devices.issue(c.tenant.id, &throttle_name, epoch, now);
                 Ok(LoggedIn {
                     token,
                     session,
@@ -184,10 +182,32 @@ impl LoginService {
         }
     }
 
+    /// Whether the attempt presents a valid proof of a device this user
+    /// signed in from, issued in the user's current credential epoch. Only a
+    /// proof whose signature checks costs a (indexed) read; a failed read
+    /// means "not known" (the bypass fails closed).
+    async fn known_device(&self, c: &Credentials<'_>, username: &str, now: i64) -> bool {
+        let Some(epoch) = c
+            .device_proof
+            .and_then(|proof| self.devices.verify(proof, c.tenant.id, username, now))
+        else {
+            return false;
+        };
+        match directory::credential_epoch(&self.db, c.tenant.id, username).await {
+            Ok(current) => current == Some(epoch),
+            Err(e) => {
+                tracing::warn!(error = %e, "credential epoch lookup failed; device not trusted");
+                false
+            }
+        }
+    }
+
+    /// Checks the password and starts the session; also returns the user's
+    /// credential epoch, for the device proof.
     async fn check_and_start(
         &self,
         c: &Credentials<'_>,
-    ) -> Result<(SessionToken, Session), LoginError> {
+    ) -> Result<(SessionToken, Session, i64), LoginError> {
         if c.password.len() > MAX_PASSWORD_BYTES {
             self.audit_failure(c, None, "password_too_long").await;
             return Err(LoginError::InvalidCredentials);
@@ -288,7 +308,7 @@ impl LoginService {
             json!({ "session_id": session.id }),
         )
         .await;
-        Ok((token, session))
+        Ok((token, session, user.credential_epoch))
     }
 
     /// Whether the account is still active with the password just checked

@@ -361,9 +361,13 @@ pub struct PasswordChange {
 pub const MIN_NEW_PASSWORD_CHARS: usize = 10;
 
 /// `POST /v1/auth/password`: changes the caller's password after checking the
-/// current one, and ends every other session of the account.
+/// current one, and ends every other session of the account. The check of
+/// the current password is a sign-in attempt for the throttle (pair,
+/// username, IP and tenant limits), so a stolen session cannot be used to
+/// guess the password faster than the login form allows.
 pub async fn password_change(
     State(state): State<AppState>,
+    client: ClientInfo,
     headers: HeaderMap,
     me: CurrentSession,
     Json(body): Json<PasswordChange>,
@@ -396,10 +400,39 @@ pub async fn password_change(
         }
         crate::auth::passwords::PasswordPoolError::Failed(reason) => ApiError::internal(&reason),
     };
-    let verification = pool
+    let throttle = &state.auth.throttle;
+    let attempt = gatehouse_ratelimit::Attempt {
+        tenant_id: s.tenant_id,
+        username: gatehouse_core::Username::parse(&s.username)
+            .map_or_else(|_| s.username.to_lowercase(), |u| u.normalized().to_owned()),
+        ip: client.addr,
+        known_device: false,
+    };
+    let limits =
+        gatehouse_ratelimit::LoginLimits::from_settings(me.0.tenant.settings.get("login_throttle"))
+            .unwrap_or_default();
+    let ticket = match throttle.begin(&attempt, &limits).await {
+        gatehouse_ratelimit::Decision::Allowed(ticket) => ticket,
+        gatehouse_ratelimit::Decision::Throttled { retry_after, .. } => {
+            let seconds = crate::auth::login::retry_after_secs(retry_after);
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "throttled",
+                format!("too many password attempts; retry after {seconds} s"),
+            )
+            .with_retry_after(seconds));
+        }
+    };
+    let verification = match pool
         .verify(body.current_password, Some(user.password_hash.clone()))
         .await
-        .map_err(pool_error)?;
+    {
+        Ok(verification) => verification,
+        Err(e) => {
+            throttle.withdraw(&attempt, &ticket).await;
+            return Err(pool_error(e));
+        }
+    };
     if verification == gatehouse_core::Verification::Mismatch {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -407,6 +440,7 @@ pub async fn password_change(
             "current_password is incorrect",
         ));
     }
+    throttle.succeeded(&attempt, &ticket).await;
     let new_hash = pool.hash(body.new_password).await.map_err(pool_error)?;
     if !directory::change_password(
         &state.db,
