@@ -360,6 +360,71 @@ pub struct PasswordChange {
 /// Shortest new password accepted.
 pub const MIN_NEW_PASSWORD_CHARS: usize = 10;
 
+/// The password pool's refusal as an answer: busy is a 503 to retry.
+fn pool_error(e: crate::auth::passwords::PasswordPoolError) -> ApiError {
+    match e {
+        crate::auth::passwords::PasswordPoolError::Busy => {
+            ApiError::unavailable("password hashing is busy; retry shortly", 1)
+        }
+        crate::auth::passwords::PasswordPoolError::Failed(reason) => ApiError::internal(&reason),
+    }
+}
+
+/// Checks the caller's current password as a throttled sign-in attempt:
+/// 429 while throttled, 403 when wrong (counted as a failure), `Ok` when right.
+async fn check_current_password(
+    state: &AppState,
+    me: &CurrentSession,
+    client: &ClientInfo,
+    current_password: String,
+    user: &directory::LoginUser,
+) -> Result<(), ApiError> {
+    let s = &me.0.session;
+    let pool = state.auth.login.passwords();
+    let throttle = &state.auth.throttle;
+    let attempt = gatehouse_ratelimit::Attempt {
+        tenant_id: s.tenant_id,
+        username: gatehouse_core::Username::parse(&s.username)
+            .map_or_else(|_| s.username.to_lowercase(), |u| u.normalized().to_owned()),
+        ip: client.addr,
+        known_device: false,
+    };
+    let limits =
+        gatehouse_ratelimit::LoginLimits::from_settings(me.0.tenant.settings.get("login_throttle"))
+            .unwrap_or_default();
+    let ticket = match throttle.begin(&attempt, &limits).await {
+        gatehouse_ratelimit::Decision::Allowed(ticket) => ticket,
+        gatehouse_ratelimit::Decision::Throttled { retry_after, .. } => {
+            let seconds = crate::auth::login::retry_after_secs(retry_after);
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "throttled",
+                format!("too many password attempts; retry after {seconds} s"),
+            )
+            .with_retry_after(seconds));
+        }
+    };
+    let verification = match pool
+        .verify(current_password, Some(user.password_hash.clone()))
+        .await
+    {
+        Ok(verification) => verification,
+        Err(e) => {
+            throttle.withdraw(&attempt, &ticket).await;
+            return Err(pool_error(e));
+        }
+    };
+    if verification == gatehouse_core::Verification::Mismatch {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "wrong-password",
+            "current_password is incorrect",
+        ));
+    }
+    throttle.succeeded(&attempt, &ticket).await;
+    Ok(())
+}
+
 /// `POST /v1/auth/password`: changes the caller's password after checking the
 /// current one, and ends every other session of the account. The check of
 /// the current password is a sign-in attempt for the throttle (pair,
@@ -394,53 +459,7 @@ pub async fn password_change(
             )
         })?;
     let pool = state.auth.login.passwords();
-    let pool_error = |e: crate::auth::passwords::PasswordPoolError| match e {
-        crate::auth::passwords::PasswordPoolError::Busy => {
-            ApiError::unavailable("password hashing is busy; retry shortly", 1)
-        }
-        crate::auth::passwords::PasswordPoolError::Failed(reason) => ApiError::internal(&reason),
-    };
-    let throttle = &state.auth.throttle;
-    let attempt = gatehouse_ratelimit::Attempt {
-        tenant_id: s.tenant_id,
-        username: gatehouse_core::Username::parse(&s.username)
-            .map_or_else(|_| s.username.to_lowercase(), |u| u.normalized().to_owned()),
-        ip: client.addr,
-        known_device: false,
-    };
-    let limits =
-        gatehouse_ratelimit::LoginLimits::from_settings(me.0.tenant.settings.get("login_throttle"))
-            .unwrap_or_default();
-    let ticket = match throttle.begin(&attempt, &limits).await {
-        gatehouse_ratelimit::Decision::Allowed(ticket) => ticket,
-        gatehouse_ratelimit::Decision::Throttled { retry_after, .. } => {
-            let seconds = crate::auth::login::retry_after_secs(retry_after);
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "throttled",
-                format!("too many password attempts; retry after {seconds} s"),
-            )
-            .with_retry_after(seconds));
-        }
-    };
-    let verification = match pool
-        .verify(body.current_password, Some(user.password_hash.clone()))
-        .await
-    {
-        Ok(verification) => verification,
-        Err(e) => {
-            throttle.withdraw(&attempt, &ticket).await;
-            return Err(pool_error(e));
-        }
-    };
-    if verification == gatehouse_core::Verification::Mismatch {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "wrong-password",
-            "current_password is incorrect",
-        ));
-    }
-    throttle.succeeded(&attempt, &ticket).await;
+    check_current_password(&state, &me, &client, body.current_password, &user).await?;
     let new_hash = pool.hash(body.new_password).await.map_err(pool_error)?;
     if !directory::change_password(
         &state.db,
