@@ -1314,3 +1314,75 @@ async fn a_disabled_user_is_denied_even_by_an_unconditional_permit_policy() {
         assert_eq!(simulated[side]["allowed"], false, "{simulated}");
     }
 }
+
+fn counter(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn metrics_text(gateway: &Gateway) -> String {
+    client()
+        .get(gateway.metrics("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// After a rule change, 50 concurrent decisions find the rules stale at
+/// once; they compile the tenant's set once (single flight), not 50 times.
+#[tokio::test]
+async fn a_rule_change_is_compiled_once_however_many_requests_find_it_stale() {
+    let d = demo().await;
+    let g = &d.gateway;
+    check(g, &d.bob, json!({"resource": "orders:1", "action": "read"})).await;
+    ok_json(
+        call(
+            g,
+            &d.alice,
+            Method::POST,
+            "/admin/api/v1/tenants/acme/roles/member/permissions",
+            Some(json!({"resource": "orders:*", "action": "refund"})),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let before = counter(&metrics_text(g).await, "gatehouse_authz_compilations_total");
+    let checks: Vec<_> = (0..50)
+        .map(|_| {
+            let url = g.url("/v1/authz/check");
+            let bob = d.bob.clone();
+            tokio::spawn(async move {
+                client()
+                    .post(url)
+                    .bearer_auth(bob)
+                    .json(&json!({"resource": "orders:1", "action": "refund"}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<Value>()
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for answer in checks {
+        assert_eq!(
+            answer.await.unwrap()["allowed"],
+            true,
+            "the new grant is in force"
+        );
+    }
+    let after = counter(&metrics_text(g).await, "gatehouse_authz_compilations_total");
+    assert!(
+        (after - before - 1.0).abs() < f64::EPSILON,
+        "compiled {} times",
+        after - before
+    );
+}

@@ -14,10 +14,10 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::MAX_ROLE_DEPTH;
 use crate::condition::{Attr, Condition, ConditionError, Root};
 use crate::model::{Decision, Effect, PolicyDef, PolicyTrace, Reason, Request, TenantRules, Trace};
 use crate::pattern::{Pattern, PatternError};
+use crate::{MAX_POLICIES, MAX_ROLE_DEPTH};
 
 /// Most patterns in one policy target list.
 const MAX_TARGET_PATTERNS: usize = 64;
@@ -53,6 +53,9 @@ pub enum CompileError {
         /// The pattern fault.
         source: PatternError,
     },
+    /// More policies than [`MAX_POLICIES`].
+    #[error("{0} policies; a tenant may hold at most {MAX_POLICIES}")]
+    TooManyPolicies(usize),
     /// Two policies share a name.
     #[error("policy {0:?} is defined twice")]
     DuplicatePolicy(String),
@@ -253,6 +256,9 @@ impl PolicySet {
         let ancestors = ancestor_chains(rules, &role_index, &role_names)?;
         let grants = flatten_grants(rules, &role_index, &role_names, &ancestors)?;
 
+        if rules.policies.len() > MAX_POLICIES {
+            return Err(CompileError::TooManyPolicies(rules.policies.len()));
+        }
         let mut seen = HashSet::new();
         let mut policies = Vec::new();
         let mut warnings = Vec::new();

@@ -35,3 +35,8 @@ pub use pattern::Pattern;
 
 /// Deepest role hierarchy accepted (the database enforces the same bound).
 pub const MAX_ROLE_DEPTH: usize = 16;
+
+/// Most policies one tenant may hold (active or not). Compilation checks
+/// every policy against the ones before it for shadowing (quadratic), so the
+/// bound keeps one compile in the low milliseconds.
+pub const MAX_POLICIES: usize = 500;

@@ -503,8 +503,13 @@ pub async fn apply_change(
         .await?;
     let (action, target, policy_version) = write(&mut tx, context.tenant_id, change).await?;
     let snapshot = load_rules_in(&mut tx, context.tenant_id).await?;
-    let compiled =
-        PolicySet::compile(&snapshot.rules).map_err(|e| ChangeError::Invalid(describe(&e)))?;
+    // Compilation is CPU work bounded by the tenant's size (MAX_POLICIES):
+    // on a blocking thread, so a large tenant's write never stalls requests.
+    let rules = snapshot.rules;
+    let compiled = tokio::task::spawn_blocking(move || PolicySet::compile(&rules))
+        .await
+        .map_err(|e| ChangeError::Store(StoreError::Unavailable(format!("compile task: {e}"))))?
+        .map_err(|e| ChangeError::Invalid(describe(&e)))?;
     if let Change::CreatePolicy(p) | Change::UpdatePolicy { policy: p, .. } = change
         && let Some(w) = compiled
             .warnings()

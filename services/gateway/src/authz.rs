@@ -32,6 +32,9 @@ pub struct CompiledTenant {
 pub struct AuthzService {
     db: PgPool,
     compiled: RwLock<HashMap<Uuid, Arc<CompiledTenant>>>,
+    /// One compilation at a time per tenant: concurrent requests that find
+    /// the rules stale wait for the one compile instead of each doing it.
+    compiling: std::sync::Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// One decision and what it was made from.
@@ -77,28 +80,45 @@ impl AuthzService {
         Self {
             db,
             compiled: RwLock::new(HashMap::new()),
+            compiling: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
-    /// The tenant's compiled rules at its current data version.
+    /// The tenant's compiled rules at its current data version. A stale or
+    /// missing set is compiled once (single flight per tenant), on a
+    /// blocking thread, never on the async workers.
     pub async fn rules(&self, tenant_id: Uuid) -> Result<Arc<CompiledTenant>, ApiError> {
         let current = access::data_version(&self.db, tenant_id)
             .await?
             .unwrap_or(1);
-        if let Some(hit) = self.cached(tenant_id).filter(|c| c.version == current) {
+        if let Some(hit) = self.cached(tenant_id).filter(|c| c.version >= current) {
+            return Ok(hit);
+        }
+        let flight = {
+            let mut map = self
+                .compiling
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(map.entry(tenant_id).or_default())
+        };
+        let _turn = flight.lock().await;
+        // Whoever held the turn before us may have compiled what we need.
+        if let Some(hit) = self.cached(tenant_id).filter(|c| c.version >= current) {
             return Ok(hit);
         }
         let snapshot = access::load_rules(&self.db, tenant_id).await?;
-        let set = PolicySet::compile(&snapshot.rules).map_err(|e| {
-            // Writes are compile-checked, so this means someone edited the
-            // tables by hand. Fail closed and say why in the log.
-            tracing::error!(%tenant_id, error = %e, "tenant rules do not compile; denying");
-            ApiError::internal(&e)
-        })?;
-        let compiled = Arc::new(CompiledTenant {
-            version: snapshot.version,
-            set,
-        });
+        let version = snapshot.version;
+        let rules = snapshot.rules;
+        let set = tokio::task::spawn_blocking(move || PolicySet::compile(&rules))
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+            .map_err(|e| {
+                // Writes are compile-checked, so this means someone edited the
+                // tables by hand. Fail closed and say why in the log.
+                tracing::error!(%tenant_id, error = %e, "tenant rules do not compile; denying");
+                ApiError::internal(&e)
+            })?;
+        let compiled = Arc::new(CompiledTenant { version, set });
         if let Ok(mut map) = self.compiled.write() {
             map.insert(tenant_id, Arc::clone(&compiled));
         }

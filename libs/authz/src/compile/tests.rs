@@ -758,3 +758,46 @@ fn the_published_schema_examples_are_accepted() {
         }
     }
 }
+
+/// A tenant holds at most `MAX_POLICIES` policies: compilation (with its
+/// quadratic shadowing check) stays bounded whatever an admin writes.
+#[test]
+fn more_than_the_policy_limit_is_refused_by_name() {
+    let many = |n: usize| {
+        (0..n)
+            .map(|i| {
+                policy(
+                    &format!("p{i}"),
+                    0,
+                    Effect::Deny,
+                    json!({"target": {"resources": [format!("r{i}:*")], "actions": ["read"]}}),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let at_limit = TenantRules {
+        policies: many(crate::MAX_POLICIES),
+        ..base()
+    };
+    assert!(PolicySet::compile(&at_limit).is_ok());
+    let over = TenantRules {
+        policies: many(crate::MAX_POLICIES + 1),
+        ..base()
+    };
+    let e = PolicySet::compile(&over).unwrap_err();
+    assert_eq!(e, CompileError::TooManyPolicies(crate::MAX_POLICIES + 1));
+    assert!(e.to_string().contains("at most 500"), "{e}");
+    // Patterns per target list are bounded too.
+    let wide = policy(
+        "wide",
+        0,
+        Effect::Deny,
+        json!({"target": {"resources": (0..65).map(|i| format!("r{i}")).collect::<Vec<_>>(), "actions": ["read"]}}),
+    );
+    let e = PolicySet::compile(&TenantRules {
+        policies: vec![wide],
+        ..base()
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("1 to 64 patterns"), "{e}");
+}
