@@ -21,6 +21,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::middleware;
+use crate::pages;
 use crate::routes;
 use crate::state::AppState;
 
@@ -99,7 +100,7 @@ fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
-        .route("/static/gatehouse.css", get(routes::pages::stylesheet))
+        .route("/static/gatehouse.css", get(pages::stylesheet))
         .route(
             "/t/{tenant}/login",
             get(routes::browser::login_page).post(routes::browser::login_submit),

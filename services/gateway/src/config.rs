@@ -106,7 +106,7 @@ struct RawSettings {
     /// CIDRs of proxies whose `X-Forwarded-For` is believed.
     trusted_proxies: ListOrCsv,
     /// Header family of forward auth (`nginx`, `traefik`, `envoy`).
-    forward_auth: crate::state::ForwardAuthMode,
+    forward_auth: ForwardAuthMode,
     /// Tenant forward auth protects when the proxy names none.
     forward_auth_tenant: Option<String>,
     throttle: RawThrottle,
@@ -137,30 +137,88 @@ impl Default for RawTokens {
     }
 }
 
-/// Access tokens and their signing keys.
-#[derive(Debug, Clone)]
-pub struct TokenConfig {
-    /// `aud` of issued tokens, required on verify.
-    pub audience: String,
-    /// Access token lifetime.
-    pub access_ttl: Duration,
-    /// Clock skew tolerated on `exp`/`nbf`.
-    pub leeway: Duration,
-    /// Algorithm of newly generated keys.
-    pub signing_alg: gatehouse_tokens::SigningAlgorithm,
-    /// Rotate the signing key after this long (`None`: only on demand).
-    pub rotate_every: Option<Duration>,
-    /// How often each instance reloads keys and runs key maintenance.
-    pub key_refresh: Duration,
+pub use gatehouse_app::tokens::{KeyEncryptionKey, TokenConfig};
+
+/// Where forward auth (`/v1/verify`) reads the original request from: one
+/// header family, chosen by the deployment, so a client cannot slip in a
+/// header of another family that the proxy passes through untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardAuthMode {
+    /// nginx `auth_request`: `X-Original-Method`, `X-Original-URI`,
+    /// `X-Original-Host` (set by `proxy_set_header`, which replaces any
+    /// client-sent value).
+    Nginx,
+    /// Traefik `ForwardAuth`: `X-Forwarded-Method`, `-Uri`, `-Host` (Traefik
+    /// overwrites them, client values included).
+    Traefik,
+    /// Envoy `ext_authz` HTTP with `path_prefix: /v1/verify`: the method
+    /// and the path after the prefix of the check request itself.
+    Envoy,
 }
 
-impl TokenConfig {
-    /// How long a key that stopped signing must stay published: the longest
-    /// token life plus leeway plus one refresh period (instances may sign with
-    /// it until they reload).
+impl ForwardAuthMode {
+    /// The setting's value, as written in `GATEHOUSE_FORWARD_AUTH`.
     #[must_use]
-    pub fn retire_after(&self) -> Duration {
-        self.access_ttl + self.leeway + self.key_refresh
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Nginx => "nginx",
+            Self::Traefik => "traefik",
+            Self::Envoy => "envoy",
+        }
+    }
+}
+
+/// HTTP behaviour shared by the router's layers.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Largest accepted total size of request headers (and URI).
+    pub max_header_bytes: usize,
+    /// Deadline for a whole request.
+    pub request_timeout: Duration,
+    /// Whether we are served over https (adds HSTS, `Secure` cookies).
+    pub secure_transport: bool,
+    /// Peers whose `X-Forwarded-For` (and forward-auth headers) are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Which header family names the original request in forward auth.
+    pub forward_auth: ForwardAuthMode,
+    /// The tenant forward auth protects when `?tenant=` is absent.
+    pub forward_auth_tenant: Option<String>,
+    /// Mount the load-test floor endpoint (`/_bench/floor`).
+    pub bench_endpoints: bool,
+}
+
+impl HttpSettings {
+    /// The HTTP behaviour `config` asks for.
+    #[must_use]
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            max_body_bytes: config.max_body_bytes,
+            max_header_bytes: config.max_header_bytes,
+            request_timeout: config.request_timeout,
+            secure_transport: config.cookie_secure,
+            trusted_proxies: config.trusted_proxies.clone(),
+            forward_auth: config.forward_auth,
+            forward_auth_tenant: config.forward_auth_tenant.clone(),
+            bench_endpoints: config.bench_endpoints,
+        }
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            max_header_bytes: 16 * 1024,
+            request_timeout: Duration::from_secs(30),
+            secure_transport: true,
+            trusted_proxies: Vec::new(),
+            forward_auth: ForwardAuthMode::Nginx,
+            forward_auth_tenant: None,
+            bench_endpoints: false,
+        }
     }
 }
 
@@ -261,7 +319,7 @@ impl Default for RawSettings {
             password_workers: None,
             password_queue_timeout_ms: 5_000,
             trusted_proxies: ListOrCsv::default(),
-            forward_auth: crate::state::ForwardAuthMode::Nginx,
+            forward_auth: ForwardAuthMode::Nginx,
             forward_auth_tenant: None,
             throttle: RawThrottle::default(),
             tokens: RawTokens::default(),
@@ -304,9 +362,6 @@ impl Default for RawRedis {
         }
     }
 }
-
-/// The 32-byte key that encrypts signing keys at rest.
-pub type KeyEncryptionKey = SecretBox<[u8; 32]>;
 
 /// Validated configuration of `gatehouse serve`.
 #[derive(Debug)]
@@ -360,7 +415,7 @@ pub struct Config {
     /// Proxies whose `X-Forwarded-For` and forward-auth headers are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Header family forward auth reads the original request from.
-    pub forward_auth: crate::state::ForwardAuthMode,
+    pub forward_auth: ForwardAuthMode,
     /// Tenant forward auth protects when the proxy names none (`?tenant=`).
     pub forward_auth_tenant: Option<String>,
     /// Login throttle behaviour (the limits themselves are per tenant).
@@ -965,7 +1020,7 @@ mod tests {
     #[test]
     fn forward_auth_names_one_header_family_and_a_valid_default_tenant() {
         let c = Config::load(&minimal()).unwrap();
-        assert_eq!(c.forward_auth, crate::state::ForwardAuthMode::Nginx);
+        assert_eq!(c.forward_auth, ForwardAuthMode::Nginx);
         assert_eq!(c.forward_auth_tenant, None);
         let v = with(
             with(minimal(), "GATEHOUSE_FORWARD_AUTH", "traefik"),
@@ -973,7 +1028,7 @@ mod tests {
             "acme",
         );
         let c = Config::load(&v).unwrap();
-        assert_eq!(c.forward_auth, crate::state::ForwardAuthMode::Traefik);
+        assert_eq!(c.forward_auth, ForwardAuthMode::Traefik);
         assert_eq!(c.forward_auth_tenant.as_deref(), Some("acme"));
         let e = Config::load(&with(minimal(), "GATEHOUSE_FORWARD_AUTH", "haproxy")).unwrap_err();
         assert_eq!(e.setting, "GATEHOUSE_FORWARD_AUTH");

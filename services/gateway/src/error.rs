@@ -164,11 +164,61 @@ impl From<gatehouse_session::SessionError> for ApiError {
     }
 }
 
-impl From<crate::admission::AdmissionError> for ApiError {
-    fn from(e: crate::admission::AdmissionError) -> Self {
+impl From<gatehouse_app::admission::AdmissionError> for ApiError {
+    fn from(e: gatehouse_app::admission::AdmissionError) -> Self {
         match e {
-            crate::admission::AdmissionError::Sessions(e) => e.into(),
-            crate::admission::AdmissionError::Store(e) => e.into(),
+            gatehouse_app::admission::AdmissionError::Sessions(e) => e.into(),
+            gatehouse_app::admission::AdmissionError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<gatehouse_app::authz::AuthzError> for ApiError {
+    fn from(e: gatehouse_app::authz::AuthzError) -> Self {
+        use gatehouse_app::authz::AuthzError;
+        match e {
+            AuthzError::Store(e) => e.into(),
+            AuthzError::CallerGone => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "the signed-in user no longer exists",
+            ),
+            AuthzError::NoSuchUser(name) => {
+                Self::not_found(format!("no user {name:?} in this tenant"))
+            }
+            other @ (AuthzError::Uncompilable(_) | AuthzError::Task(_)) => Self::internal(&other),
+        }
+    }
+}
+
+impl From<gatehouse_app::tokens::AccessTokenError> for ApiError {
+    fn from(e: gatehouse_app::tokens::AccessTokenError) -> Self {
+        match e {
+            gatehouse_app::tokens::AccessTokenError::Authz(e) => e.into(),
+            gatehouse_app::tokens::AccessTokenError::Issue(e) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<gatehouse_app::clients::ClientAuthError> for ApiError {
+    fn from(e: gatehouse_app::clients::ClientAuthError) -> Self {
+        use gatehouse_app::clients::ClientAuthError;
+        match e {
+            ClientAuthError::Invalid => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid-client",
+                "invalid client credentials",
+            ),
+            ClientAuthError::Throttled(seconds) => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "throttled",
+                format!("too many client authentication attempts; retry after {seconds} s"),
+            )
+            .with_retry_after(seconds),
+            ClientAuthError::Busy => {
+                Self::unavailable("client authentication is busy; retry shortly", 1)
+            }
+            ClientAuthError::Store(e) => e.into(),
         }
     }
 }

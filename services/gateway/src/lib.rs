@@ -5,21 +5,19 @@
 //! place that knows about axum and HTTP. Libraries below `libs/` expose plain
 //! types and errors; handlers here translate them into responses.
 
-pub mod admission;
 pub mod app;
 pub mod audit;
 pub mod auth;
-pub mod authz;
 pub mod bootstrap;
 pub mod config;
 pub mod error;
+pub mod extract;
 pub mod middleware;
 pub mod operator;
-pub mod revocation;
+pub mod pages;
 pub mod routes;
 pub mod server;
 pub mod state;
-pub mod tokens;
 
 pub use app::app;
 pub use config::{Config, ConfigError};

@@ -189,10 +189,10 @@ async fn rotate_keys(vars: &[(String, String)]) -> Result<(), Failure> {
     let pool = gatehouse_store::connect(&config.db)
         .await
         .map_err(|e| Failure::Config(format!("{}: {e}", config::env::DATABASE_URL)))?;
-    let kek = gatehouse_gateway::tokens::kek_from(&config.key_encryption_key);
+    let kek = gatehouse_app::tokens::kek_from(&config.key_encryption_key);
     // Refuse to rotate with a KEK that cannot open the keys in use: the new
     // keys would be sealed under a different KEK than the old ones.
-    gatehouse_gateway::tokens::TokenService::start(
+    gatehouse_app::tokens::TokenService::start(
         pool.clone(),
         kek,
         config.tokens.clone(),
@@ -200,8 +200,8 @@ async fn rotate_keys(vars: &[(String, String)]) -> Result<(), Failure> {
     )
     .await
     .map_err(|e| Failure::Config(format!("{}: {e}", config::env::KEY_ENCRYPTION_KEY)))?;
-    let kek = gatehouse_gateway::tokens::kek_from(&config.key_encryption_key);
-    let report = gatehouse_gateway::tokens::maintain(&pool, &kek, &config.tokens, true)
+    let kek = gatehouse_app::tokens::kek_from(&config.key_encryption_key);
+    let report = gatehouse_app::tokens::maintain(&pool, &kek, &config.tokens, true)
         .await
         .map_err(|e| anyhow::anyhow!("rotation failed: {e}"))?;
     let current = gatehouse_store::keys::published(&pool)
@@ -320,7 +320,7 @@ async fn run_user(vars: &[(String, String)], action: UserAction) -> Result<(), F
         std::sync::Arc::new(gatehouse_core::SystemClock),
         gatehouse_session::SessionConfig::default(),
     );
-    let revocations = gatehouse_gateway::revocation::Revocations::writer(
+    let revocations = gatehouse_app::revocation::Revocations::writer(
         sessions,
         redis,
         gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),

@@ -60,7 +60,7 @@ async fn record(
 /// user; returns how many ended.
 pub async fn set_user_enabled(
     db: &PgPool,
-    revocations: &crate::revocation::Revocations,
+    revocations: &gatehouse_app::revocation::Revocations,
     tenant: &str,
     username: &str,
     enabled: bool,
@@ -73,7 +73,7 @@ pub async fn set_user_enabled(
         0
     } else {
         revocations
-            .end(crate::revocation::Ending::AllOfUser {
+            .end(gatehouse_app::revocation::Ending::AllOfUser {
                 tenant_id,
                 user_id,
                 keep: None,
@@ -99,7 +99,7 @@ pub async fn set_user_enabled(
 /// Sets a user's password hash and ends every session of the user.
 pub async fn set_user_password(
     db: &PgPool,
-    revocations: &crate::revocation::Revocations,
+    revocations: &gatehouse_app::revocation::Revocations,
     tenant: &str,
     username: &str,
     new_hash: &str,
@@ -109,7 +109,7 @@ pub async fn set_user_password(
         .await?
         .ok_or_else(|| OperatorError::NotFound(format!("no user {username} in tenant {tenant}")))?;
     let ended = revocations
-        .end(crate::revocation::Ending::AllOfUser {
+        .end(gatehouse_app::revocation::Ending::AllOfUser {
             tenant_id,
             user_id,
             keep: None,

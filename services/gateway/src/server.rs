@@ -20,9 +20,10 @@ use crate::auth::cookies::CookieSettings;
 use crate::auth::csrf::CsrfKey;
 use crate::auth::device::DeviceKey;
 use crate::auth::login::LoginService;
-use crate::auth::passwords::PasswordPool;
+use crate::config::HttpSettings;
 use crate::config::{Config, env};
-use crate::state::{AppState, AuthState, HttpSettings};
+use crate::state::{AppState, AuthState};
+use gatehouse_app::passwords::PasswordPool;
 
 /// Why `serve` could not start; `setting()` names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +101,16 @@ impl Application {
     /// Connects to Postgres and Redis (failing fast if either does not answer),
     /// applies migrations if configured, and binds the listener.
     pub async fn build(config: &Config, metrics: PrometheusHandle) -> Result<Self, StartupError> {
+        Self::build_with_clock(config, metrics, Arc::new(gatehouse_core::SystemClock)).await
+    }
+
+    /// [`Application::build`] with the time source given: in-process tests
+    /// pass a manual clock and move it instead of sleeping.
+    pub async fn build_with_clock(
+        config: &Config,
+        metrics: PrometheusHandle,
+        clock: Arc<dyn gatehouse_core::Clock>,
+    ) -> Result<Self, StartupError> {
         let db_address = format!(
             "{}:{}",
             config.db.connect.get_host(),
@@ -138,16 +149,16 @@ impl Application {
                 reason: e.to_string(),
             })?;
 
-        let auth = auth_state(config, &db, &redis)?;
-        let tokens = crate::tokens::TokenService::start(
+        let auth = auth_state(config, &db, &redis, clock)?;
+        let tokens = gatehouse_app::tokens::TokenService::start(
             db.clone(),
-            crate::tokens::kek_from(&config.key_encryption_key),
+            gatehouse_app::tokens::kek_from(&config.key_encryption_key),
             config.tokens.clone(),
             &config.issuer,
         )
         .await
         .map_err(|e| StartupError::Keys(e.to_string()))?;
-        let revocations = crate::revocation::Revocations::start(
+        let revocations = gatehouse_app::revocation::Revocations::start(
             auth.sessions.clone(),
             redis.clone(),
             gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
@@ -162,34 +173,34 @@ impl Application {
         })?;
         let revocations = Arc::new(revocations);
         let tokens = Arc::new(tokens);
-        let admission = Arc::new(crate::admission::Admission::new(
+        let admission = Arc::new(gatehouse_app::admission::Admission::new(
             db.clone(),
             auth.sessions.clone(),
             tokens.clone(),
             revocations.clone(),
             auth.clock.clone(),
         ));
+        let gate = Arc::new(crate::extract::session::SessionGate {
+            admission: Arc::clone(&admission),
+            cookies: auth.cookies.clone(),
+            issuer: auth.issuer.clone(),
+        });
         let state = AppState {
             revocations,
             tokens,
             admission,
-            clients: Arc::default(),
-            authz: Arc::new(crate::authz::AuthzService::new(db.clone())),
+            gate,
+            clients: Arc::new(gatehouse_app::clients::ServiceClients::new(
+                db.clone(),
+                auth.login.passwords().clone(),
+            )),
+            authz: Arc::new(gatehouse_app::authz::AuthzService::new(db.clone())),
             db,
             redis,
             redis_cache,
             metrics,
             auth: Arc::new(auth),
-            http: Arc::new(HttpSettings {
-                max_body_bytes: config.max_body_bytes,
-                max_header_bytes: config.max_header_bytes,
-                request_timeout: config.request_timeout,
-                secure_transport: config.cookie_secure,
-                trusted_proxies: config.trusted_proxies.clone(),
-                forward_auth: config.forward_auth,
-                forward_auth_tenant: config.forward_auth_tenant.clone(),
-                bench_endpoints: config.bench_endpoints,
-            }),
+            http: Arc::new(HttpSettings::from_config(config)),
         };
         Ok(Self {
             metrics_listener,
@@ -197,6 +208,12 @@ impl Application {
             state,
             shutdown_grace: config.shutdown_grace,
         })
+    }
+
+    /// The whole HTTP application over this instance's state, for driving it
+    /// in process with `oneshot` (no socket: the client address is unknown).
+    pub fn router(&self) -> axum::Router {
+        crate::app(self.state.clone())
     }
 
     /// The bound address (useful with port 0).
@@ -272,8 +289,8 @@ fn auth_state(
     config: &Config,
     db: &sqlx::PgPool,
     redis: &RedisPool,
+    clock: Arc<dyn gatehouse_core::Clock>,
 ) -> Result<AuthState, StartupError> {
-    let clock: Arc<dyn gatehouse_core::Clock> = Arc::new(gatehouse_core::SystemClock);
     let sessions = gatehouse_session::SessionStore::new(
         redis.clone(),
         gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
@@ -323,7 +340,7 @@ fn auth_state(
 
 /// Reloads the key ring and runs key maintenance every refresh period, so a
 /// rotation by any instance (or the CLI) reaches this one within a period.
-async fn refresh_keys(tokens: Arc<crate::tokens::TokenService>) {
+async fn refresh_keys(tokens: Arc<gatehouse_app::tokens::TokenService>) {
     let mut tick = tokio::time::interval(tokens.refresh_every());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;

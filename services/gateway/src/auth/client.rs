@@ -2,14 +2,10 @@
 //! `X-Forwarded-For` only when the socket peer is a configured trusted proxy)
 //! and the user agent.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use ipnet::IpNet;
-
-use crate::state::AppState;
 
 /// The client's address and user agent, for sessions, audit and throttling.
 #[derive(Debug, Clone)]
@@ -74,39 +70,6 @@ fn parse_hop(hop: &str) -> Result<IpAddr, std::net::AddrParseError> {
             .map(|a| a.ip())
             .map_err(|_| e)
     })
-}
-
-impl FromRequestParts<AppState> for ClientInfo {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(a)| a.ip());
-        let (addr, ip) = match peer {
-            Some(peer) => {
-                let addr = client_ip(peer, &parts.headers, &state.http.trusted_proxies);
-                (addr, addr.to_string())
-            }
-            None => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), "unknown".to_owned()),
-        };
-        let user_agent = parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        Ok(Self {
-            addr,
-            ip,
-            user_agent,
-            peer,
-        })
-    }
 }
 
 #[cfg(test)]

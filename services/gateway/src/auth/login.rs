@@ -17,7 +17,7 @@ use sqlx::PgPool;
 
 use super::client::ClientInfo;
 use super::device::DeviceKey;
-use super::passwords::{PasswordPool, PasswordPoolError};
+use gatehouse_app::passwords::{PasswordPool, PasswordPoolError};
 
 /// Longest password we will hash; longer input is refused without work so it
 /// cannot be used to burn CPU.

@@ -5,7 +5,5 @@ pub mod client;
 pub mod cookies;
 pub mod csrf;
 pub mod device;
-pub mod extract;
 pub mod login;
-pub mod passwords;
 pub mod return_to;

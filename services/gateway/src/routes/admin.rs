@@ -1,149 +1,16 @@
-//! Admin API (`/admin/api/v1`): the guard every admin handler passes, and
-//! login lockouts. Roles, grants, assignments and policies are in
-//! `admin_authz`.
-//!
-//! The admin API is authorised by the engine like everything else: the caller
-//! asks for resource `admin:<tenant>:<area>` with action `read` or `write`,
-//! decided by the rules of the caller's own tenant (`platform-admin` of the
-//! `system` tenant holds `admin:*`, each tenant's `tenant-admin` holds
-//! `admin:<tenant>:*`). On top of that, one rule no grant can override: only
-//! users of the `system` tenant may reach another tenant at all. Other
-//! tenants are answered 404, so a tenant admin cannot learn which exist.
+//! Admin API: login lockouts (list, clear). Roles, grants, assignments and
+//! policies are in `admin_authz`; the guard is `extract::admin`.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use gatehouse_core::TenantSlug;
-use gatehouse_store::audit::{Actor, AuditEvent, Outcome};
-use gatehouse_store::directory::{self, Tenant};
-use serde_json::{Map, json};
+use serde_json::json;
 
 use crate::auth::client::ClientInfo;
-use crate::auth::extract::CurrentSession;
-use crate::authz::{self, Question};
 use crate::error::ApiError;
+use crate::extract::admin::{Access, admin_tenant, audit_admin};
+use crate::extract::session::CurrentSession;
 use crate::state::AppState;
-
-/// Whether a handler reads or changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// `read`.
-    Read,
-    /// `write`.
-    Write,
-}
-
-/// The tenant that owns every platform-wide role.
-pub const SYSTEM_TENANT: &str = "system";
-
-/// Resolves `{tenant}` for an admin caller and checks the caller may `access`
-/// its `area`, or answers 404/403; a refusal is audited (against the caller's
-/// own tenant, so it reveals nothing about the other).
-pub async fn admin_tenant(
-    state: &AppState,
-    me: &CurrentSession,
-    client: &ClientInfo,
-    raw: &str,
-    area: &str,
-    access: Access,
-    action: &'static str,
-) -> Result<Tenant, ApiError> {
-    let result = resolve_admin_tenant(state, me, client, raw, area, access).await;
-    if let Err(refusal) = &result {
-        let session = &me.0.session;
-        let event = AuditEvent {
-            tenant_id: Some(session.tenant_id),
-            actor: Actor::User(session.user_id),
-            action,
-            target: Some(raw.chars().take(64).collect()),
-            outcome: Outcome::Denied,
-            ip: Some(client.ip.clone()),
-            user_agent: Some(client.user_agent.clone()),
-            request_id: None,
-            details: json!({ "status": refusal.status().as_u16(), "area": area }),
-        };
-        crate::audit::record(&state.db, &event).await;
-    }
-    result
-}
-
-async fn resolve_admin_tenant(
-    state: &AppState,
-    me: &CurrentSession,
-    client: &ClientInfo,
-    raw: &str,
-    area: &str,
-    access: Access,
-) -> Result<Tenant, ApiError> {
-    let not_found = || ApiError::not_found("no such tenant");
-    let session = &me.0.session;
-    let slug = TenantSlug::parse(raw).map_err(|_| not_found())?;
-    let own_tenant = session.tenant_slug == slug.as_str();
-    if !own_tenant && session.tenant_slug != SYSTEM_TENANT {
-        return Err(not_found());
-    }
-    let question = Question {
-        resource: format!("admin:{slug}:{area}"),
-        resource_attributes: Map::new(),
-        action: match access {
-            Access::Read => "read",
-            Access::Write => "write",
-        }
-        .to_owned(),
-        context: authz::client_context(&client.ip),
-        now: state.auth.clock.now().unix_timestamp(),
-    };
-    let answer = state
-        .authz
-        .ask_as_caller(session.tenant_id, session.user_id, question)
-        .await?;
-    if !answer.decision.allowed {
-        return Err(if own_tenant {
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "your roles do not allow {} of {area} in this tenant",
-                    if access == Access::Read {
-                        "reading"
-                    } else {
-                        "changing"
-                    }
-                ),
-            )
-        } else {
-            not_found()
-        });
-    }
-    directory::tenant_by_slug(&state.db, &slug)
-        .await?
-        .ok_or_else(not_found)
-}
-
-/// Records a successful admin action by the signed-in caller against
-/// `tenant`: the one place admin handlers build their audit event.
-pub(crate) async fn audit_admin(
-    state: &AppState,
-    me: &CurrentSession,
-    tenant: &Tenant,
-    action: &'static str,
-    target: Option<String>,
-    client: &ClientInfo,
-    headers: &HeaderMap,
-) {
-    let event = AuditEvent {
-        tenant_id: Some(tenant.id),
-        actor: Actor::User(me.0.session.user_id),
-        action,
-        target,
-        outcome: Outcome::Success,
-        ip: Some(client.ip.clone()),
-        user_agent: Some(client.user_agent.clone()),
-        request_id: crate::audit::request_id(headers),
-        details: json!({ "by": me.0.session.username, "by_tenant": me.0.session.tenant_slug }),
-    };
-    crate::audit::record(&state.db, &event).await;
-}
 
 /// `GET /admin/api/v1/tenants/{tenant}/lockouts`
 pub async fn lockouts_list(

@@ -20,12 +20,12 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::admin::{Access, admin_tenant};
 use crate::auth::client::ClientInfo;
-use crate::auth::extract::CurrentSession;
-use crate::authz::{self, Question};
 use crate::error::ApiError;
+use crate::extract::admin::{Access, admin_tenant};
+use crate::extract::session::CurrentSession;
 use crate::state::AppState;
+use gatehouse_app::authz::{self, Question};
 
 fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", detail)

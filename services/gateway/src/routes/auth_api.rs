@@ -9,14 +9,14 @@ use gatehouse_store::directory;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::browser::active_tenant;
-use crate::admission::{Admitted, Expect};
 use crate::auth::client::ClientInfo;
-use crate::auth::extract::CurrentSession;
 use crate::auth::login::{Credentials, LoggedIn, LoginError};
 use crate::error::ApiError;
-use crate::revocation::Ending;
+use crate::extract::session::CurrentSession;
+use crate::extract::tenant::active_tenant;
 use crate::state::AppState;
+use gatehouse_app::admission::{Admitted, Expect};
+use gatehouse_app::revocation::Ending;
 
 /// Body of `POST /v1/auth/login`.
 #[derive(Debug, Deserialize)]
@@ -138,7 +138,10 @@ pub async fn refresh(
             return Err(refresh_refused());
         }
     };
-    let (access_token, claims) = crate::tokens::access_token_for(&state, &session).await?;
+    let (access_token, claims) = state
+        .tokens
+        .issue_for_session(&state.authz, &session, state.auth.clock.unix_seconds())
+        .await?;
     metrics::counter!("gatehouse_tokens_refreshed_total", "result" => "ok").increment(1);
     let now = state.auth.clock.unix_seconds();
     Ok(Json(json!({
@@ -159,7 +162,7 @@ pub async fn login(
     headers: HeaderMap,
     Json(body): Json<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let tenant = active_tenant(&state, &body.tenant).await?;
+    let tenant = active_tenant(&state.db, &body.tenant).await?;
     let result = state
         .auth
         .login
@@ -179,7 +182,10 @@ pub async fn login(
             device_proof,
         }) => {
             let now = state.auth.clock.unix_seconds();
-            let (access_token, claims) = crate::tokens::access_token_for(&state, &session).await?;
+            let (access_token, claims) = state
+                .tokens
+                .issue_for_session(&state.authz, &session, state.auth.clock.unix_seconds())
+                .await?;
             let refresh_token = state.auth.refresh.issue(&session).await?;
             Ok(Json(json!({
                 "access_token": access_token,
@@ -361,12 +367,12 @@ pub struct PasswordChange {
 pub const MIN_NEW_PASSWORD_CHARS: usize = 10;
 
 /// The password pool's refusal as an answer: busy is a 503 to retry.
-fn pool_error(e: crate::auth::passwords::PasswordPoolError) -> ApiError {
+fn pool_error(e: gatehouse_app::passwords::PasswordPoolError) -> ApiError {
     match e {
-        crate::auth::passwords::PasswordPoolError::Busy => {
+        gatehouse_app::passwords::PasswordPoolError::Busy => {
             ApiError::unavailable("password hashing is busy; retry shortly", 1)
         }
-        crate::auth::passwords::PasswordPoolError::Failed(reason) => ApiError::internal(&reason),
+        gatehouse_app::passwords::PasswordPoolError::Failed(reason) => ApiError::internal(&reason),
     }
 }
 

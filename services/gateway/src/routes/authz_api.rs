@@ -22,12 +22,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::admin::{Access, admin_tenant};
 use crate::auth::client::ClientInfo;
-use crate::auth::extract::CurrentSession;
-use crate::authz::{self, Question};
 use crate::error::ApiError;
+use crate::extract::admin::{Access, admin_tenant};
+use crate::extract::session::CurrentSession;
 use crate::state::AppState;
+use gatehouse_app::authz::{self, Question};
 
 /// Most checks in one batch.
 pub const MAX_BATCH: usize = 100;

@@ -6,36 +6,25 @@ use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use gatehouse_core::TenantSlug;
 use gatehouse_session::SessionId;
 use gatehouse_store::directory::{self, Tenant};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::pages::{
-    AccountPage, LoginPage, MessagePage, SessionRow, device_label, format_time, html,
-};
 use crate::auth::client::ClientInfo;
-use crate::auth::extract::{Authenticated, authenticate};
 use crate::auth::login::{Credentials, LoggedIn, LoginError};
 use crate::auth::{cookies, csrf, return_to};
 use crate::error::ApiError;
-use crate::revocation::Ending;
+use crate::extract::session::{Authenticated, authenticate};
+use crate::extract::tenant::active_tenant;
+use crate::pages::{
+    AccountPage, LoginPage, MessagePage, SessionRow, device_label, format_time, html,
+};
 use crate::state::AppState;
+use gatehouse_app::revocation::Ending;
 
 const LOGIN_PURPOSE: &str = "login";
 const SESSION_PURPOSE: &str = "session";
-
-/// Resolves `/t/{tenant}`: unknown, malformed and disabled tenants are all the
-/// same 404, so the answer reveals nothing about which tenants exist.
-pub async fn active_tenant(state: &AppState, raw: &str) -> Result<Tenant, ApiError> {
-    let not_found = || ApiError::not_found("no such tenant");
-    let slug = TenantSlug::parse(raw).map_err(|_| not_found())?;
-    match directory::tenant_by_slug(&state.db, &slug).await? {
-        Some(tenant) if tenant.is_active() => Ok(tenant),
-        _ => Err(not_found()),
-    }
-}
 
 fn login_path(tenant: &Tenant) -> String {
     format!("/t/{}/login", tenant.slug)
@@ -134,7 +123,7 @@ pub async fn login_page(
     Path(tenant): Path<String>,
     Query(query): Query<LoginQuery>,
 ) -> Result<Response, ApiError> {
-    let tenant = active_tenant(&state, &tenant).await?;
+    let tenant = active_tenant(&state.db, &tenant).await?;
     let notice = query
         .signed_out
         .map(|_| "You have been signed out.".to_owned());
@@ -202,7 +191,7 @@ pub async fn login_submit(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, ApiError> {
-    let tenant = active_tenant(&state, &tenant).await?;
+    let tenant = active_tenant(&state.db, &tenant).await?;
     let auth = &state.auth;
     let origins = csrf::own_origins(&headers, &auth.issuer, auth.cookies.secure);
     let nonce = cookies::read(&headers, &auth.cookies.nonce_name).unwrap_or_default();
@@ -217,7 +206,7 @@ pub async fn login_submit(
             &login_path(&tenant),
         ));
     }
-    let previous = authenticate(&state, &headers).await.ok().flatten();
+    let previous = authenticate(&state.gate, &headers).await.ok().flatten();
     let device_proof = cookies::read(&headers, &auth.cookies.device_name);
     let result = auth
         .login
@@ -311,7 +300,7 @@ async fn page_session(
         let back = account_path(tenant);
         redirect(&format!("{}?return_to={}", login_path(tenant), back))
     };
-    match authenticate(state, headers).await {
+    match authenticate(&state.gate, headers).await {
         Ok(Some(a)) if a.session.tenant_id == tenant.id => Ok(Ok(a)),
         Ok(_) => Ok(Err(to_login())),
         Err(_) => Ok(Err(unavailable_page(&account_path(tenant)))),
@@ -333,7 +322,7 @@ pub async fn account_page(
     Query(query): Query<AccountQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let tenant = active_tenant(&state, &tenant).await?;
+    let tenant = active_tenant(&state.db, &tenant).await?;
     let me = match page_session(&state, &tenant, &headers).await? {
         Ok(me) => me,
         Err(response) => return Ok(response),
@@ -394,7 +383,7 @@ async fn signed_in_form(
     headers: &HeaderMap,
     form: &CsrfForm,
 ) -> Result<Result<(Tenant, Authenticated), Response>, ApiError> {
-    let tenant = active_tenant(state, raw_tenant).await?;
+    let tenant = active_tenant(&state.db, raw_tenant).await?;
     let me = match page_session(state, &tenant, headers).await? {
         Ok(me) => me,
         Err(response) => return Ok(Err(response)),

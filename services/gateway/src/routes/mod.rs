@@ -7,7 +7,6 @@ pub mod authz_api;
 pub mod browser;
 pub mod health;
 pub mod introspect;
-pub mod pages;
 pub mod revocations;
 pub mod verify;
 pub mod wellknown;

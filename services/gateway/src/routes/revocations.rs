@@ -9,12 +9,12 @@ use gatehouse_events::Revocation;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::admin::{Access, admin_tenant, audit_admin};
 use crate::auth::client::ClientInfo;
-use crate::auth::extract::CurrentSession;
 use crate::error::ApiError;
-use crate::revocation::Ending;
+use crate::extract::admin::{Access, admin_tenant, audit_admin};
+use crate::extract::session::CurrentSession;
 use crate::state::AppState;
+use gatehouse_app::revocation::Ending;
 
 /// What to revoke: exactly one member.
 #[derive(Debug, Deserialize)]

@@ -14,7 +14,7 @@
 //!   Envoy mode only the latter, since the query string there is the original
 //!   request's), and a credential of another tenant is refused (401).
 //!
-//! The credential is admitted by [`crate::admission`] (signature, claims,
+//! The credential is admitted by [`gatehouse_app::admission`] (signature, claims,
 //! revocations, marks, tenant and user standing), the request is mapped to an
 //! action and resource (`gatehouse_authz::http`, per-tenant
 //! `settings.verify`) and decided by the engine with `context.ip` = the
@@ -35,12 +35,13 @@ use gatehouse_authz::http::HttpMapping;
 use gatehouse_core::TenantSlug;
 use serde_json::{Map, json};
 
-use crate::admission::{Expect, Need};
 use crate::auth::client::ClientInfo;
-use crate::auth::extract::admit;
-use crate::authz::{self, Question};
+use crate::config::ForwardAuthMode;
 use crate::error::ApiError;
-use crate::state::{AppState, ForwardAuthMode};
+use crate::extract::session::admit;
+use crate::state::AppState;
+use gatehouse_app::admission::{Expect, Need};
+use gatehouse_app::authz::{self, Question};
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
@@ -164,7 +165,13 @@ pub async fn verify(
     let slug =
         pinned_tenant(mode, &uri, http.forward_auth_tenant.as_deref()).map_err(bad_request)?;
     let original = original(mode, &headers, &method, &uri).map_err(bad_request)?;
-    let verdict = admit(&state, &headers, Expect::Tenant(slug.as_str()), Need::Token).await?;
+    let verdict = admit(
+        &state.gate,
+        &headers,
+        Expect::Tenant(slug.as_str()),
+        Need::Token,
+    )
+    .await?;
     let Ok(caller) = verdict else {
         outcome("unauthenticated", started);
         return Err(ApiError::new(

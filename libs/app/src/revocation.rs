@@ -17,7 +17,7 @@ use gatehouse_session::{SessionError, SessionId, SessionStore};
 use gatehouse_tokens::AccessClaims;
 use uuid::Uuid;
 
-use crate::config::TokenConfig;
+use crate::tokens::TokenConfig;
 
 /// Which sessions to end.
 #[derive(Debug, Clone, Copy)]

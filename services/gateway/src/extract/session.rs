@@ -1,19 +1,20 @@
 //! Who is calling: the credential behind a cookie or an `Authorization:
-//! Bearer` header, admitted by [`crate::admission`] (the one place that
+//! Bearer` header, admitted by [`gatehouse_app::admission`] (the one place that
 //! decides whether a credential is live).
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
+pub use gatehouse_app::admission::Via;
+use gatehouse_app::admission::{Admission, Expect, Need, Presented, Verdict};
 use gatehouse_session::Session;
 
-use super::{cookies, csrf};
-pub use crate::admission::Via;
-use crate::admission::{Expect, Need, Presented, Verdict};
+use crate::auth::cookies::{self, CookieSettings};
+use crate::auth::csrf;
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// A validated session and how it was proved.
 #[derive(Debug, Clone)]
@@ -36,10 +37,21 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Admits the request's credential (see [`crate::admission`]). `Ok(Err(_))`
+/// What the session extractors need (an axum sub-state): admission, the
+/// session cookie's name, and our own origin for the same-origin check.
+pub struct SessionGate {
+    /// The one admission path.
+    pub admission: Arc<Admission>,
+    /// Cookie names and flags.
+    pub cookies: CookieSettings,
+    /// Our public base URL.
+    pub issuer: url::Url,
+}
+
+/// Admits the request's credential (see [`gatehouse_app::admission`]). `Ok(Err(_))`
 /// when there is none or it is refused; `Err` only when a store cannot answer.
 pub async fn admit(
-    state: &AppState,
+    gate: &SessionGate,
     headers: &HeaderMap,
     expect: Expect<'_>,
     need: Need,
@@ -49,14 +61,14 @@ pub async fn admit(
     let presented = if let Some(raw) = bearer(headers) {
         Presented::Bearer(raw)
     } else {
-        cookie = cookies::read(headers, &state.auth.cookies.session_name);
+        cookie = cookies::read(headers, &gate.cookies.session_name);
         let Some(raw) = cookie.as_deref() else {
-            return Ok(Err(crate::admission::Refusal::Missing));
+            return Ok(Err(gatehouse_app::admission::Refusal::Missing));
         };
         Presented::Cookie(raw)
     };
     let started = Instant::now();
-    let verdict = state.admission.admit(presented, expect, need).await?;
+    let verdict = gate.admission.admit(presented, expect, need).await?;
     metrics::histogram!("gatehouse_session_validation_duration_seconds")
         .record(started.elapsed().as_secs_f64());
     Ok(verdict)
@@ -66,10 +78,10 @@ pub async fn admit(
 /// token must have a live session too. `Ok(None)` when there is no
 /// admissible credential.
 pub async fn authenticate(
-    state: &AppState,
+    gate: &SessionGate,
     headers: &HeaderMap,
 ) -> Result<Option<Authenticated>, ApiError> {
-    let verdict = admit(state, headers, Expect::AnyTenant, Need::Session).await?;
+    let verdict = admit(gate, headers, Expect::AnyTenant, Need::Session).await?;
     Ok(verdict.ok().and_then(|admitted| {
         Some(Authenticated {
             session: admitted.session?,
@@ -86,14 +98,16 @@ pub async fn authenticate(
 #[derive(Debug, Clone)]
 pub struct CurrentSession(pub Authenticated);
 
-impl FromRequestParts<AppState> for CurrentSession {
+impl<S> FromRequestParts<S> for CurrentSession
+where
+    S: Send + Sync,
+    Arc<SessionGate>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let Some(authenticated) = authenticate(state, &parts.headers).await? else {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let gate = Arc::<SessionGate>::from_ref(state);
+        let Some(authenticated) = authenticate(&gate, &parts.headers).await? else {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
@@ -102,11 +116,7 @@ impl FromRequestParts<AppState> for CurrentSession {
         };
         let unsafe_method = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         if authenticated.via == Via::Cookie && unsafe_method {
-            let origins = csrf::own_origins(
-                &parts.headers,
-                &state.auth.issuer,
-                state.auth.cookies.secure,
-            );
+            let origins = csrf::own_origins(&parts.headers, &gate.issuer, gate.cookies.secure);
             if !csrf::same_origin(&parts.headers, &origins) {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,

@@ -15,9 +15,39 @@ use secrecy::{ExposeSecret, SecretBox};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::config::{KeyEncryptionKey, TokenConfig};
-use crate::error::ApiError;
-use crate::state::AppState;
+use std::time::Duration;
+
+use crate::authz::{AuthzError, AuthzService};
+
+/// The 32-byte key that encrypts signing keys at rest.
+pub type KeyEncryptionKey = SecretBox<[u8; 32]>;
+
+/// Access tokens and their signing keys.
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    /// `aud` of issued tokens, required on verify.
+    pub audience: String,
+    /// Access token lifetime.
+    pub access_ttl: Duration,
+    /// Clock skew tolerated on `exp`/`nbf`.
+    pub leeway: Duration,
+    /// Algorithm of newly generated keys.
+    pub signing_alg: gatehouse_tokens::SigningAlgorithm,
+    /// Rotate the signing key after this long (`None`: only on demand).
+    pub rotate_every: Option<Duration>,
+    /// How often each instance reloads keys and runs key maintenance.
+    pub key_refresh: Duration,
+}
+
+impl TokenConfig {
+    /// How long a key that stopped signing must stay published: the longest
+    /// token life plus leeway plus one refresh period (instances may sign with
+    /// it until they reload).
+    #[must_use]
+    pub fn retire_after(&self) -> Duration {
+        self.access_ttl + self.leeway + self.key_refresh
+    }
+}
 
 /// Why the key ring could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -206,27 +236,37 @@ impl TokenService {
     }
 }
 
-/// Issues the access token for a freshly created session, carrying the
-/// user's effective roles.
-pub async fn access_token_for(
-    state: &AppState,
-    session: &gatehouse_session::Session,
-) -> Result<(String, AccessClaims), ApiError> {
-    let now = state.auth.clock.unix_seconds();
-    let roles = state
-        .authz
-        .effective_roles(session.tenant_id, session.user_id, now)
-        .await?;
-    let grantee = Grantee {
-        user_id: session.user_id,
-        username: &session.username,
-        tenant: &session.tenant_slug,
-        tenant_id: session.tenant_id,
-        session_id: session.id.as_str(),
-        roles,
-    };
-    state
-        .tokens
-        .issue(grantee, now)
-        .map_err(|e| ApiError::internal(&e))
+/// Why an access token could not be issued for a session.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessTokenError {
+    /// The user's roles could not be read.
+    #[error(transparent)]
+    Authz(#[from] AuthzError),
+    /// Signing failed (a bug or a broken key).
+    #[error(transparent)]
+    Issue(#[from] gatehouse_tokens::IssueError),
+}
+
+impl TokenService {
+    /// Issues the access token for a session, carrying the user's effective
+    /// roles at `now`.
+    pub async fn issue_for_session(
+        &self,
+        authz: &AuthzService,
+        session: &gatehouse_session::Session,
+        now: i64,
+    ) -> Result<(String, AccessClaims), AccessTokenError> {
+        let roles = authz
+            .effective_roles(session.tenant_id, session.user_id, now)
+            .await?;
+        let grantee = Grantee {
+            user_id: session.user_id,
+            username: &session.username,
+            tenant: &session.tenant_slug,
+            tenant_id: session.tenant_id,
+            session_id: session.id.as_str(),
+            roles,
+        };
+        Ok(self.issue(grantee, now)?)
+    }
 }

@@ -91,7 +91,7 @@ pub fn html(status: StatusCode, page: &impl Template) -> Response {
 
 /// `GET /static/gatehouse.css`: the pages' only stylesheet (CSP allows 'self').
 pub async fn stylesheet() -> Response {
-    let mut response = include_str!("../../../../web/static/gatehouse.css").into_response();
+    let mut response = include_str!("../../../web/static/gatehouse.css").into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -17,7 +17,26 @@ use serde_json::{Map, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+/// Why a decision could not be made. The gateway maps these to HTTP.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthzError {
+    /// Postgres failed.
+    #[error(transparent)]
+    Store(#[from] gatehouse_store::StoreError),
+    /// The tenant's stored rules do not compile (edited by hand): every
+    /// decision is refused until fixed.
+    #[error("the tenant's rules do not compile: {0}")]
+    Uncompilable(String),
+    /// The compile task failed (a bug).
+    #[error("compile task failed: {0}")]
+    Task(String),
+    /// The signed-in caller's user no longer exists.
+    #[error("the signed-in user no longer exists")]
+    CallerGone,
+    /// A request named a user the tenant does not have.
+    #[error("no user {0:?} in this tenant")]
+    NoSuchUser(String),
+}
 
 /// A tenant's compiled rules at one data version.
 #[derive(Debug)]
@@ -87,7 +106,7 @@ impl AuthzService {
     /// The tenant's compiled rules at its current data version. A stale or
     /// missing set is compiled once (single flight per tenant), on a
     /// blocking thread, never on the async workers.
-    pub async fn rules(&self, tenant_id: Uuid) -> Result<Arc<CompiledTenant>, ApiError> {
+    pub async fn rules(&self, tenant_id: Uuid) -> Result<Arc<CompiledTenant>, AuthzError> {
         let current = access::data_version(&self.db, tenant_id)
             .await?
             .unwrap_or(1);
@@ -111,12 +130,12 @@ impl AuthzService {
         let rules = snapshot.rules;
         let set = tokio::task::spawn_blocking(move || PolicySet::compile(&rules))
             .await
-            .map_err(|e| ApiError::internal(&e))?
+            .map_err(|e| AuthzError::Task(e.to_string()))?
             .map_err(|e| {
                 // Writes are compile-checked, so this means someone edited the
                 // tables by hand. Fail closed and say why in the log.
                 tracing::error!(%tenant_id, error = %e, "tenant rules do not compile; denying");
-                ApiError::internal(&e)
+                AuthzError::Uncompilable(e.to_string())
             })?;
         let compiled = Arc::new(CompiledTenant { version, set });
         if let Ok(mut map) = self.compiled.write() {
@@ -138,7 +157,7 @@ impl AuthzService {
         user_id: Uuid,
         question: Question,
         explain: bool,
-    ) -> Result<Option<Answer>, ApiError> {
+    ) -> Result<Option<Answer>, AuthzError> {
         // Two independent Postgres reads: run them concurrently.
         let (subject, rules) = tokio::try_join!(
             self.subject_by_id(tenant_id, user_id),
@@ -158,22 +177,17 @@ impl AuthzService {
     }
 
     /// [`AuthzService::ask`] about the signed-in caller (no explanation): a
-    /// user deleted since signing in is 401, like any invalid session.
+    /// user deleted since signing in is [`AuthzError::CallerGone`] (401, like
+    /// any invalid session).
     pub async fn ask_as_caller(
         &self,
         tenant_id: Uuid,
         user_id: Uuid,
         question: Question,
-    ) -> Result<Answer, ApiError> {
+    ) -> Result<Answer, AuthzError> {
         self.ask(tenant_id, user_id, question, false)
             .await?
-            .ok_or_else(|| {
-                ApiError::new(
-                    axum::http::StatusCode::UNAUTHORIZED,
-                    "unauthenticated",
-                    "the signed-in user no longer exists",
-                )
-            })
+            .ok_or(AuthzError::CallerGone)
     }
 
     /// The user's effective roles at `now` (unexpired assignments and their
@@ -183,7 +197,7 @@ impl AuthzService {
         tenant_id: Uuid,
         user_id: Uuid,
         now: i64,
-    ) -> Result<Vec<String>, ApiError> {
+    ) -> Result<Vec<String>, AuthzError> {
         let Some(subject) = self.subject_by_id(tenant_id, user_id).await? else {
             return Ok(Vec::new());
         };
@@ -203,19 +217,14 @@ impl AuthzService {
         &self,
         tenant_id: Uuid,
         user_id: Uuid,
-    ) -> Result<Option<Subject>, ApiError> {
+    ) -> Result<Option<Subject>, AuthzError> {
         Ok(access::subject_by_id(&self.db, tenant_id, user_id).await?)
     }
 
     /// The user a request names by user id (the `sub` of a token) or by
     /// username, or 404 saying so (an unparseable name is simply not found).
-    pub async fn subject_named(&self, tenant_id: Uuid, raw: &str) -> Result<Subject, ApiError> {
-        let not_found = || {
-            ApiError::not_found(format!(
-                "no user {:?} in this tenant",
-                raw.chars().take(64).collect::<String>()
-            ))
-        };
+    pub async fn subject_named(&self, tenant_id: Uuid, raw: &str) -> Result<Subject, AuthzError> {
+        let not_found = || AuthzError::NoSuchUser(raw.chars().take(64).collect());
         if let Ok(user_id) = Uuid::try_parse(raw) {
             return self
                 .subject_by_id(tenant_id, user_id)
@@ -233,7 +242,7 @@ impl AuthzService {
         &self,
         tenant_id: Uuid,
         normalized: &str,
-    ) -> Result<Option<Subject>, ApiError> {
+    ) -> Result<Option<Subject>, AuthzError> {
         Ok(access::subject_by_username(&self.db, tenant_id, normalized).await?)
     }
 }

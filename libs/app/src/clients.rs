@@ -1,0 +1,231 @@
+//! Service clients (machines that call introspection) and how they prove who
+//! they are.
+//!
+//! Secrets are generated 256-bit values stored as SHA-256, so checking one
+//! costs a hash, not argon2: random credentials cannot queue the tenants'
+//! logins behind the password pool. Clients created before that keep an
+//! argon2id hash until their first successful check upgrades it. A
+//! successful check is remembered in process for [`CLIENT_CACHE_TTL`]
+//! (deleting or disabling a client takes effect within that time); every
+//! other attempt is throttled per client id and per client address
+//! ([`CLIENT_AUTH_PER_ID`], [`CLIENT_AUTH_PER_ADDRESS`] a minute) before any
+//! database read.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use gatehouse_core::Verification;
+use gatehouse_store::StoreError;
+use gatehouse_store::clients::{self, ServiceClient};
+use sha2::{Digest as _, Sha256};
+use sqlx::PgPool;
+
+use crate::passwords::PasswordPool;
+
+/// Why a client was not authenticated.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientAuthError {
+    /// Unknown client, wrong secret, disabled, or no `introspect` scope.
+    #[error("invalid client credentials")]
+    Invalid,
+    /// The client id or address spent its allowance; retry after the seconds.
+    #[error("too many client authentication attempts; retry after {0} s")]
+    Throttled(u64),
+    /// The argon2 pool (legacy hashes only) was saturated.
+    #[error("client authentication is busy")]
+    Busy,
+    /// Postgres failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How long a verified client secret is trusted without argon2.
+pub const CLIENT_CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// Unverified client authentications allowed per client id and minute.
+pub const CLIENT_AUTH_PER_ID: u32 = 10;
+/// Unverified client authentications allowed per client address (IPv6: /64)
+/// and minute.
+pub const CLIENT_AUTH_PER_ADDRESS: u32 = 30;
+
+/// A client whose secret (by SHA-256) was verified at the instant.
+type VerifiedClient = (ServiceClient, [u8; 32], Instant);
+
+type KeyedLimiter = governor::DefaultKeyedRateLimiter<String>;
+
+/// Verified client credentials by client id, and the throttles on the rest.
+pub struct ServiceClients {
+    db: PgPool,
+    passwords: PasswordPool,
+    verified: Mutex<HashMap<String, VerifiedClient>>,
+    per_id: KeyedLimiter,
+    per_address: KeyedLimiter,
+}
+
+impl ServiceClients {
+    /// Client authentication over `db`, with `passwords` for the argon2
+    /// hashes of clients created before secrets were stored as SHA-256.
+    #[must_use]
+    pub fn new(db: PgPool, passwords: PasswordPool) -> Self {
+        let per_minute = |n: u32| {
+            let n = std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN);
+            governor::RateLimiter::keyed(governor::Quota::per_minute(n))
+        };
+        Self {
+            db,
+            passwords,
+            verified: Mutex::new(HashMap::new()),
+            per_id: per_minute(CLIENT_AUTH_PER_ID),
+            per_address: per_minute(CLIENT_AUTH_PER_ADDRESS),
+        }
+    }
+}
+
+/// Keys kept by each throttle before idle ones are dropped.
+const THROTTLE_KEYS_BOUND: usize = 10_000;
+
+impl ServiceClients {
+    /// Takes one attempt from the client id's and the address's allowance;
+    /// `Err(seconds)` to wait when either is spent. Memory stays bounded:
+    /// past [`THROTTLE_KEYS_BOUND`] keys, those back at full allowance go.
+    fn attempt(&self, client_id: &str, address: &str) -> Result<(), u64> {
+        for limiter in [&self.per_id, &self.per_address] {
+            if limiter.len() > THROTTLE_KEYS_BOUND {
+                limiter.retain_recent();
+                limiter.shrink_to_fit();
+            }
+        }
+        let clock = governor::clock::DefaultClock::default();
+        let wait = |limiter: &KeyedLimiter, key: &str| {
+            limiter.check_key(&key.to_owned()).err().map(|not_until| {
+                use governor::clock::Clock as _;
+                not_until.wait_time_from(clock.now()).as_secs().max(1)
+            })
+        };
+        match wait(&self.per_id, client_id).or_else(|| wait(&self.per_address, address)) {
+            Some(seconds) => Err(seconds),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops a deleted client's verified secret at once (this instance).
+    pub fn forget(&self, client_id: &str) {
+        if let Ok(mut map) = self.verified.lock() {
+            map.remove(client_id);
+        }
+    }
+}
+
+/// The SHA-256 of a presented secret.
+fn secret_digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// `sha256:<hex>`: how a generated client secret is stored.
+fn stored_form(digest: &[u8; 32]) -> String {
+    format!("sha256:{}", hex::encode(digest))
+}
+
+/// Whether `stored` (`sha256:<hex>`) is the hash of the presented secret;
+/// compares in constant time.
+fn sha256_matches(stored: &str, digest: &[u8; 32]) -> bool {
+    let Some(Ok(expected)) = stored.strip_prefix("sha256:").map(hex::decode) else {
+        return false;
+    };
+    expected.len() == digest.len()
+        && expected
+            .iter()
+            .zip(digest)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// A new client secret and the form to store it in.
+#[must_use]
+pub fn new_secret() -> (String, String) {
+    use base64::Engine as _;
+    let mut raw = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut raw);
+    let secret = format!(
+        "ghc1_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    );
+    let stored = stored_form(&secret_digest(&secret));
+    (secret, stored)
+}
+
+impl ServiceClients {
+    /// Authenticates a client by id and secret, `address` being its client
+    /// address bucket (for the throttle).
+    pub async fn authenticate(
+        &self,
+        client_id: &str,
+        secret: &str,
+        address: &str,
+    ) -> Result<ServiceClient, ClientAuthError> {
+        if client_id.len() > 64 || secret.len() > 128 {
+            return Err(ClientAuthError::Invalid);
+        }
+        let digest = secret_digest(secret);
+        let cached = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|map| map.get(client_id).cloned());
+        if let Some((client, known, at)) = cached
+            && known == digest
+            && at.elapsed() < CLIENT_CACHE_TTL
+        {
+            return Ok(client);
+        }
+        self.attempt(client_id, address)
+            .map_err(ClientAuthError::Throttled)?;
+        let row = clients::by_client_id(&self.db, client_id)
+            .await?
+            .filter(|c| c.status == "active" && c.scopes.iter().any(|s| s == "introspect"));
+        let verified = match row {
+            Some(client) if sha256_matches(&client.secret_hash, &digest) => Some(client),
+            Some(client) if client.secret_hash.starts_with("$argon2") => {
+                self.legacy_check(client, secret, &digest).await?
+            }
+            _ => None,
+        };
+        let client = verified.ok_or(ClientAuthError::Invalid)?;
+        if let Ok(mut map) = self.verified.lock() {
+            map.insert(
+                client_id.to_owned(),
+                (client.clone(), digest, Instant::now()),
+            );
+        }
+        Ok(client)
+    }
+
+    /// A client created before secrets were stored as SHA-256: argon2 once
+    /// (already behind the throttle), then the stored hash is upgraded.
+    async fn legacy_check(
+        &self,
+        client: ServiceClient,
+        secret: &str,
+        digest: &[u8; 32],
+    ) -> Result<Option<ServiceClient>, ClientAuthError> {
+        let verdict = self
+            .passwords
+            .verify(secret.to_owned(), Some(client.secret_hash.clone()))
+            .await
+            .map_err(|_| ClientAuthError::Busy)?;
+        if !matches!(
+            verdict,
+            Verification::Match | Verification::MatchNeedsRehash(_)
+        ) {
+            return Ok(None);
+        }
+        let upgraded = stored_form(digest);
+        clients::upgrade_secret_hash(&self.db, &client.client_id, &client.secret_hash, &upgraded)
+            .await?;
+        Ok(Some(ServiceClient {
+            secret_hash: upgraded,
+            ..client
+        }))
+    }
+}

@@ -1,0 +1,18 @@
+//! The application layer: what the gateway does, without HTTP.
+//!
+//! Every way a credential enters goes through [`admission::Admission`], and
+//! every session ends through [`revocation::Revocations::end`], so the rules
+//! that coordinate several stores ("a token is live when…", "ending sessions
+//! also revokes their tokens") are written once. `services/gateway` wires
+//! these services once (for `serve` and the CLI), reads requests into their
+//! plain inputs and maps their errors to HTTP in one place.
+//!
+//! Architecture invariant: no axum, no `http` types; errors are this crate's
+//! own (`thiserror`), never HTTP statuses.
+
+pub mod admission;
+pub mod authz;
+pub mod clients;
+pub mod passwords;
+pub mod revocation;
+pub mod tokens;
