@@ -573,3 +573,42 @@ async fn password_change_guesses_are_throttled() {
     let right = change_password(&gateway, &bob, DEMO_PASSWORD, "whatever-new-1").await;
     expect_problem(right, 429).await;
 }
+
+/// Successful sign-ins are not failures: one user signing in over and over
+/// from four clients at once (a load test, a fleet of scripts) is never held
+/// by the username limit, even though every attempt in flight counts until
+/// its password checks out.
+#[tokio::test]
+async fn concurrent_successful_sign_ins_are_not_counted_as_failures() {
+    let (gateway, db, _) = seeded_app(&[]).await;
+    set_limits(
+        &db,
+        json!({"ip": {"max": 100_000, "window_s": 10}, "tenant": {"max": 100_000, "window_s": 10}}),
+    )
+    .await;
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let url = gateway.url("/v1/auth/login");
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for _ in 0..15 {
+                    let status = client()
+                        .post(&url)
+                        .json(&json!({"tenant": "acme", "username": "bob", "password": DEMO_PASSWORD}))
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                        .as_u16();
+                    statuses.push(status);
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await.unwrap());
+    }
+    assert!(all.iter().all(|s| *s == 200), "{all:?}");
+}

@@ -19,6 +19,18 @@ use uuid::Uuid;
 
 use crate::tokens::TokenConfig;
 
+/// Why a revocation could not be completed (the caller answers 503; a retry
+/// is safe).
+#[derive(Debug, thiserror::Error)]
+pub enum EndError {
+    /// The event stream (Redis) failed: nothing was published.
+    #[error(transparent)]
+    Events(#[from] gatehouse_events::EventError),
+    /// Published, but the sessions could not all be deleted.
+    #[error(transparent)]
+    Sessions(#[from] SessionError),
+}
+
 /// Which sessions to end.
 #[derive(Debug, Clone, Copy)]
 pub enum Ending<'a> {
@@ -204,14 +216,33 @@ impl Revocations {
         }
     }
 
-    /// Publishes one revocation for an admin request; the error is the caller's.
-    pub async fn publish(
-        &self,
-        revocation: &Revocation,
-    ) -> Result<String, gatehouse_events::EventError> {
-        self.stream
+    /// An operator's revocation, in one operation: publishes it (every
+    /// mirror refuses what it names at once, sessions begun before a user or
+    /// tenant mark included) and, for a user or a tenant, deletes their
+    /// sessions and refresh families so the effect outlasts the mark (which
+    /// lives one token life). Safe to retry: a repeat finds nothing more to
+    /// end. Returns the event id.
+    pub async fn revoke(&self, revocation: &Revocation) -> Result<String, EndError> {
+        let event_id = self
+            .stream
             .revoke(revocation, self.clock.unix_seconds())
-            .await
+            .await?;
+        match revocation {
+            Revocation::User {
+                tenant_id, user_id, ..
+            } => {
+                let ended = self
+                    .sessions
+                    .end_all_for_user(*tenant_id, *user_id, None)
+                    .await?;
+                self.sessions_ended(&ended.ids).await;
+            }
+            Revocation::Tenant { tenant_id, .. } => {
+                self.sessions.end_all_for_tenant(*tenant_id).await?;
+            }
+            Revocation::Token { .. } | Revocation::Session { .. } => {}
+        }
+        Ok(event_id)
     }
 
     /// Whether a session created at `created_at` was revoked by its

@@ -98,6 +98,51 @@ pub struct Ticket {
     pub fallback: bool,
 }
 
+/// An allowed attempt's reservation that cannot leak. Report the verdict
+/// with [`Reservation::succeeded`] or [`Reservation::failed`]; dropped
+/// without one (the client went away and its request future was cancelled,
+/// or an error ended the attempt) it is withdrawn in the background, so a
+/// cancelled request never leaves a phantom failure against the username.
+#[derive(Debug)]
+pub struct Reservation {
+    throttle: Throttle,
+    attempt: Attempt,
+    ticket: Option<Ticket>,
+}
+
+impl Reservation {
+    /// The password checked out: reset the pair, take the attempt back.
+    pub async fn succeeded(mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.throttle.succeeded(&self.attempt, &ticket).await;
+        }
+    }
+
+    /// The password was wrong: the attempt stays counted as a failure.
+    pub fn failed(mut self) {
+        self.ticket = None;
+    }
+
+    /// No verdict (overload, outage): take the reservation back now.
+    pub async fn withdraw(mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.throttle.withdraw(&self.attempt, &ticket).await;
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (throttle, attempt) = (self.throttle.clone(), self.attempt.clone());
+            runtime.spawn(async move { throttle.withdraw(&attempt, &ticket).await });
+        }
+    }
+}
+
 /// The throttle's answer.
 #[derive(Debug, Clone)]
 pub enum Decision {
@@ -320,6 +365,24 @@ impl Throttle {
                 .increment(1);
         }
         decision
+    }
+
+    /// [`Throttle::begin`], with the allowance as a [`Reservation`] that is
+    /// withdrawn if dropped without a verdict; `Err` is the limit that refused
+    /// and when to retry.
+    pub async fn reserve(
+        &self,
+        attempt: &Attempt,
+        limits: &LoginLimits,
+    ) -> Result<Reservation, (LimitKind, Duration)> {
+        match self.begin(attempt, limits).await {
+            Decision::Allowed(ticket) => Ok(Reservation {
+                throttle: self.clone(),
+                attempt: attempt.clone(),
+                ticket: Some(ticket),
+            }),
+            Decision::Throttled { limit, retry_after } => Err((limit, retry_after)),
+        }
     }
 
     fn fallback_decision(&self, attempt: &Attempt, limits: &LoginLimits, id: String) -> Decision {

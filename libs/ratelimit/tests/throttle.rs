@@ -450,3 +450,54 @@ async fn rotating_addresses_inside_one_ipv6_64_is_one_pair() {
     );
     assert_eq!(limit, LimitKind::Pair);
 }
+
+/// A reservation dropped without a verdict (the client went away and its
+/// request was cancelled mid-hash) is withdrawn: it leaves no phantom
+/// failure that would push the username into backoff.
+#[tokio::test]
+async fn a_reservation_dropped_without_a_verdict_is_withdrawn() {
+    let clock = clock();
+    let t = throttle(&clock);
+    let mut limits = LoginLimits::default();
+    limits.username.free_failures = 1;
+    limits.username.backoff_base_ms = 600_000;
+    let tenant = Uuid::new_v4();
+    let first = t
+        .reserve(&attempt(tenant, "carol", "192.0.2.1"), &limits)
+        .await
+        .unwrap();
+    drop(first);
+    // The withdrawal runs in the background; once it has, another address
+    // finds the username free of failures (with one free failure, a phantom
+    // would mean a ten-minute backoff).
+    let started = std::time::Instant::now();
+    loop {
+        match t
+            .reserve(&attempt(tenant, "carol", "192.0.2.2"), &limits)
+            .await
+        {
+            Ok(reservation) => {
+                reservation.succeeded().await;
+                break;
+            }
+            Err((limit, _)) => {
+                assert_eq!(limit, LimitKind::Username);
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "the dropped reservation was never withdrawn"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    // A wrong password, reported as such, does count.
+    t.reserve(&attempt(tenant, "carol", "192.0.2.3"), &limits)
+        .await
+        .unwrap()
+        .failed();
+    let (limit, _) = t
+        .reserve(&attempt(tenant, "carol", "192.0.2.4"), &limits)
+        .await
+        .unwrap_err();
+    assert_eq!(limit, LimitKind::Username);
+}

@@ -77,3 +77,9 @@ impl FromRef<AppState> for Arc<crate::extract::session::SessionGate> {
         Arc::clone(&state.gate)
     }
 }
+
+impl FromRef<AppState> for sqlx::PgPool {
+    fn from_ref(state: &AppState) -> Self {
+        state.db.clone()
+    }
+}

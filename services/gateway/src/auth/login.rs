@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_core::{Clock, Username, Verification};
-use gatehouse_ratelimit::{Attempt, Decision, LimitKind, LoginLimits, Throttle};
+use gatehouse_ratelimit::{Attempt, LimitKind, LoginLimits, Throttle};
 use gatehouse_session::{NewSession, Session, SessionStore, SessionToken};
 use gatehouse_store::audit::{Actor, AuditEvent, Outcome};
 use gatehouse_store::directory::{self, Tenant};
@@ -157,16 +157,19 @@ impl LoginService {
             ip: c.client.addr,
             known_device,
         };
-        let ticket = match self.throttle.begin(&attempt, &limits).await {
-            Decision::Allowed(ticket) => ticket,
-            Decision::Throttled { limit, retry_after } => {
+        // A reservation, not a bare ticket: if the client goes away while the
+        // password hashes, the cancelled request withdraws it (no phantom
+        // failure against the username).
+        let reservation = match self.throttle.reserve(&attempt, &limits).await {
+            Ok(reservation) => reservation,
+            Err((limit, retry_after)) => {
                 tracing::info!(tenant = %c.tenant.slug, limit = limit.as_str(), "login throttled");
                 return Err(LoginError::Throttled { limit, retry_after });
             }
         };
         match self.check_and_start(c).await {
             Ok((token, session, epoch)) => {
-                self.throttle.succeeded(&attempt, &ticket).await;
+                reservation.succeeded().await;
                 let device_proof = self.devices.issue(c.tenant.id, &throttle_name, epoch, now);
                 Ok(LoggedIn {
                     token,
@@ -174,9 +177,12 @@ impl LoginService {
                     device_proof,
                 })
             }
-            Err(LoginError::InvalidCredentials) => Err(LoginError::InvalidCredentials),
+            Err(LoginError::InvalidCredentials) => {
+                reservation.failed();
+                Err(LoginError::InvalidCredentials)
+            }
             Err(other) => {
-                self.throttle.withdraw(&attempt, &ticket).await;
+                reservation.withdraw().await;
                 Err(other)
             }
         }

@@ -398,9 +398,9 @@ async fn check_current_password(
     let limits =
         gatehouse_ratelimit::LoginLimits::from_settings(me.0.tenant.settings.get("login_throttle"))
             .unwrap_or_default();
-    let ticket = match throttle.begin(&attempt, &limits).await {
-        gatehouse_ratelimit::Decision::Allowed(ticket) => ticket,
-        gatehouse_ratelimit::Decision::Throttled { retry_after, .. } => {
+    let reservation = match throttle.reserve(&attempt, &limits).await {
+        Ok(reservation) => reservation,
+        Err((_, retry_after)) => {
             let seconds = crate::auth::login::retry_after_secs(retry_after);
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -416,18 +416,19 @@ async fn check_current_password(
     {
         Ok(verification) => verification,
         Err(e) => {
-            throttle.withdraw(&attempt, &ticket).await;
+            reservation.withdraw().await;
             return Err(pool_error(e));
         }
     };
     if verification == gatehouse_core::Verification::Mismatch {
+        reservation.failed();
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "wrong-password",
             "current_password is incorrect",
         ));
     }
-    throttle.succeeded(&attempt, &ticket).await;
+    reservation.succeeded().await;
     Ok(())
 }
 

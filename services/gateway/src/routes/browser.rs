@@ -16,7 +16,7 @@ use crate::auth::login::{Credentials, LoggedIn, LoginError};
 use crate::auth::{cookies, csrf, return_to};
 use crate::error::ApiError;
 use crate::extract::session::{Authenticated, authenticate};
-use crate::extract::tenant::active_tenant;
+use crate::extract::tenant::ActiveTenant;
 use crate::pages::{
     AccountPage, LoginPage, MessagePage, SessionRow, device_label, format_time, html,
 };
@@ -120,10 +120,9 @@ fn login_form(
 /// `GET /t/{tenant}/login`
 pub async fn login_page(
     State(state): State<AppState>,
-    Path(tenant): Path<String>,
+    ActiveTenant(tenant): ActiveTenant,
     Query(query): Query<LoginQuery>,
 ) -> Result<Response, ApiError> {
-    let tenant = active_tenant(&state.db, &tenant).await?;
     let notice = query
         .signed_out
         .map(|_| "You have been signed out.".to_owned());
@@ -186,12 +185,11 @@ fn unavailable_page(retry: &str) -> Response {
 /// `POST /t/{tenant}/login`
 pub async fn login_submit(
     State(state): State<AppState>,
-    Path(tenant): Path<String>,
+    ActiveTenant(tenant): ActiveTenant,
     client: ClientInfo,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, ApiError> {
-    let tenant = active_tenant(&state.db, &tenant).await?;
     let auth = &state.auth;
     let origins = csrf::own_origins(&headers, &auth.issuer, auth.cookies.secure);
     let nonce = cookies::read(&headers, &auth.cookies.nonce_name).unwrap_or_default();
@@ -318,11 +316,10 @@ pub struct AccountQuery {
 /// `GET /t/{tenant}/account`
 pub async fn account_page(
     State(state): State<AppState>,
-    Path(tenant): Path<String>,
+    ActiveTenant(tenant): ActiveTenant,
     Query(query): Query<AccountQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let tenant = active_tenant(&state.db, &tenant).await?;
     let me = match page_session(&state, &tenant, &headers).await? {
         Ok(me) => me,
         Err(response) => return Ok(response),
@@ -374,16 +371,15 @@ pub struct CsrfForm {
     pub csrf: String,
 }
 
-/// The caller of a signed-in form post: tenant resolved, session valid for
-/// it, origin and session-bound CSRF token checked. `Ok(Err(page))` is what to
+/// The caller of a signed-in form post: session valid for the tenant,
+/// origin and session-bound CSRF token checked. `Ok(Err(page))` is what to
 /// show instead (sign-in redirect, 403 form expired, 503).
 async fn signed_in_form(
     state: &AppState,
-    raw_tenant: &str,
+    tenant: Tenant,
     headers: &HeaderMap,
     form: &CsrfForm,
 ) -> Result<Result<(Tenant, Authenticated), Response>, ApiError> {
-    let tenant = active_tenant(&state.db, raw_tenant).await?;
     let me = match page_session(state, &tenant, headers).await? {
         Ok(me) => me,
         Err(response) => return Ok(Err(response)),
@@ -413,11 +409,11 @@ fn signed_out(state: &AppState, tenant: &Tenant) -> Response {
 /// `POST /t/{tenant}/logout`
 pub async fn logout_submit(
     State(state): State<AppState>,
-    Path(tenant): Path<String>,
+    ActiveTenant(tenant): ActiveTenant,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, ApiError> {
-    let (tenant, me) = match signed_in_form(&state, &tenant, &headers, &form).await? {
+    let (tenant, me) = match signed_in_form(&state, tenant, &headers, &form).await? {
         Ok(caller) => caller,
         Err(response) => return Ok(response),
     };
@@ -444,11 +440,12 @@ pub async fn logout_submit(
 /// `POST /t/{tenant}/account/sessions/{id}/end`: "sign out this one".
 pub async fn account_session_end(
     State(state): State<AppState>,
-    Path((tenant, session_id)): Path<(String, String)>,
+    ActiveTenant(tenant): ActiveTenant,
+    Path((_, session_id)): Path<(String, String)>,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, ApiError> {
-    let (tenant, me) = match signed_in_form(&state, &tenant, &headers, &form).await? {
+    let (tenant, me) = match signed_in_form(&state, tenant, &headers, &form).await? {
         Ok(caller) => caller,
         Err(response) => return Ok(response),
     };
@@ -484,11 +481,11 @@ pub async fn account_session_end(
 /// `POST /t/{tenant}/account/sessions/end-all`: "sign out everywhere".
 pub async fn account_sessions_end_all(
     State(state): State<AppState>,
-    Path(tenant): Path<String>,
+    ActiveTenant(tenant): ActiveTenant,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, ApiError> {
-    let (tenant, me) = match signed_in_form(&state, &tenant, &headers, &form).await? {
+    let (tenant, me) = match signed_in_form(&state, tenant, &headers, &form).await? {
         Ok(caller) => caller,
         Err(response) => return Ok(response),
     };

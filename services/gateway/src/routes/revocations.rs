@@ -14,7 +14,6 @@ use crate::error::ApiError;
 use crate::extract::admin::{Access, admin_tenant, audit_admin};
 use crate::extract::session::CurrentSession;
 use crate::state::AppState;
-use gatehouse_app::revocation::Ending;
 
 /// What to revoke: exactly one member.
 #[derive(Debug, Deserialize)]
@@ -101,38 +100,20 @@ pub async fn revoke(
             "all".to_owned(),
         )
     };
+    // One operation: publish, and for a user or the tenant end their
+    // sessions and refresh families too.
     let event_id = state
         .revocations
-        .publish(&revocation)
+        .revoke(&revocation)
         .await
-        .map_err(|_| ApiError::unavailable("the revocation store is unavailable", 1))?;
-    if let &Revocation::User {
-        tenant_id, user_id, ..
-    } = &revocation
-    {
-        // The mark stops tokens and (in every mirror) sessions at once;
-        // ending the sessions and their refresh families makes it last.
-        state
-            .admission
-            .end(Ending::AllOfUser {
-                tenant_id,
-                user_id,
-                keep: None,
-            })
-            .await
-            .map_err(|_| ApiError::unavailable("the session store is unavailable", 1))?;
-    }
-    if matches!(revocation, Revocation::Tenant { .. }) {
-        // The mark stops tokens (and, in every mirror, sessions begun before
-        // it) at once; deleting the sessions makes that outlast the mark.
-        // Safe to retry: a repeat finds nothing more to end.
-        state
-            .auth
-            .sessions
-            .end_all_for_tenant(tenant.id)
-            .await
-            .map_err(|_| ApiError::unavailable("the session store is unavailable", 1))?;
-    }
+        .map_err(|e| match e {
+            gatehouse_app::revocation::EndError::Events(_) => {
+                ApiError::unavailable("the revocation store is unavailable", 1)
+            }
+            gatehouse_app::revocation::EndError::Sessions(_) => {
+                ApiError::unavailable("the session store is unavailable", 1)
+            }
+        })?;
     audit_admin(
         &state,
         &me,
