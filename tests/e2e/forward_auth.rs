@@ -212,7 +212,8 @@ async fn forward_auth_is_pinned_to_the_protected_apps_tenant() {
     expect_problem(ask(&pinned, "/v1/verify", &admin, &get).await, 401).await;
 }
 
-/// A child process killed when dropped.
+/// A child process killed when dropped. (nginx runs with `master_process
+/// off`, one process, so killing it leaves no orphaned worker behind.)
 struct Process(Child);
 
 impl Drop for Process {
@@ -249,7 +250,7 @@ fn nginx_config(dir: &std::path::Path, listen: u16, gateway: &str, upstream: u16
         );
     let d = dir.display();
     format!(
-        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
          events {{ worker_connections 64; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
          fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
