@@ -252,8 +252,8 @@ impl Revocations {
     /// the sweep ran, an admin revocation that names only the user).
     #[must_use]
     pub fn session_revoked(&self, tenant_id: Uuid, user_id: Uuid, created_at: i64) -> bool {
-        self.mirror.is_tenant_revoked(tenant_id, created_at)
-            || self.mirror.is_user_revoked(tenant_id, user_id, created_at)
+        self.mirror
+            .is_session_revoked(tenant_id, user_id, created_at)
     }
 
     /// Whether an access token was revoked (in-process; no Redis call).

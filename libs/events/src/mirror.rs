@@ -98,11 +98,12 @@ impl RevocationMirror {
                 .is_some_and(|before| token.iat < *before)
     }
 
-    /// Whether the tenant's kill switch covers something that began at `at`
-    /// (unix s): sessions are checked with this, since their life is not
-    /// bounded by a token lifetime. A poisoned lock counts as revoked.
+    /// Whether a session of `user_id` that began at `at` (unix s) is covered
+    /// by its tenant's kill switch or its user's revoked-before mark: one
+    /// read lock for both, since every session admission asks. A poisoned
+    /// lock counts as revoked.
     #[must_use]
-    pub fn is_tenant_revoked(&self, tenant_id: Uuid, at: i64) -> bool {
+    pub fn is_session_revoked(&self, tenant_id: Uuid, user_id: Uuid, at: i64) -> bool {
         let Ok(state) = self.state.read() else {
             return true;
         };
@@ -110,19 +111,10 @@ impl RevocationMirror {
             .tenants
             .get(&tenant_id)
             .is_some_and(|before| at < *before)
-    }
-
-    /// Whether the user's revoked-before mark covers something that began at
-    /// `at` (unix s). A poisoned lock counts as revoked.
-    #[must_use]
-    pub fn is_user_revoked(&self, tenant_id: Uuid, user_id: Uuid, at: i64) -> bool {
-        let Ok(state) = self.state.read() else {
-            return true;
-        };
-        state
-            .users
-            .get(&(tenant_id, user_id))
-            .is_some_and(|before| at < *before)
+            || state
+                .users
+                .get(&(tenant_id, user_id))
+                .is_some_and(|before| at < *before)
     }
 
     /// Drops entries that can no longer matter (the tokens they revoke have
