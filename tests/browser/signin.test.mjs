@@ -230,3 +230,28 @@ browserTest('a wrong password shows the generic error (401) and does not sign in
   assert.equal(page.url(), ACCOUNT_URL);
   await assertAccountPage(page, 'alice');
 });
+
+browserTest('a form on another site that posts "sign out everywhere" to us does not end the session (CSRF)', async ({ newPage }) => {
+  const page = await newPage();
+  await signIn(page);
+  // An attacker's page, on an origin of its own, that submits the form at once.
+  const evil = 'http://evil.test/';
+  await page.route(evil, (route) =>
+    route.fulfill({
+      contentType: 'text/html',
+      body: `<!doctype html><form method="post" action="${BASE}/t/acme/account/sessions/end-all">
+               <input type="hidden" name="csrf" value="forged"></form>
+             <script>document.forms[0].submit()</script>`,
+    }),
+  );
+  const answered = page.waitForResponse((r) => r.url().startsWith(`${BASE}/t/acme/account/sessions/end-all`));
+  await page.goto(evil);
+  const response = await answered;
+  // Refused either way: SameSite=Lax keeps the cookie off the cross-site post
+  // (the gateway sees no session and sends the browser to sign in), or the
+  // origin and CSRF checks answer 403. Never a sign-out.
+  assert.ok([303, 403].includes(response.status()), `the forged post answered ${response.status()}`);
+  await page.goto(ACCOUNT_URL);
+  await assertAccountPage(page, 'alice');
+  assert.equal((await sessionCookies(page)).length, 1, 'the session cookie is still there');
+});
