@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::{ADMIN_PASSWORD, DEMO_PASSWORD, client, expect_problem, json_login, seeded_app};
+use crate::{
+    ADMIN_PASSWORD, DEMO_PASSWORD, client, expect_problem, introspect, json_login, refresh,
+    seeded_app,
+};
 use gatehouse_testkit::Gateway;
 
 async fn login(gateway: &Gateway, tenant: &str, user: &str, password: &str) -> Value {
@@ -27,16 +30,6 @@ async fn create_client(gateway: &Gateway, admin_session: &str, id: &str) -> Stri
     assert_eq!(created.status(), 201);
     let body: Value = created.json().await.unwrap();
     body["client_secret"].as_str().unwrap().to_owned()
-}
-
-async fn introspect(gateway: &Gateway, id: &str, secret: &str, token: &str) -> reqwest::Response {
-    client()
-        .post(gateway.url("/oauth2/introspect"))
-        .basic_auth(id, Some(secret))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap()
 }
 
 async fn active(gateway: &Gateway, id: &str, secret: &str, token: &str) -> bool {
@@ -78,15 +71,6 @@ async fn me(gateway: &Gateway, token: &str) -> StatusCode {
         .await
         .unwrap()
         .status()
-}
-
-async fn refresh(gateway: &Gateway, token: &str) -> reqwest::Response {
-    client()
-        .post(gateway.url("/v1/auth/refresh"))
-        .json(&json!({ "refresh_token": token }))
-        .send()
-        .await
-        .unwrap()
 }
 
 /// Finding 2: introspection answers `active: false` for every token an admin

@@ -84,6 +84,23 @@ async fn an_unknown_key_in_the_config_file_exits_2_naming_it() {
 }
 
 #[tokio::test]
+async fn a_metrics_listen_address_in_use_exits_naming_it() {
+    let db = TestDatabase::new().await;
+    let redis = TestRedis::shared();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    serve_fails_naming(
+        replace(
+            gateway_env(&db, &redis.url, &redis.prefix),
+            "GATEHOUSE_METRICS_LISTEN",
+            Some(&address),
+        ),
+        "GATEHOUSE_METRICS_LISTEN",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn missing_key_encryption_key_exits_naming_it() {
     let db = TestDatabase::new().await;
     let redis = TestRedis::shared();

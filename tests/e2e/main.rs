@@ -155,6 +155,32 @@ pub(crate) async fn session_token(
     body["session_token"].as_str().unwrap().to_owned()
 }
 
+/// `POST /v1/auth/refresh` with `token`.
+pub(crate) async fn refresh(gateway: &Gateway, token: &str) -> reqwest::Response {
+    client()
+        .post(gateway.url("/v1/auth/refresh"))
+        .json(&serde_json::json!({ "refresh_token": token }))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `POST /oauth2/introspect` of `token`, authenticated as service client `id`.
+pub(crate) async fn introspect(
+    gateway: &Gateway,
+    id: &str,
+    secret: &str,
+    token: &str,
+) -> reqwest::Response {
+    client()
+        .post(gateway.url("/oauth2/introspect"))
+        .basic_auth(id, Some(secret))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
+}
+
 /// The value of the hidden form field `name` in a rendered page.
 pub(crate) fn hidden_field(html: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");

@@ -12,7 +12,7 @@ use gatehouse_testkit::{Gateway, run_gatehouse};
 use gatehouse_tokens::{PublicKey, SigningAlgorithm, TokenSettings, Verifier};
 use serde_json::{Value, json};
 
-use crate::{DEMO_PASSWORD, client, expect_problem, json_login, seeded_app};
+use crate::{DEMO_PASSWORD, client, expect_problem, introspect, json_login, refresh, seeded_app};
 
 async fn login_body(gateway: &Gateway, user: &str) -> Value {
     let response = json_login(gateway, "acme", user, DEMO_PASSWORD).await;
@@ -273,15 +273,6 @@ async fn a_gateway_refuses_to_start_with_a_kek_that_cannot_open_its_keys() {
     );
 }
 
-async fn refresh(gateway: &Gateway, token: &str) -> reqwest::Response {
-    client()
-        .post(gateway.url("/v1/auth/refresh"))
-        .json(&json!({ "refresh_token": token }))
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn refresh_rotates_and_reuse_revokes_the_family_and_the_session() {
     let (gateway, db, _) = seeded_app(&[]).await;
@@ -342,16 +333,6 @@ async fn create_client(gateway: &Gateway, admin: &str, body: Value) -> reqwest::
         .post(gateway.url("/admin/api/v1/service-clients"))
         .bearer_auth(admin)
         .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn introspect(gateway: &Gateway, id: &str, secret: &str, token: &str) -> reqwest::Response {
-    client()
-        .post(gateway.url("/oauth2/introspect"))
-        .basic_auth(id, Some(secret))
-        .form(&[("token", token)])
         .send()
         .await
         .unwrap()
