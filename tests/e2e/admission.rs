@@ -134,6 +134,17 @@ async fn refresh_mints_nothing_for_a_revoked_disabled_or_killed_user() {
         .execute(&db.pool)
         .await
         .unwrap();
+    let jwt = control["access_token"].as_str().unwrap();
+    crate::until_in_force("bob disabled by hand", || async {
+        crate::forward_auth(&gateway, "acme")
+            .bearer_auth(jwt)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 401
+    })
+    .await;
     expect_problem(
         refresh(&gateway, control["refresh_token"].as_str().unwrap()).await,
         401,
@@ -191,7 +202,10 @@ async fn a_disabled_tenant_is_refused_everywhere() {
         .await
         .unwrap();
 
-    assert_eq!(me(&gateway, bob_jwt).await, 401);
+    crate::until_in_force("the tenant disabled by hand", || async {
+        me(&gateway, bob_jwt).await == 401
+    })
+    .await;
     assert_eq!(me(&gateway, alice_session).await, 401);
     let admin_api = client()
         .get(gateway.url("/admin/api/v1/tenants/acme/roles"))

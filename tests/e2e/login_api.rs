@@ -369,14 +369,7 @@ async fn login_metrics_count_outcomes() {
     let token = token_for(&gateway, "alice").await;
     login(&gateway, "alice", "wrong-password-xyz").await;
     assert_eq!(me(&gateway, &token).await.status(), 200);
-    let text = client()
-        .get(gateway.metrics("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::metrics_text(&gateway).await;
     assert!(
         text.contains("gatehouse_logins_total{result=\"success\"} 1"),
         "{text}"

@@ -11,6 +11,7 @@
 
 mod admission;
 mod authz;
+mod cache;
 mod cli;
 mod forward_auth;
 mod http_basics;
@@ -99,6 +100,38 @@ pub(crate) fn tid_of(jwt: &str) -> String {
         .expect("base64url payload");
     let claims: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON claims");
     claims["tid"].as_str().expect("tid claim").to_owned()
+}
+
+/// Polls `probe` every 5 ms until it holds, for at most 5 s, and returns how
+/// long that took. For changes made behind the gateway's back (SQL by hand):
+/// the outbox trigger, relay and stream carry them to the caches within
+/// milliseconds; 5 s is a generous bound that never depends on timing.
+pub(crate) async fn until_in_force<F, Fut>(what: &str, mut probe: F) -> std::time::Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while !probe().await {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "not in force after 5 s: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    started.elapsed()
+}
+
+/// The gateway's Prometheus exposition text (its metrics listener).
+pub(crate) async fn metrics_text(gateway: &Gateway) -> String {
+    client()
+        .get(gateway.metrics("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// An HTTP client that never follows redirects (tests look at them).

@@ -750,14 +750,7 @@ async fn token_metrics_count_issue_refresh_verify_and_revocation() {
     assert!(logout.status().is_success());
     until_refused(&gateway, &jwt).await;
 
-    let metrics = client()
-        .get(gateway.metrics("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::metrics_text(&gateway).await;
     for (metric, labels, at_least) in [
         ("gatehouse_tokens_issued_total", "alg=\"EdDSA\"", 2.0),
         ("gatehouse_tokens_refreshed_total", "result=\"ok\"", 1.0),

@@ -15,8 +15,9 @@
 //!    tokens, so the effect outlasts the mark);
 //! 3. the expected tenant, when the caller names one (forward auth's
 //!    `?tenant=`): a credential of another tenant is refused;
-//! 4. the tenant is active, and the user still exists and is active (one
-//!    Postgres read; a session of a disabled user is ended).
+//! 4. the tenant is active, and the user still exists and is active (read
+//!    through the tiered cache at the tenant's data version; a session of a
+//!    disabled user is ended).
 //!
 //! This module knows nothing of HTTP: it takes the raw credential and answers
 //! with [`Admitted`] or a [`Refusal`]; the edge maps those to 401/403/503.
@@ -26,10 +27,11 @@ use std::sync::Arc;
 use gatehouse_core::Clock;
 use gatehouse_session::{Session, SessionError, SessionId, SessionStore, SessionToken};
 use gatehouse_store::StoreError;
-use gatehouse_store::directory::{self, Tenant};
+use gatehouse_store::directory::Tenant;
 use gatehouse_tokens::AccessClaims;
-use sqlx::PgPool;
 use uuid::Uuid;
+
+use crate::directory::Directory;
 
 use crate::revocation::{Ending, Revocations};
 use crate::tokens::TokenService;
@@ -143,12 +145,22 @@ pub type Verdict = Result<Admitted, Refusal>;
 
 /// Admission and the ending of sessions (through [`Revocations`]).
 pub struct Admission {
-    db: PgPool,
+    directory: Arc<Directory>,
     sessions: SessionStore,
+    /// Session records validated in Redis within the last touch interval, by
+    /// session id. Serving them from memory is safe because every ending of
+    /// a session publishes its id to every instance's revocation mirror
+    /// (checked on every admission), and the idle deadline only moves
+    /// forward; Redis is still asked (and the idle deadline slid) at least
+    /// once per touch interval per session per instance.
+    recent: moka::future::Cache<SessionId, Session>,
     tokens: Arc<TokenService>,
     revocations: Arc<Revocations>,
     clock: Arc<dyn Clock>,
 }
+
+/// Session records kept in memory at most (about 0.5 KiB each).
+const RECENT_SESSIONS: u64 = 200_000;
 
 /// Whether a Bearer value is a session token rather than an access token.
 #[must_use]
@@ -160,15 +172,24 @@ impl Admission {
     /// Admission over the given stores.
     #[must_use]
     pub fn new(
-        db: PgPool,
+        directory: Arc<Directory>,
         sessions: SessionStore,
         tokens: Arc<TokenService>,
         revocations: Arc<Revocations>,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let recent = moka::future::Cache::builder()
+            .max_capacity(RECENT_SESSIONS)
+            .time_to_live(
+                sessions
+                    .touch_interval()
+                    .max(std::time::Duration::from_millis(1)),
+            )
+            .build();
         Self {
-            db,
+            directory,
             sessions,
+            recent,
             tokens,
             revocations,
             clock,
@@ -231,10 +252,51 @@ impl Admission {
         let Some(token) = SessionToken::parse(raw) else {
             return Ok(Err(Refusal::Missing));
         };
-        match self.sessions.validate(&token).await? {
-            Some(session) => self.session(session, via, expect).await,
-            None => Ok(Err(Refusal::SessionEnded)),
+        let id = token.id();
+        if let Some(session) = self.remembered(&id, token.tenant_id()).await {
+            // Not re-inserted: the entry expires one touch interval after
+            // Redis last saw the session, so Redis slides it at that pace.
+            return self.session(session, via, expect).await;
         }
+        if let Some(session) = self.sessions.validate(&token).await? {
+            self.recent.insert(id, session.clone()).await;
+            self.session(session, via, expect).await
+        } else {
+            self.recent.invalidate(&id).await;
+            Ok(Err(Refusal::SessionEnded))
+        }
+    }
+
+    /// A session validated in Redis within the touch interval and still
+    /// within its deadlines (revocation is checked by the caller, as for any
+    /// session).
+    async fn remembered(&self, id: &SessionId, tenant_id: Uuid) -> Option<Session> {
+        let session = self.recent.get(id).await?;
+        if session.tenant_id == tenant_id && session.is_live_at(self.clock.unix_seconds()) {
+            metrics::counter!("gatehouse_cache_hits_total", "cache" => "sessions", "tier" => "l1")
+                .increment(1);
+            Some(session)
+        } else {
+            None
+        }
+    }
+
+    /// The live session `id` of `tenant_id`: from memory within the touch
+    /// interval, else from Redis.
+    async fn live_session(
+        &self,
+        tenant_id: Uuid,
+        id: SessionId,
+    ) -> Result<Option<Session>, SessionError> {
+        if let Some(session) = self.remembered(&id, tenant_id).await {
+            return Ok(Some(session));
+        }
+        let session = self.sessions.validate_id(tenant_id, id.clone()).await?;
+        match &session {
+            Some(s) => self.recent.insert(id, s.clone()).await,
+            None => self.recent.invalidate(&id).await,
+        }
+        Ok(session)
     }
 
     /// Rules 2-4 for a live session record.
@@ -244,10 +306,12 @@ impl Admission {
         via: Via,
         expect: Expect<'_>,
     ) -> Result<Verdict, AdmissionError> {
-        if self
-            .revocations
-            .session_revoked(session.tenant_id, session.user_id, session.created_at)
-        {
+        if self.revocations.session_revoked(
+            session.tenant_id,
+            session.user_id,
+            session.created_at,
+            &session.id,
+        ) {
             self.end_refused(&session).await;
             return Ok(Err(Refusal::Revoked));
         }
@@ -309,7 +373,7 @@ impl Admission {
         }
         let session = if need == Need::Session {
             let live = match SessionId::parse(&claims.sid) {
-                Some(id) => self.sessions.validate_id(tenant_id, id).await?,
+                Some(id) => self.live_session(tenant_id, id).await?,
                 None => None,
             }
             .filter(|s| s.user_id == user_id);
@@ -342,7 +406,7 @@ impl Admission {
         user_id: Uuid,
         expect: Expect<'_>,
     ) -> Result<Result<(Tenant, String), Refusal>, AdmissionError> {
-        let Some(principal) = directory::principal(&self.db, tenant_id, user_id).await? else {
+        let Some(principal) = self.directory.principal(tenant_id, user_id).await?.0 else {
             return Ok(Err(Refusal::TenantInactive));
         };
         if let Expect::Tenant(slug) = expect
@@ -362,6 +426,7 @@ impl Admission {
     /// A session refused for good (revoked by a mark, user disabled) is ended
     /// with its tokens, so the refusal outlasts the mark in the mirror.
     async fn end_refused(&self, session: &Session) {
+        self.recent.invalidate(&session.id).await;
         if let Err(e) = self
             .revocations
             .end(Ending::One {

@@ -1,21 +1,24 @@
 //! Deciding requests: a tenant's compiled rules plus a subject, read through
 //! the store.
 //!
-//! Until the tiered cache lands, the compiled set is kept in process per
-//! tenant and reused only while the tenant's data version in Postgres is
-//! unchanged (one primary-key read per decision), so an admin write is in
-//! force for the very next decision on every instance. The answer's `tier` is
-//! therefore always `l3`: Postgres was consulted.
+//! Every read goes through the [`Directory`]'s tiered cache: the tenant's
+//! data version (raised by invalidation events), the subject at that
+//! version, and the rules at that version, which are compiled once per
+//! version and kept here. A warm decision touches neither Redis nor
+//! Postgres; an answer's `tier` names the slowest tier any of its data came
+//! from.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use gatehouse_authz::{Decision, PolicySet, Reason, Request, Trace};
+use gatehouse_cache::Tier;
 use gatehouse_store::access::{self, Subject};
 use serde_json::{Map, Value};
-use sqlx::PgPool;
 use uuid::Uuid;
+
+use crate::directory::Directory;
 
 /// Why a decision could not be made. The gateway maps these to HTTP.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +52,7 @@ pub struct CompiledTenant {
 
 /// Compiles and keeps tenants' rule sets; decides requests.
 pub struct AuthzService {
-    db: PgPool,
+    directory: Arc<Directory>,
     compiled: RwLock<HashMap<Uuid, Arc<CompiledTenant>>>,
     /// One compilation at a time per tenant: concurrent requests that find
     /// the rules stale wait for the one compile instead of each doing it.
@@ -67,6 +70,8 @@ pub struct Answer {
     pub request: Request,
     /// The decision.
     pub decision: Decision,
+    /// The slowest tier the data came from.
+    pub tier: Tier,
 }
 
 /// A request context holding only the client address (`context.ip`).
@@ -93,25 +98,25 @@ pub struct Question {
 }
 
 impl AuthzService {
-    /// A service reading through `db`.
+    /// A service reading through `directory`.
     #[must_use]
-    pub fn new(db: PgPool) -> Self {
+    pub fn new(directory: Arc<Directory>) -> Self {
         Self {
-            db,
+            directory,
             compiled: RwLock::new(HashMap::new()),
             compiling: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
-    /// The tenant's compiled rules at its current data version. A stale or
-    /// missing set is compiled once (single flight per tenant), on a
-    /// blocking thread, never on the async workers.
-    pub async fn rules(&self, tenant_id: Uuid) -> Result<Arc<CompiledTenant>, AuthzError> {
-        let current = access::data_version(&self.db, tenant_id)
-            .await?
-            .unwrap_or(1);
+    /// The tenant's compiled rules at its current data version, and the
+    /// slowest tier consulted. A stale or missing set is compiled once
+    /// (single flight per tenant), on a blocking thread, never on the async
+    /// workers.
+    pub async fn rules(&self, tenant_id: Uuid) -> Result<(Arc<CompiledTenant>, Tier), AuthzError> {
+        let (current, version_tier) = self.directory.version(tenant_id).await?;
+        let current = current.max(1);
         if let Some(hit) = self.cached(tenant_id).filter(|c| c.version >= current) {
-            return Ok(hit);
+            return Ok((hit, version_tier));
         }
         let flight = {
             let mut map = self
@@ -123,9 +128,9 @@ impl AuthzService {
         let _turn = flight.lock().await;
         // Whoever held the turn before us may have compiled what we need.
         if let Some(hit) = self.cached(tenant_id).filter(|c| c.version >= current) {
-            return Ok(hit);
+            return Ok((hit, version_tier));
         }
-        let snapshot = access::load_rules(&self.db, tenant_id).await?;
+        let (snapshot, rules_tier) = self.directory.rules(tenant_id, current).await?;
         let version = snapshot.version;
         let rules = snapshot.rules;
         let set = tokio::task::spawn_blocking(move || PolicySet::compile(&rules))
@@ -142,7 +147,7 @@ impl AuthzService {
             map.insert(tenant_id, Arc::clone(&compiled));
         }
         metrics::counter!("gatehouse_authz_compilations_total").increment(1);
-        Ok(compiled)
+        Ok((compiled, rules_tier.max(version_tier)))
     }
 
     fn cached(&self, tenant_id: Uuid) -> Option<Arc<CompiledTenant>> {
@@ -158,11 +163,11 @@ impl AuthzService {
         question: Question,
         explain: bool,
     ) -> Result<Option<Answer>, AuthzError> {
-        // Two independent Postgres reads: run them concurrently.
-        let (subject, rules) = tokio::try_join!(
-            self.subject_by_id(tenant_id, user_id),
-            self.rules(tenant_id)
-        )?;
+        let (rules, rules_tier) = self.rules(tenant_id).await?;
+        let (subject, subject_tier) = self
+            .directory
+            .subject(tenant_id, rules.version, user_id)
+            .await?;
         let Some(subject) = subject else {
             return Ok(None);
         };
@@ -173,6 +178,7 @@ impl AuthzService {
             rules,
             request,
             decision,
+            tier: rules_tier.max(subject_tier),
         }))
     }
 
@@ -198,10 +204,15 @@ impl AuthzService {
         user_id: Uuid,
         now: i64,
     ) -> Result<Vec<String>, AuthzError> {
-        let Some(subject) = self.subject_by_id(tenant_id, user_id).await? else {
+        let (rules, _) = self.rules(tenant_id).await?;
+        let Some(subject) = self
+            .directory
+            .subject(tenant_id, rules.version, user_id)
+            .await?
+            .0
+        else {
             return Ok(Vec::new());
         };
-        let rules = self.rules(tenant_id).await?;
         let question = Question {
             resource: String::new(),
             resource_attributes: Map::new(),
@@ -212,13 +223,18 @@ impl AuthzService {
         Ok(rules.set.effective_roles(&request_for(&subject, question)))
     }
 
-    /// Loads a subject by id.
+    /// Loads a subject by id (through the cache, at the current version).
     pub async fn subject_by_id(
         &self,
         tenant_id: Uuid,
         user_id: Uuid,
     ) -> Result<Option<Subject>, AuthzError> {
-        Ok(access::subject_by_id(&self.db, tenant_id, user_id).await?)
+        let (version, _) = self.directory.version(tenant_id).await?;
+        Ok(self
+            .directory
+            .subject(tenant_id, version.max(1), user_id)
+            .await?
+            .0)
     }
 
     /// The user a request names by user id (the `sub` of a token) or by
@@ -243,7 +259,7 @@ impl AuthzService {
         tenant_id: Uuid,
         normalized: &str,
     ) -> Result<Option<Subject>, AuthzError> {
-        Ok(access::subject_by_username(&self.db, tenant_id, normalized).await?)
+        Ok(access::subject_by_username(self.directory.db(), tenant_id, normalized).await?)
     }
 }
 

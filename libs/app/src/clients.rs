@@ -109,10 +109,18 @@ impl ServiceClients {
         }
     }
 
-    /// Drops a deleted client's verified secret at once (this instance).
+    /// Drops a changed client's verified secret (this instance; the
+    /// `client.changed` event does it on every instance).
     pub fn forget(&self, client_id: &str) {
         if let Ok(mut map) = self.verified.lock() {
             map.remove(client_id);
+        }
+    }
+
+    /// Drops every verified secret (the event stream lost our position).
+    pub fn forget_all(&self) {
+        if let Ok(mut map) = self.verified.lock() {
+            map.clear();
         }
     }
 }

@@ -13,6 +13,8 @@
 pub mod admission;
 pub mod authz;
 pub mod clients;
+pub mod directory;
+pub mod outbox;
 pub mod passwords;
 pub mod revocation;
 pub mod tokens;

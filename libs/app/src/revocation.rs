@@ -96,11 +96,12 @@ impl Revocations {
         redis: RedisPool,
         keys: Keyspace,
         tokens: &TokenConfig,
+        consumers: Vec<Arc<dyn gatehouse_events::EventConsumer>>,
         clock: Arc<dyn gatehouse_core::Clock>,
     ) -> Result<Self, gatehouse_events::EventError> {
         let stream = EventStream::new(redis, keys, settings(tokens));
         let mirror = Arc::new(RevocationMirror::default());
-        let tailer = gatehouse_events::spawn_tailer(stream.clone(), mirror.clone(), {
+        let tailer = gatehouse_events::spawn_tailer(stream.clone(), mirror.clone(), consumers, {
             let clock = clock.clone();
             Arc::new(move || clock.unix_seconds())
         })
@@ -132,6 +133,12 @@ impl Revocations {
             clock,
             token_life_s: life(tokens),
         }
+    }
+
+    /// The event stream (the outbox relay publishes on it).
+    #[must_use]
+    pub fn stream(&self) -> &EventStream {
+        &self.stream
     }
 
     /// Ends sessions and revokes their tokens: the one way sessions end.
@@ -193,6 +200,9 @@ impl Revocations {
             if let Err(e) = self.stream.revoke(&revocation, now).await {
                 tracing::error!(session = %id, error = %e, "publishing a session revocation failed");
             }
+            // In force here at once (a session record may be served from
+            // memory); other instances get it from the stream.
+            self.mirror.apply(&revocation);
         }
     }
 
@@ -200,20 +210,15 @@ impl Revocations {
     /// disable, password reset).
     async fn user_tokens(&self, tenant_id: Uuid, user_id: Uuid) {
         let now = self.clock.unix_seconds();
-        if let Err(e) = self
-            .stream
-            .revoke(
-                &Revocation::User {
-                    tenant_id,
-                    user_id,
-                    before: now,
-                },
-                now,
-            )
-            .await
-        {
+        let revocation = Revocation::User {
+            tenant_id,
+            user_id,
+            before: now,
+        };
+        if let Err(e) = self.stream.revoke(&revocation, now).await {
             tracing::error!(%user_id, error = %e, "publishing a user revocation failed");
         }
+        self.mirror.apply(&revocation);
     }
 
     /// An operator's revocation, in one operation: publishes it (every
@@ -227,6 +232,7 @@ impl Revocations {
             .stream
             .revoke(revocation, self.clock.unix_seconds())
             .await?;
+        self.mirror.apply(revocation);
         match revocation {
             Revocation::User {
                 tenant_id, user_id, ..
@@ -251,9 +257,15 @@ impl Revocations {
     /// catches what they missed (another instance, a session created while
     /// the sweep ran, an admin revocation that names only the user).
     #[must_use]
-    pub fn session_revoked(&self, tenant_id: Uuid, user_id: Uuid, created_at: i64) -> bool {
+    pub fn session_revoked(
+        &self,
+        tenant_id: Uuid,
+        user_id: Uuid,
+        created_at: i64,
+        id: &SessionId,
+    ) -> bool {
         self.mirror
-            .is_session_revoked(tenant_id, user_id, created_at)
+            .is_session_revoked(tenant_id, user_id, created_at, id.as_str())
     }
 
     /// Whether an access token was revoked (in-process; no Redis call).

@@ -19,8 +19,8 @@ mod stream;
 
 pub use mirror::{RevocationMirror, TokenFacts};
 pub use stream::{
-    Envelope, EventError, EventStream, LOAD_PAGE, Revocation, StreamSettings, TailerHandle,
-    spawn_tailer,
+    Envelope, EventConsumer, EventError, EventStream, LOAD_PAGE, Revocation, StreamSettings,
+    TailerHandle, spawn_tailer,
 };
 
 /// Version of the envelope layout (`v` field); bumped on incompatible change.

@@ -98,19 +98,20 @@ impl RevocationMirror {
                 .is_some_and(|before| token.iat < *before)
     }
 
-    /// Whether a session of `user_id` that began at `at` (unix s) is covered
-    /// by its tenant's kill switch or its user's revoked-before mark: one
-    /// read lock for both, since every session admission asks. A poisoned
-    /// lock counts as revoked.
+    /// Whether session `sid` of `user_id`, begun at `at` (unix s), was ended
+    /// (its id is revoked) or is covered by its tenant's kill switch or its
+    /// user's revoked-before mark: one read lock for all three, since every
+    /// session admission asks. A poisoned lock counts as revoked.
     #[must_use]
-    pub fn is_session_revoked(&self, tenant_id: Uuid, user_id: Uuid, at: i64) -> bool {
+    pub fn is_session_revoked(&self, tenant_id: Uuid, user_id: Uuid, at: i64, sid: &str) -> bool {
         let Ok(state) = self.state.read() else {
             return true;
         };
-        state
-            .tenants
-            .get(&tenant_id)
-            .is_some_and(|before| at < *before)
+        state.sessions.contains_key(sid)
+            || state
+                .tenants
+                .get(&tenant_id)
+                .is_some_and(|before| at < *before)
             || state
                 .users
                 .get(&(tenant_id, user_id))

@@ -241,6 +241,30 @@ impl EventStream {
         Ok(id)
     }
 
+    /// Appends one event (not a revocation: those go through
+    /// [`EventStream::revoke`] with their deny-list entry). Returns its id.
+    pub async fn publish(&self, envelope: &Envelope) -> Result<String, EventError> {
+        let stream = self.stream_key();
+        let fields = envelope_fields(envelope);
+        let max_len = self.settings.max_len;
+        let id: String = self
+            .redis
+            .run(|mut conn| async move {
+                let mut cmd = redis::cmd("XADD");
+                cmd.arg(&stream)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(max_len)
+                    .arg("*");
+                for field in &fields {
+                    cmd.arg(field);
+                }
+                cmd.query_async(&mut conn).await
+            })
+            .await?;
+        Ok(id)
+    }
+
     /// Every live revocation, for filling a mirror: read from the index in
     /// pages of [`LOAD_PAGE`], each page one round trip under the pool's own
     /// deadline, so the cost follows the number of revocations, not the size
@@ -425,12 +449,12 @@ impl EventStream {
 
     /// The id of the newest entry (`0-0` when empty): where a new tailer starts.
     pub async fn last_id(&self) -> Result<String, EventError> {
-        let stream = self.stream_key();
+        let stream = &self.stream_key();
         let newest: Vec<(String, Vec<(String, String)>)> = self
             .redis
-            .run(|mut conn| async move {
+            .run_idempotent(|mut conn| async move {
                 redis::cmd("XREVRANGE")
-                    .arg(&stream)
+                    .arg(stream)
                     .arg("+")
                     .arg("-")
                     .arg("COUNT")
@@ -476,14 +500,14 @@ impl EventStream {
     async fn trimmed_past(&self, last: &str) -> Result<bool, EventError> {
         let stream = self.stream_key();
         if last != "0-0" {
-            let (key, id) = (stream, last.to_owned());
+            let (key, id) = (&stream, last);
             let ours: Vec<(String, Vec<(String, String)>)> = self
                 .redis
-                .run(|mut conn| async move {
+                .run_idempotent(|mut conn| async move {
                     redis::cmd("XRANGE")
-                        .arg(&key)
-                        .arg(&id)
-                        .arg(&id)
+                        .arg(key)
+                        .arg(id)
+                        .arg(id)
                         .query_async(&mut conn)
                         .await
                 })
@@ -504,6 +528,20 @@ impl EventStream {
         let number = |name: &str| info_int(&info, name).unwrap_or(0);
         Ok(number("entries-added") > number("length"))
     }
+}
+
+/// How long an event took from `XADD` to this reader: the stream id's
+/// millisecond part against our clock (`gatehouse_event_stream_lag_seconds`).
+fn record_lag(id: &str) {
+    let Some(added_ms) = id.split('-').next().and_then(|ms| ms.parse::<u64>().ok()) else {
+        return;
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    #[allow(clippy::cast_precision_loss)]
+    metrics::histogram!("gatehouse_event_stream_lag_seconds")
+        .record(now_ms.saturating_sub(added_ms) as f64 / 1000.0);
 }
 
 /// An integer field of an `XINFO` reply (RESP2 flat array or RESP3 map).
@@ -586,12 +624,24 @@ impl Drop for TailerHandle {
 
 type Entries = Vec<(String, Vec<(String, Vec<(String, String)>)>)>;
 
-/// Fills `mirror` from the deny list, then tails the stream into it for as
-/// long as the handle lives. Reconnects with backoff, resuming from the last
-/// id; reloads from the deny list when the stream was trimmed past it.
+/// A reader of the stream's other kinds (cache invalidation, routing).
+pub trait EventConsumer: Send + Sync {
+    /// One event, in stream order. Must be idempotent: after a crash the
+    /// relay may publish an event twice.
+    fn apply(&self, envelope: &Envelope);
+    /// Events may have been lost (the stream was trimmed past our position,
+    /// or an event could not be read): drop everything derived from them.
+    fn reset(&self);
+}
+
+/// Fills `mirror` from the deny list, then tails the stream into it (and
+/// into `consumers`) for as long as the handle lives. Reconnects with
+/// backoff, resuming from the last id; when the stream was trimmed past it,
+/// reloads the mirror from the deny list and resets every consumer.
 pub async fn spawn_tailer(
     stream: EventStream,
     mirror: Arc<RevocationMirror>,
+    consumers: Vec<Arc<dyn EventConsumer>>,
     clock: Arc<dyn Fn() -> i64 + Send + Sync>,
 ) -> Result<TailerHandle, EventError> {
     let mut last = stream.last_id().await?;
@@ -599,18 +649,30 @@ pub async fn spawn_tailer(
     let handle = tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match tail(&stream, &mirror, &mut last, clock.as_ref()).await {
-                Ok(()) => {}
+            // Before every (re)connect, including the first: if the stream
+            // was trimmed past our position, what we missed is unknowable, so
+            // reload the mirror and reset every consumer.
+            match stream.resume(&mirror, &mut last, clock()).await {
+                Ok(reloaded) => {
+                    backoff = Duration::from_millis(100);
+                    if reloaded {
+                        for consumer in &consumers {
+                            consumer.reset();
+                        }
+                    }
+                }
                 Err(e) => {
-                    metrics::counter!("gatehouse_event_stream_reconnects_total").increment(1);
-                    tracing::warn!(error = %e, last_id = %last, "event stream connection lost; reconnecting");
+                    tracing::warn!(error = %e, "checking the event stream position failed");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
                 }
             }
-            match stream.resume(&mirror, &mut last, clock()).await {
-                Ok(_) => backoff = Duration::from_millis(100),
-                Err(e) => tracing::warn!(error = %e, "checking the event stream position failed"),
+            if let Err(e) = tail(&stream, &mirror, &consumers, &mut last, clock.as_ref()).await {
+                metrics::counter!("gatehouse_event_stream_reconnects_total").increment(1);
+                tracing::warn!(error = %e, last_id = %last, "event stream connection lost; reconnecting");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     });
@@ -626,6 +688,7 @@ const PURGE_EVERY_S: i64 = 30;
 async fn tail(
     stream: &EventStream,
     mirror: &RevocationMirror,
+    consumers: &[Arc<dyn EventConsumer>],
     last: &mut String,
     clock: &(dyn Fn() -> i64 + Send + Sync),
 ) -> Result<(), EventError> {
@@ -668,7 +731,12 @@ async fn tail(
                             reload = true;
                         }
                     }
-                    Ok(_) => {} // other kinds are for other consumers
+                    Ok(envelope) => {
+                        record_lag(&id);
+                        for consumer in consumers {
+                            consumer.apply(&envelope);
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(%id, error = %e, "malformed event; reloading the mirror");
                         reload = true;
@@ -678,6 +746,9 @@ async fn tail(
             }
         }
         if reload {
+            for consumer in consumers {
+                consumer.reset();
+            }
             mirror.replace(&stream.load_revocations(clock()).await?);
             metrics::counter!("gatehouse_revocation_mirror_reloads_total", "reason" => "unreadable_event")
                 .increment(1);

@@ -67,7 +67,7 @@ async fn a_revocation_written_by_one_instance_reaches_another_and_new_instances_
     .await
     .unwrap();
     let mirror = Arc::new(RevocationMirror::default());
-    let _tailer = spawn_tailer(b.clone(), mirror.clone(), clock())
+    let _tailer = spawn_tailer(b.clone(), mirror.clone(), Vec::new(), clock())
         .await
         .unwrap();
     assert!(
@@ -159,7 +159,9 @@ async fn a_tailer_whose_connection_is_cut_catches_up_after_reconnecting() {
         instance(&redis, StreamSettings::default()),
     );
     let mirror = Arc::new(RevocationMirror::default());
-    let _tailer = spawn_tailer(b, mirror.clone(), clock()).await.unwrap();
+    let _tailer = spawn_tailer(b, mirror.clone(), Vec::new(), clock())
+        .await
+        .unwrap();
     // Cut every blocking client (the tailer's XREAD connection) server-side.
     let client = redis::Client::open(redis.url.as_str()).unwrap();
     let mut admin = client.get_multiplexed_async_connection().await.unwrap();
@@ -255,7 +257,9 @@ async fn the_tailer_purges_revocations_whose_tokens_have_all_expired() {
     let tick = now.clone();
     let clock: Arc<dyn Fn() -> i64 + Send + Sync> = Arc::new(move || tick.load(Ordering::SeqCst));
     let mirror = Arc::new(RevocationMirror::default());
-    let _tailer = spawn_tailer(b, mirror.clone(), clock).await.unwrap();
+    let _tailer = spawn_tailer(b, mirror.clone(), Vec::new(), clock)
+        .await
+        .unwrap();
     a.revoke(
         &Revocation::Token {
             jti: "short-lived".into(),
@@ -292,7 +296,9 @@ async fn an_unreadable_revocation_event_reloads_the_mirror_instead_of_being_skip
     let redis = TestRedis::shared();
     let b = instance(&redis, StreamSettings::default());
     let mirror = Arc::new(RevocationMirror::default());
-    let _tailer = spawn_tailer(b, mirror.clone(), clock()).await.unwrap();
+    let _tailer = spawn_tailer(b, mirror.clone(), Vec::new(), clock())
+        .await
+        .unwrap();
     // A deny-list entry the mirror could only learn by reloading, then an event
     // from a newer layout this build cannot read.
     let keys = Keyspace::new(redis.prefix.clone());

@@ -141,9 +141,67 @@ impl RedisPool {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
         let conn = self.connections[index].clone();
         match tokio::time::timeout(self.command_timeout, f(conn)).await {
+            Ok(Err(e)) => {
+                if e.is_connection_dropped() {
+                    self.heal_in_background();
+                }
+                Err(RedisError::from(e))
+            }
+            Ok(Ok(value)) => Ok(value),
+            Err(_) => Err(RedisError::Timeout(self.command_timeout)),
+        }
+    }
+
+    /// [`RedisPool::run`] for a command that is safe to send twice (a read,
+    /// or a write whose repeat changes nothing): when the connection turns
+    /// out to have been dropped (Redis restarted), the command is sent once
+    /// more on the reconnected connection, so the restart costs this caller
+    /// nothing. Every other pooled connection is pinged in the background at
+    /// the same moment, so none is left for a later request to discover.
+    pub async fn run_idempotent<T, F, Fut>(&self, f: F) -> Result<T, RedisError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = Result<T, redis::RedisError>>,
+    {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
+        let deadline = tokio::time::Instant::now() + self.command_timeout;
+        let first = tokio::time::timeout_at(deadline, f(self.connections[index].clone())).await;
+        match first {
+            Ok(Err(e)) if e.is_connection_dropped() => {
+                self.heal_in_background();
+                metrics::counter!("gatehouse_redis_retries_total").increment(1);
+                match tokio::time::timeout_at(deadline, f(self.connections[index].clone())).await {
+                    Ok(result) => result.map_err(RedisError::from),
+                    Err(_) => Err(RedisError::Timeout(self.command_timeout)),
+                }
+            }
             Ok(result) => result.map_err(RedisError::from),
             Err(_) => Err(RedisError::Timeout(self.command_timeout)),
         }
+    }
+
+    /// Pings every pooled connection once, off the request path: a dropped
+    /// connection reconnects now instead of failing the next request on it.
+    fn heal_in_background(&self) {
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let _ = pool.warm_up_each().await;
+        });
+    }
+
+    async fn warm_up_each(&self) -> usize {
+        let mut healthy = 0;
+        for conn in self.connections.iter() {
+            let mut conn = conn.clone();
+            let ping = async move { redis::cmd("PING").query_async::<String>(&mut conn).await };
+            if matches!(
+                tokio::time::timeout(self.command_timeout, ping).await,
+                Ok(Ok(_))
+            ) {
+                healthy += 1;
+            }
+        }
+        healthy
     }
 
     /// A connection of its own, with no response deadline, for blocking

@@ -153,7 +153,11 @@ impl Session {
         })
     }
 
-    fn is_live_at(&self, now: i64) -> bool {
+    /// Whether the record is within its idle and absolute deadlines at `now`
+    /// (unix s). A record held in memory since its last touch is at least as
+    /// live as this says: the idle deadline only moves forward.
+    #[must_use]
+    pub fn is_live_at(&self, now: i64) -> bool {
         now < self.idle_expires_at && now < self.absolute_expires_at
     }
 }
@@ -206,6 +210,13 @@ impl SessionStore {
                 delete: Script::new(include_str!("../../../lua/session_delete.lua")),
             }),
         }
+    }
+
+    /// How often a session's idle deadline is written back: also how long a
+    /// validated record may be served from memory.
+    #[must_use]
+    pub fn touch_interval(&self) -> Duration {
+        self.config.touch_interval
     }
 
     fn session_key(&self, tenant_id: Uuid, id: &SessionId) -> String {
@@ -313,12 +324,14 @@ impl SessionStore {
         let scripts = self.scripts.clone();
         let touch = secs(self.config.touch_interval);
         let idle = secs(self.config.idle_timeout);
+        // Validation only slides the idle deadline: safe to send twice.
+        let (key, scripts) = (&key, &scripts);
         let fields: Option<HashMap<String, String>> = self
             .redis
-            .run(|mut conn| async move {
+            .run_idempotent(|mut conn| async move {
                 scripts
                     .validate
-                    .key(&key)
+                    .key(key)
                     .arg(now)
                     .arg(touch)
                     .arg(idle)

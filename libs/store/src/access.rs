@@ -20,7 +20,7 @@ use crate::StoreError;
 use crate::audit::Actor;
 
 /// A tenant's rules with the data version they were read at.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RulesSnapshot {
     /// `tenant_data_versions.version` when read; bumped by every change.
     pub version: i64,
@@ -29,7 +29,7 @@ pub struct RulesSnapshot {
 }
 
 /// A user as the engine sees them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Subject {
     /// User id.
     pub id: Uuid,
@@ -46,17 +46,25 @@ pub struct Subject {
 /// The current data version of a tenant (cheap: one primary-key read), so a
 /// compiled set can be reused while it is current.
 pub async fn data_version(pool: &PgPool, tenant_id: Uuid) -> Result<Option<i64>, StoreError> {
-    Ok(
+    crate::read_retrying(|| {
         sqlx::query_scalar("SELECT version FROM tenant_data_versions WHERE tenant_id = $1")
             .bind(tenant_id)
             .fetch_optional(pool)
-            .await?,
-    )
+    })
+    .await
 }
 
 /// Reads a tenant's roles, grants, policies and data version as one
 /// consistent snapshot.
 pub async fn load_rules(pool: &PgPool, tenant_id: Uuid) -> Result<RulesSnapshot, StoreError> {
+    match load_rules_once(pool, tenant_id).await {
+        // A stale pooled connection: the failure retired the others; once more.
+        Err(StoreError::Unavailable(_)) => load_rules_once(pool, tenant_id).await,
+        other => other,
+    }
+}
+
+async fn load_rules_once(pool: &PgPool, tenant_id: Uuid) -> Result<RulesSnapshot, StoreError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
@@ -143,6 +151,7 @@ pub async fn subject_by_username(
     .await
 }
 
+#[derive(Clone, Copy)]
 enum SubjectKey<'a> {
     Id(Uuid),
     Name(&'a str),
@@ -164,12 +173,16 @@ async fn subject_where(
          WHERE u.tenant_id = $1 AND {filter}
          GROUP BY u.id"
     );
-    let query = sqlx::query_as::<_, SubjectRow>(&sql).bind(tenant_id);
-    let query = match key {
-        SubjectKey::Id(id) => query.bind(id),
-        SubjectKey::Name(name) => query.bind(name),
-    };
-    let Some(row) = query.fetch_optional(pool).await? else {
+    let Some(row) = crate::read_retrying(|| {
+        let query = sqlx::query_as::<_, SubjectRow>(&sql).bind(tenant_id);
+        let query = match key {
+            SubjectKey::Id(id) => query.bind(id),
+            SubjectKey::Name(name) => query.bind(name.to_owned()),
+        };
+        query.fetch_optional(pool)
+    })
+    .await?
+    else {
         return Ok(None);
     };
     let assignments = row

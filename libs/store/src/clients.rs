@@ -80,6 +80,7 @@ pub async fn create(
     secret_hash: &str,
     description: &str,
 ) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO service_clients (id, client_id, tenant_id, secret_hash, description) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -88,21 +89,27 @@ pub async fn create(
     .bind(tenant_id)
     .bind(secret_hash)
     .bind(description)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    crate::outbox::client_changed(&mut tx, client_id, "created").await?;
+    tx.commit().await?;
     Ok(())
 }
 
 /// Deletes a client; false when there was none.
 pub async fn delete(pool: &PgPool, client_id: &str) -> Result<bool, StoreError> {
-    Ok(
-        sqlx::query("DELETE FROM service_clients WHERE client_id = $1")
-            .bind(client_id)
-            .execute(pool)
-            .await?
-            .rows_affected()
-            > 0,
-    )
+    let mut tx = pool.begin().await?;
+    let deleted = sqlx::query("DELETE FROM service_clients WHERE client_id = $1")
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+        > 0;
+    if deleted {
+        crate::outbox::client_changed(&mut tx, client_id, "deleted").await?;
+    }
+    tx.commit().await?;
+    Ok(deleted)
 }
 
 /// Replaces a client's secret hash (upgrading an argon2id hash after a

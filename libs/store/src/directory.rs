@@ -7,7 +7,7 @@ use uuid::Uuid;
 use crate::StoreError;
 
 /// A tenant as the gateway needs it to serve its pages and logins.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
 pub struct Tenant {
     /// Stable id (also inside session tokens).
     pub id: Uuid,
@@ -52,12 +52,20 @@ pub async fn tenant_by_slug(
     pool: &PgPool,
     slug: &TenantSlug,
 ) -> Result<Option<Tenant>, StoreError> {
-    Ok(sqlx::query_as::<_, Tenant>(
-        "SELECT id, slug, display_name, status, allowed_return_origins, settings FROM tenants WHERE slug = $1",
-    )
-    .bind(slug.as_str())
-    .fetch_optional(pool)
-    .await?)
+    crate::read_retrying(|| {
+        sqlx::query_as::<_, Tenant>(
+            "SELECT id, slug, display_name, status, allowed_return_origins, settings FROM tenants WHERE slug = $1",
+        )
+        .bind(slug.as_str())
+        .fetch_optional(pool)
+    })
+    .await
+}
+
+/// Every tenant's slug: the gateway's index of names that exist, so a request
+/// naming an unknown tenant is answered without a query.
+pub async fn tenant_slugs(pool: &PgPool) -> Result<Vec<String>, StoreError> {
+    crate::read_retrying(|| sqlx::query_scalar("SELECT slug FROM tenants").fetch_all(pool)).await
 }
 
 /// Finds a user of `tenant_id` by normalised username.
@@ -66,14 +74,16 @@ pub async fn user_for_login(
     tenant_id: Uuid,
     username: &Username,
 ) -> Result<Option<LoginUser>, StoreError> {
-    Ok(sqlx::query_as::<_, LoginUser>(
-        "SELECT id, username_display, password_hash, status, credential_epoch FROM users
-         WHERE tenant_id = $1 AND username_normalized = $2",
-    )
-    .bind(tenant_id)
-    .bind(username.normalized())
-    .fetch_optional(pool)
-    .await?)
+    crate::read_retrying(|| {
+        sqlx::query_as::<_, LoginUser>(
+            "SELECT id, username_display, password_hash, status, credential_epoch FROM users
+             WHERE tenant_id = $1 AND username_normalized = $2",
+        )
+        .bind(tenant_id)
+        .bind(username.normalized())
+        .fetch_optional(pool)
+    })
+    .await
 }
 
 /// The credential epoch of a user by normalised username (`None`: no such
@@ -142,33 +152,41 @@ pub async fn set_password(
     username: &Username,
     new_hash: &str,
 ) -> Result<Option<Uuid>, StoreError> {
-    Ok(sqlx::query_scalar(
+    let mut tx = pool.begin().await?;
+    let id: Option<Uuid> = sqlx::query_scalar(
         "UPDATE users SET password_hash = $3, password_changed_at = now(), updated_at = now()
          WHERE tenant_id = $1 AND username_normalized = $2 RETURNING id",
     )
     .bind(tenant_id)
     .bind(username.normalized())
     .bind(new_hash)
-    .fetch_optional(pool)
-    .await?)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(id)
 }
 
-/// Enables or disables a user. Returns the user id, or `None` when absent.
+/// Enables or disables a user. The `users_cache_changed` trigger bumps the
+/// tenant's data version and writes the `user.changed` event in the same
+/// transaction. Returns the user id, or `None` when absent.
 pub async fn set_user_status(
     pool: &PgPool,
     tenant_id: Uuid,
     username: &Username,
     active: bool,
 ) -> Result<Option<Uuid>, StoreError> {
-    Ok(sqlx::query_scalar(
+    let mut tx = pool.begin().await?;
+    let id: Option<Uuid> = sqlx::query_scalar(
         "UPDATE users SET status = $3, updated_at = now()
          WHERE tenant_id = $1 AND username_normalized = $2 RETURNING id",
     )
     .bind(tenant_id)
     .bind(username.normalized())
     .bind(if active { "active" } else { "disabled" })
-    .fetch_optional(pool)
-    .await?)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(id)
 }
 
 /// A user by id (for password changes by the signed-in user).
@@ -210,7 +228,7 @@ pub async fn change_password(
 
 /// A credential's tenant and the standing of its user, read in one query for
 /// admission: is the tenant active, does the user still exist and is it active.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Principal {
     /// The tenant (active or not; admission decides).
     pub tenant: Tenant,
@@ -232,15 +250,17 @@ pub async fn principal(
         username_display: Option<String>,
         user_status: Option<String>,
     }
-    let row = sqlx::query_as::<_, Row>(
-        "SELECT t.id, t.slug, t.display_name, t.status, t.allowed_return_origins, t.settings, \
-                u.username_display, u.status AS user_status \
-         FROM tenants t LEFT JOIN users u ON u.tenant_id = t.id AND u.id = $2 \
-         WHERE t.id = $1",
-    )
-    .bind(tenant_id)
-    .bind(user_id)
-    .fetch_optional(pool)
+    let row = crate::read_retrying(|| {
+        sqlx::query_as::<_, Row>(
+            "SELECT t.id, t.slug, t.display_name, t.status, t.allowed_return_origins, t.settings, \
+                    u.username_display, u.status AS user_status \
+             FROM tenants t LEFT JOIN users u ON u.tenant_id = t.id AND u.id = $2 \
+             WHERE t.id = $1",
+        )
+        .bind(tenant_id)
+        .bind(user_id)
+        .fetch_optional(pool)
+    })
     .await?;
     Ok(row.map(|row| Principal {
         tenant: row.tenant,

@@ -10,6 +10,7 @@ pub mod bootstrap;
 pub mod clients;
 pub mod directory;
 pub mod keys;
+pub mod outbox;
 
 use std::str::FromStr as _;
 use std::time::Duration;
@@ -46,6 +47,9 @@ pub enum StoreError {
     /// Any other database error (a bug or an unexpected state).
     #[error("database error: {0}")]
     Database(sqlx::Error),
+    /// One failure handed to several callers (a cache fill's waiters).
+    #[error(transparent)]
+    Shared(std::sync::Arc<StoreError>),
 }
 
 impl StoreError {
@@ -59,27 +63,96 @@ impl StoreError {
             Self::Migrate(_) | Self::Password(_) | Self::KeyGeneration(_) | Self::Database(_) => {
                 ErrorKind::Internal
             }
+            Self::Shared(inner) => inner.kind(),
         }
+    }
+}
+
+impl From<std::sync::Arc<StoreError>> for StoreError {
+    fn from(shared: std::sync::Arc<StoreError>) -> Self {
+        Self::Shared(shared)
     }
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
+        if is_connection_failure(&e) {
+            connections_broken_now();
+            return Self::Unavailable(e.to_string());
+        }
         match &e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                Self::Unavailable(e.to_string())
-            }
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => Self::Unavailable(e.to_string()),
             sqlx::Error::Database(db)
                 if db.is_unique_violation() || db.is_foreign_key_violation() =>
             {
                 Self::Conflict(db.message().to_owned())
             }
-            // 57014: statement_timeout cancelled the query.
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
+            // 57014: statement_timeout cancelled the query; 53300: too many
+            // connections; 53xxx: out of resources.
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .is_some_and(|c| c == "57014" || c.starts_with("53")) =>
+            {
                 Self::Unavailable(db.message().to_owned())
             }
             _ => Self::Database(e),
         }
+    }
+}
+
+/// Whether `e` means the connection (or the server behind it) is gone: I/O
+/// and protocol failures, SQLSTATE class 08 (connection exception) and
+/// 57P01-57P03 (the server shut down or is starting). Such errors make every
+/// pooled connection suspect: see [`connections_broken_now`].
+#[must_use]
+pub fn is_connection_failure(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
+}
+
+/// When (ms since the Unix epoch) a connection last failed. A pooled
+/// connection opened before that instant is closed instead of being handed
+/// out (see [`connect_lazy`]): after a Postgres restart, one failure retires
+/// every stale connection, so the requests that follow never meet one.
+static CONNECTIONS_BROKEN_AT_MS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn connections_broken_now() {
+    CONNECTIONS_BROKEN_AT_MS.store(unix_ms(), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Runs a read, and once more if it failed because its connection was
+/// stale (the first failure retired the pool's other old connections, so
+/// the second try gets a fresh one). Only for reads: a write that failed
+/// mid-flight may have committed.
+pub async fn read_retrying<T, F, Fut>(mut read: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, sqlx::Error>>,
+{
+    match read().await {
+        Err(e) if is_connection_failure(&e) => {
+            connections_broken_now();
+            metrics::counter!("gatehouse_db_read_retries_total").increment(1);
+            tracing::debug!(error = %e, "read failed on a stale connection; retrying once");
+            Ok(read().await?)
+        }
+        other => Ok(other?),
     }
 }
 
@@ -137,6 +210,17 @@ pub fn connect_lazy(settings: &DbSettings) -> PgPool {
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)
         .test_before_acquire(false)
+        // A connection opened before the last connection failure is closed
+        // rather than used: no per-acquire ping, yet no stale connection
+        // after a restart (the first failure retires them all).
+        .before_acquire(|_conn, meta| {
+            Box::pin(async move {
+                let broken_at = CONNECTIONS_BROKEN_AT_MS.load(std::sync::atomic::Ordering::Relaxed);
+                let opened_at = unix_ms()
+                    .saturating_sub(u64::try_from(meta.age.as_millis()).unwrap_or(u64::MAX));
+                Ok(broken_at == 0 || opened_at > broken_at)
+            })
+        })
         .connect_lazy_with(connect)
 }
 

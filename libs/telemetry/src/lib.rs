@@ -38,19 +38,58 @@ pub enum LogFormat {
     Pretty,
 }
 
-/// Installs the global `tracing` subscriber writing to stdout.
+/// Log lines queued for stdout at most. Past this, lines are dropped (and
+/// counted) rather than making a request wait for a slow reader of stdout.
+pub const LOG_QUEUE_LINES: usize = 65_536;
+
+/// Keeps the log writer thread alive (dropping it flushes what is queued)
+/// and counts the lines dropped because the queue was full.
+pub struct LogGuard {
+    _worker: tracing_appender::non_blocking::WorkerGuard,
+    dropped: tracing_appender::non_blocking::ErrorCounter,
+}
+
+impl std::fmt::Debug for LogGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogGuard")
+            .field("dropped", &self.dropped.dropped_lines())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogGuard {
+    /// Lines dropped so far because the queue to stdout was full.
+    #[must_use]
+    pub fn dropped_lines(&self) -> usize {
+        self.dropped.dropped_lines()
+    }
+}
+
+/// Installs the global `tracing` subscriber writing to stdout through a
+/// bounded queue and a writer thread: a request formats its line and never
+/// waits on stdout; when the queue is full the line is dropped and counted.
 ///
 /// `filter` uses `EnvFilter` syntax (`info,gatehouse=debug`).
-pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), TelemetryError> {
+pub fn init_logging(format: LogFormat, filter: &str) -> Result<LogGuard, TelemetryError> {
     let filter_layer = EnvFilter::try_new(filter).map_err(|e| TelemetryError::Filter {
         filter: filter.to_owned(),
         reason: e.to_string(),
     })?;
+    let (writer, worker) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("gatehouse-log")
+        .finish(std::io::stdout());
+    let guard = LogGuard {
+        dropped: writer.error_counter(),
+        _worker: worker,
+    };
     let registry = tracing_subscriber::registry().with(filter_layer);
     let result = match format {
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
+                    .with_writer(writer.clone())
                     .json()
                     .flatten_event(true)
                     .with_current_span(false)
@@ -61,12 +100,14 @@ pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), TelemetryErro
         LogFormat::Pretty => registry
             .with(
                 tracing_subscriber::fmt::layer()
+                    .with_writer(writer)
                     .compact()
                     .with_target(false),
             )
             .try_init(),
     };
-    result.map_err(|e| TelemetryError::AlreadyInstalled(e.to_string()))
+    result.map_err(|e| TelemetryError::AlreadyInstalled(e.to_string()))?;
+    Ok(guard)
 }
 
 /// Histogram buckets (seconds) for request and dependency latency: fine-grained

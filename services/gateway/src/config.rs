@@ -111,6 +111,49 @@ struct RawSettings {
     forward_auth_tenant: Option<String>,
     throttle: RawThrottle,
     tokens: RawTokens,
+    cache: RawCache,
+}
+
+/// `GATEHOUSE_CACHE__*`: the tiered cache's sizes and lifetimes.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct RawCache {
+    /// L1 lifetime of an entry (also the staleness bound when events are lost).
+    l1_ttl_ms: u64,
+    /// L2 lifetime.
+    l2_ttl_ms: u64,
+    /// Lifetime of a negative answer (unknown tenant or user).
+    negative_ttl_ms: u64,
+    /// L1 bound for subjects and principals, MiB each.
+    l1_users_mib: u64,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        Self {
+            l1_ttl_ms: 30_000,
+            l2_ttl_ms: 300_000,
+            negative_ttl_ms: 5_000,
+            l1_users_mib: 128,
+        }
+    }
+}
+
+impl RawCache {
+    fn settings(&self) -> gatehouse_app::directory::DirectorySettings {
+        let mut settings = gatehouse_app::directory::DirectorySettings::default();
+        let l1_ttl = Duration::from_millis(self.l1_ttl_ms.max(1));
+        let l2_ttl = Duration::from_millis(self.l2_ttl_ms.max(1));
+        let negative_ttl = Duration::from_millis(self.negative_ttl_ms.max(1));
+        for tier in [&mut settings.users, &mut settings.tenants] {
+            tier.l1_ttl = l1_ttl;
+            tier.l2_ttl = l2_ttl;
+            tier.negative_ttl = negative_ttl;
+        }
+        settings.users.l1_capacity_bytes = self.l1_users_mib.max(1) << 20;
+        settings.versions.l1_ttl = l1_ttl;
+        settings
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -323,6 +366,7 @@ impl Default for RawSettings {
             forward_auth_tenant: None,
             throttle: RawThrottle::default(),
             tokens: RawTokens::default(),
+            cache: RawCache::default(),
         }
     }
 }
@@ -422,6 +466,8 @@ pub struct Config {
     pub throttle: gatehouse_ratelimit::ThrottleSettings,
     /// Access tokens and signing keys.
     pub tokens: TokenConfig,
+    /// The tiered cache's sizes and lifetimes (`GATEHOUSE_CACHE__*`).
+    pub cache: gatehouse_app::directory::DirectorySettings,
 }
 
 /// Half the cores (rounded up): a login flood can then take at most half the
@@ -631,6 +677,7 @@ impl Config {
                 touch_interval: Duration::from_secs(raw.session.touch_interval_s),
             },
             session_cookie_name: raw.session.cookie_name,
+            cache: raw.cache.settings(),
             password_workers: raw
                 .password_workers
                 .unwrap_or_else(default_password_workers)
@@ -723,6 +770,9 @@ pub struct DatabaseConfig {
     pub issuer: Option<url::Url>,
     /// Redis for state, when `REDIS_URL` is set (operator commands that end sessions need it).
     pub redis: Option<RedisSettings>,
+    /// Redis for the L2 cache (`REDIS_CACHE_URL`, else `REDIS_URL`): the CLI
+    /// raises a changed tenant's cached data version there.
+    pub redis_cache: Option<RedisSettings>,
     /// Prefix of every Redis key.
     pub redis_key_prefix: String,
     /// Token lifetimes (how long a revocation published by the CLI matters).
@@ -767,11 +817,16 @@ impl DatabaseConfig {
             Some(url) => Some(redis_settings(env::REDIS_URL, url, &raw.redis)?),
             None => None,
         };
+        let redis_cache = match raw.redis_cache_url {
+            Some(url) => Some(redis_settings(env::REDIS_CACHE_URL, url, &raw.redis)?),
+            None => redis.clone(),
+        };
         Ok(Self {
             db,
             argon2: raw.argon2,
             issuer,
             redis,
+            redis_cache,
             tokens: token_config(&raw.tokens)?,
             redis_key_prefix: raw.redis_key_prefix,
         })
@@ -916,6 +971,7 @@ fn setting_of(error: &figment::Error) -> &'static str {
         Some("forward_auth") => "GATEHOUSE_FORWARD_AUTH",
         Some("forward_auth_tenant") => "GATEHOUSE_FORWARD_AUTH_TENANT",
         Some("throttle") => "GATEHOUSE_THROTTLE__*",
+        Some("cache") => "GATEHOUSE_CACHE__*",
         _ => "GATEHOUSE_*",
     }
 }

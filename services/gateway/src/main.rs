@@ -167,15 +167,29 @@ impl From<anyhow::Error> for Failure {
 
 async fn serve(vars: &[(String, String)]) -> Result<(), Failure> {
     let config = Config::load(vars)?;
-    gatehouse_telemetry::init_logging(config.log_format, &config.log_filter)
-        .map_err(|e| Failure::Config(format!("{}: {e}", config::env::LOG)))?;
+    let log = std::sync::Arc::new(
+        gatehouse_telemetry::init_logging(config.log_format, &config.log_filter)
+            .map_err(|e| Failure::Config(format!("{}: {e}", config::env::LOG)))?,
+    );
     let metrics = gatehouse_telemetry::init_metrics().map_err(anyhow::Error::from)?;
+    let dropped = {
+        let log = std::sync::Arc::clone(&log);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                metrics::counter!("gatehouse_log_lines_dropped_total")
+                    .absolute(u64::try_from(log.dropped_lines()).unwrap_or(u64::MAX));
+            }
+        })
+    };
     let app = Application::build(&config, metrics)
         .await
         .map_err(|e| Failure::Config(format!("{}: {e}", e.setting())))?;
     app.run_until_stopped(shutdown_signal())
         .await
         .map_err(|e| anyhow::anyhow!("server failed: {e}"))?;
+    dropped.abort();
     tracing::info!("stopped");
     Ok(())
 }
@@ -386,6 +400,41 @@ async fn run_user(vars: &[(String, String)], action: UserAction) -> Result<(), F
             .map_err(operator_error)?;
             println!("password of {username}@{tenant} set; {ended} session(s) ended");
         }
+    }
+    publish_outbox_now(&config, pool, &revocations).await?;
+    Ok(())
+}
+
+/// Publishes the CLI change's outbox event now, so running gateways apply it
+/// at once (they would also find the row on their next relay pass).
+async fn publish_outbox_now(
+    config: &config::DatabaseConfig,
+    pool: sqlx::PgPool,
+    revocations: &gatehouse_app::revocation::Revocations,
+) -> Result<(), Failure> {
+    let cache_tier = match &config.redis_cache {
+        Some(settings) => Some(gatehouse_cache::RemoteTier::new(
+            gatehouse_redis::RedisPool::new(settings)
+                .map_err(|e| Failure::Config(format!("{}: {e}", config::env::REDIS_CACHE_URL)))?,
+            gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
+        )),
+        None => None,
+    };
+    let directory = std::sync::Arc::new(gatehouse_app::directory::Directory::new(
+        pool.clone(),
+        cache_tier,
+        gatehouse_app::directory::DirectorySettings::default(),
+    ));
+    let relay = gatehouse_app::outbox::Relay::new(
+        pool,
+        revocations.stream().clone(),
+        directory,
+        gatehouse_app::outbox::RelaySettings::default(),
+    );
+    if let Err(e) = relay.drain().await {
+        eprintln!(
+            "note: the change is saved; its event will be published by a running gateway ({e})"
+        );
     }
     Ok(())
 }

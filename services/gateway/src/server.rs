@@ -158,23 +158,18 @@ impl Application {
         )
         .await
         .map_err(|e| StartupError::Keys(e.to_string()))?;
-        let revocations = gatehouse_app::revocation::Revocations::start(
-            auth.sessions.clone(),
-            redis.clone(),
-            gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
-            &config.tokens,
-            auth.clock.clone(),
-        )
-        .await
-        .map_err(|e| StartupError::Redis {
-            setting: env::REDIS_URL,
-            address: config.redis_state.redacted_address(),
-            reason: e.to_string(),
-        })?;
+        let (directory, clients, revocations) =
+            wire_cache_and_events(config, &db, &redis, redis_cache.as_ref(), &auth).await?;
         let revocations = Arc::new(revocations);
         let tokens = Arc::new(tokens);
-        let admission = Arc::new(gatehouse_app::admission::Admission::new(
+        let relay = Arc::new(gatehouse_app::outbox::Relay::new(
             db.clone(),
+            revocations.stream().clone(),
+            directory.clone(),
+            gatehouse_app::outbox::RelaySettings::default(),
+        ));
+        let admission = Arc::new(gatehouse_app::admission::Admission::new(
+            directory.clone(),
             auth.sessions.clone(),
             tokens.clone(),
             revocations.clone(),
@@ -190,11 +185,10 @@ impl Application {
             tokens,
             admission,
             gate,
-            clients: Arc::new(gatehouse_app::clients::ServiceClients::new(
-                db.clone(),
-                auth.login.passwords().clone(),
-            )),
-            authz: Arc::new(gatehouse_app::authz::AuthzService::new(db.clone())),
+            clients,
+            authz: Arc::new(gatehouse_app::authz::AuthzService::new(directory.clone())),
+            directory,
+            relay,
             db,
             redis,
             redis_cache,
@@ -231,6 +225,7 @@ impl Application {
         let gauge_task = tokio::spawn(report_active_sessions(self.state.auth.sessions.clone()));
         let keys_task = tokio::spawn(refresh_keys(self.state.tokens.clone()));
         let upkeep_task = tokio::spawn(metrics_upkeep(self.state.metrics.clone()));
+        let _relay = self.state.relay.spawn();
         let metrics_addr = self.metrics_listener.local_addr()?;
         let metrics_task = tokio::spawn({
             let router = crate::app::metrics_app(self.state.clone());
@@ -270,6 +265,55 @@ impl Application {
         upkeep_task.abort();
         result
     }
+}
+
+/// The tiered cache, the service clients and the revocation mirror, whose
+/// tailer also feeds the cache's invalidation consumer.
+async fn wire_cache_and_events(
+    config: &Config,
+    db: &sqlx::PgPool,
+    redis: &RedisPool,
+    redis_cache: Option<&RedisPool>,
+    auth: &AuthState,
+) -> Result<
+    (
+        Arc<gatehouse_app::directory::Directory>,
+        Arc<gatehouse_app::clients::ServiceClients>,
+        gatehouse_app::revocation::Revocations,
+    ),
+    StartupError,
+> {
+    let keys = gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone());
+    let directory = Arc::new(gatehouse_app::directory::Directory::new(
+        db.clone(),
+        Some(gatehouse_cache::RemoteTier::new(
+            redis_cache.unwrap_or(redis).clone(),
+            keys.clone(),
+        )),
+        config.cache.clone(),
+    ));
+    let clients = Arc::new(gatehouse_app::clients::ServiceClients::new(
+        db.clone(),
+        auth.login.passwords().clone(),
+    ));
+    let invalidation: Arc<dyn gatehouse_events::EventConsumer> = Arc::new(
+        gatehouse_app::outbox::Invalidation::new(directory.clone(), clients.clone()),
+    );
+    let revocations = gatehouse_app::revocation::Revocations::start(
+        auth.sessions.clone(),
+        redis.clone(),
+        keys,
+        &config.tokens,
+        vec![invalidation],
+        auth.clock.clone(),
+    )
+    .await
+    .map_err(|e| StartupError::Redis {
+        setting: env::REDIS_URL,
+        address: config.redis_state.redacted_address(),
+        reason: e.to_string(),
+    })?;
+    Ok((directory, clients, revocations))
 }
 
 /// Folds recorded histogram samples into their buckets every few seconds.

@@ -42,6 +42,10 @@ pub struct AppState {
     pub gate: Arc<crate::extract::session::SessionGate>,
     /// Authorisation decisions (compiled tenant rules, subjects).
     pub authz: Arc<gatehouse_app::authz::AuthzService>,
+    /// Cached reads of tenants, users and rules (the tiered cache).
+    pub directory: Arc<gatehouse_app::directory::Directory>,
+    /// Publishes committed outbox rows; kicked after every admin write.
+    pub relay: Arc<gatehouse_app::outbox::Relay>,
 }
 
 /// What the sign-in and session handlers share.
@@ -75,6 +79,12 @@ impl FromRef<AppState> for Arc<HttpSettings> {
 impl FromRef<AppState> for Arc<crate::extract::session::SessionGate> {
     fn from_ref(state: &AppState) -> Self {
         Arc::clone(&state.gate)
+    }
+}
+
+impl FromRef<AppState> for Arc<gatehouse_app::directory::Directory> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.directory)
     }
 }
 

@@ -12,7 +12,7 @@
 use axum::http::{HeaderMap, StatusCode};
 use gatehouse_core::TenantSlug;
 use gatehouse_store::audit::{Actor, AuditEvent, Outcome};
-use gatehouse_store::directory::{self, Tenant};
+use gatehouse_store::directory::Tenant;
 use serde_json::{Map, json};
 
 use gatehouse_app::authz::{self, Question};
@@ -113,7 +113,9 @@ async fn resolve_admin_tenant(
             not_found()
         });
     }
-    directory::tenant_by_slug(&state.db, &slug)
+    state
+        .directory
+        .tenant_by_slug(&slug)
         .await?
         .ok_or_else(not_found)
 }

@@ -2,22 +2,24 @@
 
 use axum::extract::{FromRef, FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
+use std::sync::Arc;
+
+use gatehouse_app::directory::Directory;
 use gatehouse_core::TenantSlug;
-use gatehouse_store::directory::{self, Tenant};
-use sqlx::PgPool;
+use gatehouse_store::directory::Tenant;
 
 use crate::error::ApiError;
 
 /// Extractor: the active tenant the route's `{tenant}` segment names, or the
 /// same 404 for unknown, malformed and disabled tenants. Needs only the
-/// database pool, as an axum sub-state.
+/// cached directory, as an axum sub-state.
 #[derive(Debug, Clone)]
 pub struct ActiveTenant(pub Tenant);
 
 impl<S> FromRequestParts<S> for ActiveTenant
 where
     S: Send + Sync,
-    PgPool: FromRef<S>,
+    Arc<Directory>: FromRef<S>,
 {
     type Rejection = ApiError;
 
@@ -31,17 +33,17 @@ where
             .find(|(name, _)| *name == "tenant")
             .map(|(_, value)| value.to_owned())
             .ok_or_else(not_found)?;
-        let db = PgPool::from_ref(state);
-        Ok(Self(active_tenant(&db, &raw).await?))
+        let directory = Arc::<Directory>::from_ref(state);
+        Ok(Self(active_tenant(&directory, &raw).await?))
     }
 }
 
 /// Resolves `/t/{tenant}`: unknown, malformed and disabled tenants are all the
 /// same 404, so the answer reveals nothing about which tenants exist.
-pub async fn active_tenant(db: &PgPool, raw: &str) -> Result<Tenant, ApiError> {
+pub async fn active_tenant(directory: &Directory, raw: &str) -> Result<Tenant, ApiError> {
     let not_found = || ApiError::not_found("no such tenant");
     let slug = TenantSlug::parse(raw).map_err(|_| not_found())?;
-    match directory::tenant_by_slug(db, &slug).await? {
+    match directory.tenant_by_slug(&slug).await? {
         Some(tenant) if tenant.is_active() => Ok(tenant),
         _ => Err(not_found()),
     }

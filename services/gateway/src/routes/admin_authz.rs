@@ -86,7 +86,15 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     async fn apply(&self, change: &Change) -> Result<access::Applied, ApiError> {
-        Ok(access::apply_change(&self.state.db, &self.context, change).await?)
+        let applied = access::apply_change(&self.state.db, &self.context, change).await?;
+        // In force here at once (read-your-writes); the relay tells the others.
+        self.state.directory.tenant_changed(
+            self.context.tenant_id,
+            Some(applied.data_version),
+            false,
+        );
+        self.state.relay.kick();
+        Ok(applied)
     }
 }
 
@@ -570,7 +578,14 @@ pub async fn policies_list(
     )
     .await?;
     let policies = access::list_policies(&state.db, tenant.id).await?;
-    let warnings = state.authz.rules(tenant.id).await?.set.warnings().to_vec();
+    let warnings = state
+        .authz
+        .rules(tenant.id)
+        .await?
+        .0
+        .set
+        .warnings()
+        .to_vec();
     Ok(Json(json!({ "policies": policies, "warnings": warnings })))
 }
 
@@ -699,7 +714,7 @@ async fn policy_warnings(
     tenant_id: Uuid,
     name: &str,
 ) -> Result<Vec<gatehouse_authz::Warning>, ApiError> {
-    let rules = state.authz.rules(tenant_id).await?;
+    let (rules, _) = state.authz.rules(tenant_id).await?;
     Ok(rules
         .set
         .warnings()
@@ -796,7 +811,7 @@ pub async fn policies_simulate(
     )
     .await?;
     let draft_set = with_draft(&state, tenant.id, &body.policy).await?;
-    let current = state.authz.rules(tenant.id).await?;
+    let (current, _) = state.authz.rules(tenant.id).await?;
     let id = user_id(&state, &tenant, &body.request.subject).await?;
     let subject = state
         .authz

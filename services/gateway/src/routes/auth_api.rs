@@ -162,7 +162,7 @@ pub async fn login(
     headers: HeaderMap,
     Json(body): Json<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let tenant = active_tenant(&state.db, &body.tenant).await?;
+    let tenant = active_tenant(&state.directory, &body.tenant).await?;
     let result = state
         .auth
         .login

@@ -157,7 +157,10 @@ async fn answer(
         now: state.auth.clock.now().unix_timestamp(),
     };
     let authz::Answer {
-        rules, decision, ..
+        rules,
+        decision,
+        tier,
+        ..
     } = state
         .authz
         .ask(tenant_id, user_id, question, explain)
@@ -167,7 +170,7 @@ async fn answer(
         "allowed": decision.allowed,
         "reason": decision.reason,
         "policy": decision.decided_by,
-        "tier": "l3",
+        "tier": tier.label(),
         "data_version": rules.version,
     });
     if let Some(trace) = decision.trace {

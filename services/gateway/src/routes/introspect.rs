@@ -236,6 +236,7 @@ pub async fn clients_create(
         ),
         _ => e.into(),
     })?;
+    state.relay.kick();
     let target = match &body.tenant {
         Some(t) => format!("{} (tenant {t})", body.client_id),
         None => body.client_id.clone(),
@@ -300,5 +301,6 @@ pub async fn clients_delete(
         return Err(ApiError::not_found(format!("no client {client_id:?}")));
     }
     state.clients.forget(&client_id);
+    state.relay.kick();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,0 +1,452 @@
+//! Every hot read of tenant data, through the tiered cache.
+//!
+//! | cache | key | tiers | invalidated by |
+//! |---|---|---|---|
+//! | `versions` | tenant | L1 + L2 + L3 | events raise it (never lowered) |
+//! | `tenants` | slug | L1 + L2 + L3 | events naming the tenant evict it |
+//! | `principals` | tenant, version, user | L1 + L2 + L3 | the version in the key |
+//! | `subjects` | tenant, version, user | L1 + L2 + L3 | the version in the key |
+//! | `rules` | tenant, version | L2 + L3 (compiled sets live in `authz`) | the version in the key |
+//!
+//! Every write that changes what these answer bumps the tenant's data
+//! version in the same transaction and leaves an outbox row; the relay
+//! ([`crate::outbox`]) publishes it, and every instance's consumer raises its
+//! version ([`Directory::apply`]). Expired role assignments need no event:
+//! the engine checks expiry at decision time.
+
+use std::collections::HashSet;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use gatehouse_cache::versions::VersionSettings;
+use gatehouse_cache::{
+    CacheKey, CacheSettings, CacheValue, RemoteTier, Tier, TieredCache, VersionCache,
+};
+use gatehouse_core::TenantSlug;
+use gatehouse_store::StoreError;
+use gatehouse_store::access::{self, RulesSnapshot, Subject};
+use gatehouse_store::directory::{self, Principal, Tenant};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A tenant by slug.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SlugKey(String);
+
+impl CacheKey for SlugKey {
+    fn tag(&self) -> String {
+        format!("slug:{}", self.0)
+    }
+    fn id(&self) -> String {
+        "tenant".into()
+    }
+}
+
+/// An entry of one user of one tenant at one data version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UserKey {
+    tenant: Uuid,
+    version: i64,
+    user: Uuid,
+}
+
+impl CacheKey for UserKey {
+    fn tag(&self) -> String {
+        self.tenant.to_string()
+    }
+    fn id(&self) -> String {
+        format!("v{}:{}", self.version, self.user.simple())
+    }
+}
+
+/// A tenant's rules at one data version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RulesKey {
+    tenant: Uuid,
+    version: i64,
+}
+
+impl CacheKey for RulesKey {
+    fn tag(&self) -> String {
+        self.tenant.to_string()
+    }
+    fn id(&self) -> String {
+        format!("v{}", self.version)
+    }
+}
+
+fn json_weight(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::String(s) => 32 + s.len(),
+        serde_json::Value::Array(items) => 32 + items.iter().map(json_weight).sum::<usize>(),
+        serde_json::Value::Object(map) => {
+            32 + map
+                .iter()
+                .map(|(k, v)| 32 + k.len() + json_weight(v))
+                .sum::<usize>()
+        }
+        _ => 16,
+    }
+}
+
+fn tenant_weight(t: &Tenant) -> usize {
+    160 + t.slug.len()
+        + t.display_name.len()
+        + t.allowed_return_origins
+            .iter()
+            .map(|o| 24 + o.len())
+            .sum::<usize>()
+        + json_weight(&t.settings)
+}
+
+/// [`Tenant`] as a cache value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CachedTenant(pub Tenant);
+
+impl CacheValue for CachedTenant {
+    const SCHEMA: u8 = 1;
+    fn weight(&self) -> usize {
+        tenant_weight(&self.0)
+    }
+}
+
+/// [`Principal`] as a cache value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CachedPrincipal(pub Principal);
+
+impl CacheValue for CachedPrincipal {
+    const SCHEMA: u8 = 1;
+    fn weight(&self) -> usize {
+        tenant_weight(&self.0.tenant)
+            + self
+                .0
+                .user
+                .as_ref()
+                .map_or(0, |(name, status)| 48 + name.len() + status.len())
+    }
+}
+
+/// [`Subject`] as a cache value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CachedSubject(pub Subject);
+
+impl CacheValue for CachedSubject {
+    const SCHEMA: u8 = 1;
+    fn weight(&self) -> usize {
+        let s = &self.0;
+        120 + s.username.len()
+            + s.status.len()
+            + s.attributes
+                .iter()
+                .map(|(k, v)| 32 + k.len() + json_weight(v))
+                .sum::<usize>()
+            + s.assignments
+                .iter()
+                .map(|a| 48 + a.role.len())
+                .sum::<usize>()
+    }
+}
+
+/// [`RulesSnapshot`] as a cache value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CachedRules(pub RulesSnapshot);
+
+impl CacheValue for CachedRules {
+    const SCHEMA: u8 = 1;
+    fn weight(&self) -> usize {
+        let r = &self.0.rules;
+        256 + r.roles.len() * 96 + r.grants.len() * 128 + r.policies.len() * 512
+    }
+}
+
+/// Sizes and lifetimes of the directory's caches.
+#[derive(Debug, Clone)]
+pub struct DirectorySettings {
+    /// Subjects and principals (the big ones).
+    pub users: CacheSettings,
+    /// Tenants by slug.
+    pub tenants: CacheSettings,
+    /// Versions.
+    pub versions: VersionSettings,
+}
+
+impl Default for DirectorySettings {
+    fn default() -> Self {
+        Self {
+            users: CacheSettings {
+                l1_capacity_bytes: 128 << 20,
+                ..CacheSettings::default()
+            },
+            tenants: CacheSettings {
+                l1_capacity_bytes: 8 << 20,
+                ..CacheSettings::default()
+            },
+            versions: VersionSettings::default(),
+        }
+    }
+}
+
+/// How long the slug index is trusted without an event (the bound for a
+/// tenant created while the event stream was down).
+const SLUG_INDEX_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// The slugs that exist, so random names never reach Postgres.
+struct SlugIndex {
+    slugs: HashSet<String>,
+    loaded: Instant,
+    stale: bool,
+}
+
+/// Cached reads of tenants, users and rules.
+pub struct Directory {
+    db: PgPool,
+    slugs: RwLock<Option<SlugIndex>>,
+    slug_flight: tokio::sync::Mutex<()>,
+    versions: VersionCache,
+    tenants: TieredCache<SlugKey, CachedTenant>,
+    principals: TieredCache<UserKey, CachedPrincipal>,
+    subjects: TieredCache<UserKey, CachedSubject>,
+    rules: TieredCache<RulesKey, CachedRules>,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory").finish_non_exhaustive()
+    }
+}
+
+impl Directory {
+    /// The directory over `db`, with L2 on `l2` (none: L1 and Postgres only).
+    #[must_use]
+    pub fn new(db: PgPool, l2: Option<RemoteTier>, settings: DirectorySettings) -> Self {
+        Self {
+            versions: VersionCache::new(settings.versions, l2.clone()),
+            tenants: TieredCache::new("tenants", settings.tenants.clone(), l2.clone()),
+            principals: TieredCache::new("principals", settings.users.clone(), l2.clone()),
+            subjects: TieredCache::new("subjects", settings.users, l2.clone()),
+            rules: TieredCache::new(
+                "rules",
+                CacheSettings {
+                    // Compiled sets are kept by `authz`; L1 here only bridges
+                    // a compile, so it stays small.
+                    l1_capacity_bytes: 4 << 20,
+                    l1_ttl: std::time::Duration::from_secs(5),
+                    ..settings.tenants
+                },
+                l2,
+            ),
+            db,
+            slugs: RwLock::new(None),
+            slug_flight: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// `Some(known)` when the slug index is current; `None` when it must load.
+    fn slug_in_index(&self, slug: &str) -> Option<bool> {
+        let index = self.slugs.read().ok()?;
+        let index = index.as_ref()?;
+        (!index.stale && index.loaded.elapsed() < SLUG_INDEX_MAX_AGE)
+            .then(|| index.slugs.contains(slug))
+    }
+
+    /// Whether a tenant named `slug` may exist: from the index (one load of
+    /// every slug per [`SLUG_INDEX_MAX_AGE`] or tenant event, single flight).
+    /// When the index cannot load (Postgres down), says "maybe", and the
+    /// per-slug cache answers.
+    async fn slug_may_exist(&self, slug: &str) -> bool {
+        if let Some(known) = self.slug_in_index(slug) {
+            return known;
+        }
+        let _turn = self.slug_flight.lock().await;
+        if let Some(known) = self.slug_in_index(slug) {
+            return known;
+        }
+        match directory::tenant_slugs(&self.db).await {
+            Ok(all) => {
+                metrics::counter!("gatehouse_cache_loads_total", "cache" => "slug_index", "result" => "ok")
+                    .increment(1);
+                let slugs: HashSet<String> = all.into_iter().collect();
+                let known = slugs.contains(slug);
+                if let Ok(mut index) = self.slugs.write() {
+                    *index = Some(SlugIndex {
+                        slugs,
+                        loaded: Instant::now(),
+                        stale: false,
+                    });
+                }
+                known
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "slug index unavailable; asking the tenant cache");
+                true
+            }
+        }
+    }
+
+    /// The database (for reads that are not cached).
+    #[must_use]
+    pub fn db(&self) -> &PgPool {
+        &self.db
+    }
+
+    /// A tenant by slug, active or not (`None`: no such tenant, cached briefly).
+    pub async fn tenant_by_slug(&self, slug: &TenantSlug) -> Result<Option<Tenant>, StoreError> {
+        if !self.slug_may_exist(slug.as_str()).await {
+            metrics::counter!("gatehouse_cache_hits_total", "cache" => "slug_index", "tier" => "l1")
+                .increment(1);
+            return Ok(None);
+        }
+        let key = SlugKey(slug.as_str().to_owned());
+        let lookup = self
+            .tenants
+            .get(&key, || async {
+                Ok::<_, StoreError>(
+                    directory::tenant_by_slug(&self.db, slug)
+                        .await?
+                        .map(CachedTenant),
+                )
+            })
+            .await?;
+        Ok(lookup.value.map(|t| t.0))
+    }
+
+    /// The tenant's data version (0: no such tenant) and its tier.
+    pub async fn version(&self, tenant: Uuid) -> Result<(i64, Tier), StoreError> {
+        self.versions
+            .get(tenant, || access::data_version(&self.db, tenant))
+            .await
+    }
+
+    /// The tenant and the user's standing in it (admission), at the
+    /// tenant's current version.
+    pub async fn principal(
+        &self,
+        tenant: Uuid,
+        user: Uuid,
+    ) -> Result<(Option<Principal>, Tier), StoreError> {
+        let (version, version_tier) = self.version(tenant).await?;
+        if version == 0 {
+            return Ok((None, version_tier));
+        }
+        let key = UserKey {
+            tenant,
+            version,
+            user,
+        };
+        let lookup = self
+            .principals
+            .get(&key, || async {
+                Ok::<_, StoreError>(
+                    directory::principal(&self.db, tenant, user)
+                        .await?
+                        .map(CachedPrincipal),
+                )
+            })
+            .await?;
+        Ok((lookup.value.map(|p| p.0), lookup.tier.max(version_tier)))
+    }
+
+    /// A user as the engine sees them, at the tenant's `version`.
+    pub async fn subject(
+        &self,
+        tenant: Uuid,
+        version: i64,
+        user: Uuid,
+    ) -> Result<(Option<Subject>, Tier), StoreError> {
+        let key = UserKey {
+            tenant,
+            version,
+            user,
+        };
+        let lookup = self
+            .subjects
+            .get(&key, || async {
+                Ok::<_, StoreError>(
+                    access::subject_by_id(&self.db, tenant, user)
+                        .await?
+                        .map(CachedSubject),
+                )
+            })
+            .await?;
+        Ok((lookup.value.map(|s| s.0), lookup.tier))
+    }
+
+    /// The tenant's rules at `version` (from L2, else Postgres). The
+    /// snapshot's own version may be newer than asked (a write landed
+    /// meanwhile); callers key the compiled set by the snapshot's.
+    pub async fn rules(
+        &self,
+        tenant: Uuid,
+        version: i64,
+    ) -> Result<(RulesSnapshot, Tier), StoreError> {
+        let key = RulesKey { tenant, version };
+        let lookup = self
+            .rules
+            .get(&key, || async {
+                Ok::<_, StoreError>(Some(CachedRules(
+                    access::load_rules(&self.db, tenant).await?,
+                )))
+            })
+            .await?;
+        match lookup.value {
+            Some(rules) => Ok((rules.0, lookup.tier)),
+            None => Ok((
+                RulesSnapshot {
+                    version,
+                    rules: gatehouse_authz::TenantRules::default(),
+                },
+                lookup.tier,
+            )),
+        }
+    }
+
+    /// Applies one change event: the tenant is now at `version` (raised in
+    /// L1 at once; every entry keyed by an older version is unreachable), and
+    /// its slug entry is evicted (status, settings, name may have changed).
+    /// `slugs_changed`: tenants were created, deleted or renamed; the slug
+    /// index reloads on next use.
+    pub fn tenant_changed(&self, tenant: Uuid, version: Option<i64>, slugs_changed: bool) {
+        if slugs_changed
+            && let Ok(mut index) = self.slugs.write()
+            && let Some(index) = index.as_mut()
+        {
+            index.stale = true;
+        }
+        match version {
+            Some(v) => self.versions.observe(tenant, v),
+            None => self.versions.forget(tenant),
+        }
+        self.tenants
+            .invalidate_if(move |_, value| value.is_none_or(|t| t.0.id == tenant));
+    }
+
+    /// The event stream lost our position: every L1 entry may be stale.
+    pub fn clear(&self) {
+        if let Ok(mut index) = self.slugs.write() {
+            *index = None;
+        }
+        self.versions.clear();
+        self.tenants.clear();
+        self.principals.clear();
+        self.subjects.clear();
+        self.rules.clear();
+    }
+
+    /// Raises the L2 version (the relay, before it publishes the event).
+    pub async fn raise_l2_version(&self, tenant: Uuid, version: i64) {
+        self.versions.raise_l2(tenant, version).await;
+    }
+
+    /// Entries and weighted bytes of the subject and principal caches.
+    pub async fn user_cache_usage(&self) -> [(u64, u64); 2] {
+        [
+            self.subjects.l1_usage().await,
+            self.principals.l1_usage().await,
+        ]
+    }
+}
