@@ -202,68 +202,6 @@ async fn a_session_ended_on_one_instance_is_refused_by_another() {
     assert_eq!(me(&a).await, 401);
 }
 
-/// A loopback TCP proxy to Redis that a test can cut (every connection
-/// closed, new ones refused) and restore: one instance loses Redis while the
-/// other keeps it.
-struct CuttableLink {
-    port: u16,
-    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    live: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
-    _accept: tokio::task::JoinHandle<()>,
-}
-
-impl CuttableLink {
-    async fn to(upstream: String) -> Self {
-        use std::sync::atomic::Ordering;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let accept = {
-            let (open, live) = (open.clone(), live.clone());
-            tokio::spawn(async move {
-                loop {
-                    let Ok((mut inbound, _)) = listener.accept().await else {
-                        return;
-                    };
-                    if !open.load(Ordering::SeqCst) {
-                        continue; // dropped: refused
-                    }
-                    let upstream = upstream.clone();
-                    let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
-                    live.lock().unwrap().push(task.abort_handle());
-                }
-            })
-        };
-        Self {
-            port,
-            open,
-            live,
-            _accept: accept,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn cut(&self) {
-        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
-        for task in self.live.lock().unwrap().drain(..) {
-            task.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 /// A demo deployment on its own Redis (tests that stop or cut it).
 async fn private_app(
     redis: &PrivateRedis,
@@ -280,10 +218,10 @@ async fn an_instance_whose_stream_was_cut_catches_up_or_clears_its_memory() {
     let redis = PrivateRedis::start().await;
     let (a, db, vars) = private_app(&redis, &[]).await;
     // B reaches Redis through a link the test can cut.
-    let link = CuttableLink::to(redis.url().trim_start_matches("redis://").to_owned()).await;
+    let link = crate::CuttableLink::to(redis.url().trim_start_matches("redis://").to_owned()).await;
     let mut b_vars = vars.clone();
     b_vars.retain(|(k, _)| k != "REDIS_URL");
-    b_vars.push(("REDIS_URL".to_owned(), link.url()));
+    b_vars.push(("REDIS_URL".to_owned(), link.redis_url()));
     let b = second(&b_vars).await;
     let alice_a = session_token(&a, "acme", "alice", DEMO_PASSWORD).await;
     let alice_b = session_token(&b, "acme", "alice", DEMO_PASSWORD).await;
@@ -596,4 +534,136 @@ async fn check_answers_name_the_tier_their_data_came_from() {
     let from_redis = bob_reads_orders(&b, &alice_b).await;
     assert_eq!(from_redis["tier"], "l2", "{from_redis}");
     assert_eq!(bob_reads_orders(&b, &alice_b).await["tier"], "l1");
+}
+
+/// `url` with its host and port replaced by the loopback `port`.
+fn through(url: &str, port: u16) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (userinfo, after) = rest.split_once('@').unwrap();
+    let path = &after[after.find('/').unwrap()..];
+    format!("{scheme}://{userinfo}@127.0.0.1:{port}{path}")
+}
+
+/// The Postgres host:port of a `postgres://` URL.
+fn host_port(url: &str) -> String {
+    let after = url.split_once('@').unwrap().1;
+    after[..after.find('/').unwrap()].to_owned()
+}
+
+async fn login_status(gateway: &Gateway, user: &str) -> (u16, Option<String>) {
+    let response = json_login(gateway, "acme", user, DEMO_PASSWORD).await;
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (response.status().as_u16(), retry)
+}
+
+#[tokio::test]
+async fn a_postgres_outage_is_503_and_a_restart_costs_no_request() {
+    let (_seeder, db, vars) = seeded_app(&[]).await;
+    let link = crate::CuttableLink::to(host_port(&db.url)).await;
+    let mut vars = vars.clone();
+    vars.retain(|(k, _)| k != "DATABASE_URL");
+    vars.push(("DATABASE_URL".to_owned(), through(&db.url, link.port())));
+    vars.push((
+        "GATEHOUSE_DB__ACQUIRE_TIMEOUT_MS".to_owned(),
+        "500".to_owned(),
+    ));
+    let g = Gateway::spawn(&vars).await;
+    let bob: Value = json_login(&g, "acme", "bob", DEMO_PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let alice: Value = json_login(&g, "acme", "alice", DEMO_PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let (bob_jwt, alice_jwt) = (
+        bob["access_token"].as_str().unwrap(),
+        alice["access_token"].as_str().unwrap(),
+    );
+    assert_eq!(
+        verify_status(&g, bob_jwt).await,
+        200,
+        "bob's standing is now cached"
+    );
+
+    // Outage: what memory holds is still answered; what needs Postgres is a
+    // 503 with Retry-After, never a 500.
+    link.cut();
+    assert_eq!(verify_status(&g, bob_jwt).await, 200, "served from L1");
+    let unknown = forward_auth(&g, "acme")
+        .bearer_auth(alice_jwt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 503, "alice's standing was never read");
+    assert!(unknown.headers().contains_key("retry-after"));
+    let (status, retry) = login_status(&g, "bob").await;
+    assert_eq!(status, 503);
+    assert!(retry.is_some(), "login's 503 says when to retry");
+    let ready = client().get(g.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+
+    // Restart: every pooled connection died with the old server. The first
+    // requests after it must not meet a stale one.
+    link.restore();
+    for user in ["alice", "bob", "alice", "bob", "alice", "bob"] {
+        let (status, _) = login_status(&g, user).await;
+        assert_eq!(status, 200, "login of {user} right after the restart");
+        assert_eq!(verify_status(&g, alice_jwt).await, 200);
+    }
+
+    // And once more with no request in between (the pool finds out itself).
+    link.cut();
+    link.restore();
+    for user in ["alice", "bob", "alice", "bob"] {
+        assert_eq!(
+            login_status(&g, user).await.0,
+            200,
+            "login of {user} after a quiet restart"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_redis_restart_costs_no_request() {
+    let redis = PrivateRedis::start().await;
+    let (_seeder, _db, vars) = private_app(&redis, &[]).await;
+    let link = crate::CuttableLink::to(redis.url().trim_start_matches("redis://").to_owned()).await;
+    let mut vars = vars.clone();
+    vars.retain(|(k, _)| k != "REDIS_URL");
+    vars.push(("REDIS_URL".to_owned(), link.redis_url()));
+    let g = Gateway::spawn(&vars).await;
+    let bob = session_token(&g, "acme", "bob", DEMO_PASSWORD).await;
+    // Alice's session is in Redis only (never admitted, so not in memory).
+    let alice = session_token(&g, "acme", "alice", DEMO_PASSWORD).await;
+    let me = |token: &str| {
+        let request = client().get(g.url("/v1/auth/me")).bearer_auth(token);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(me(&bob).await, 200);
+    // Every connection to Redis dies at once, with no request in flight;
+    // Redis is back at once (a fast restart that kept its data).
+    link.cut();
+    link.restore();
+    assert_eq!(
+        me(&alice).await,
+        200,
+        "the first request after the restart reads Redis"
+    );
+    for user in ["alice", "bob", "alice"] {
+        assert_eq!(
+            login_status(&g, user).await.0,
+            200,
+            "login of {user} after the restart"
+        );
+    }
+    for _ in 0..3 {
+        assert_eq!(me(&bob).await, 200);
+        assert_eq!(me(&alice).await, 200);
+    }
 }

@@ -87,6 +87,9 @@ pub struct RedisPool {
     connections: Arc<[ConnectionManager]>,
     next: Arc<AtomicUsize>,
     command_timeout: Duration,
+    /// Held while every connection is pinged after one was found dropped;
+    /// calls wait for it, so none is sent on a connection known to be dead.
+    healing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for RedisPool {
@@ -128,6 +131,7 @@ impl RedisPool {
             connections: connections.into(),
             next: Arc::new(AtomicUsize::new(0)),
             command_timeout: settings.command_timeout,
+            healing: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -138,6 +142,7 @@ impl RedisPool {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = Result<T, redis::RedisError>>,
     {
+        self.wait_for_healing().await;
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
         let conn = self.connections[index].clone();
         match tokio::time::timeout(self.command_timeout, f(conn)).await {
@@ -163,6 +168,7 @@ impl RedisPool {
         F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = Result<T, redis::RedisError>>,
     {
+        self.wait_for_healing().await;
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
         let deadline = tokio::time::Instant::now() + self.command_timeout;
         let first = tokio::time::timeout_at(deadline, f(self.connections[index].clone())).await;
@@ -183,22 +189,45 @@ impl RedisPool {
     /// Pings every pooled connection once, off the request path: a dropped
     /// connection reconnects now instead of failing the next request on it.
     fn heal_in_background(&self) {
+        // Taken before the task starts, so the very next call already waits.
+        let Ok(guard) = Arc::clone(&self.healing).try_lock_owned() else {
+            return; // already healing
+        };
         let pool = self.clone();
         tokio::spawn(async move {
-            let _ = pool.warm_up_each().await;
+            let _guard = guard;
+            let healthy = pool.warm_up_each().await;
+            tracing::info!(
+                healthy,
+                of = pool.connections.len(),
+                "redis connections re-checked after a drop"
+            );
         });
     }
 
+    /// Waits (at most one command timeout) while connections are re-checked.
+    async fn wait_for_healing(&self) {
+        if self.healing.try_lock().is_err() {
+            let _ = tokio::time::timeout(self.command_timeout, self.healing.lock()).await;
+        }
+    }
+
+    /// Pings every connection; one whose ping finds it dropped is pinged
+    /// once more, over the connection it reconnected. Returns how many answer.
     async fn warm_up_each(&self) -> usize {
         let mut healthy = 0;
         for conn in self.connections.iter() {
-            let mut conn = conn.clone();
-            let ping = async move { redis::cmd("PING").query_async::<String>(&mut conn).await };
-            if matches!(
-                tokio::time::timeout(self.command_timeout, ping).await,
-                Ok(Ok(_))
-            ) {
-                healthy += 1;
+            for _ in 0..2 {
+                let mut conn = conn.clone();
+                let ping = async move { redis::cmd("PING").query_async::<String>(&mut conn).await };
+                match tokio::time::timeout(self.command_timeout, ping).await {
+                    Ok(Ok(_)) => {
+                        healthy += 1;
+                        break;
+                    }
+                    Ok(Err(e)) if e.is_connection_dropped() => {}
+                    _ => break,
+                }
             }
         }
         healthy

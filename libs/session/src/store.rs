@@ -279,25 +279,36 @@ impl SessionStore {
             ("ip", session.ip.clone()),
             ("user_agent", session.user_agent.clone()),
         ];
+        // Every step writes the same values for the same id: safe to repeat
+        // when a restarted Redis dropped the connection under the first try.
+        let (session_key, index_key, active_key, active_member, scripts, fields, id) = (
+            &session_key,
+            &index_key,
+            &active_key,
+            &active_member,
+            &scripts,
+            &fields,
+            &id,
+        );
         self.redis
-            .run(|mut conn| async move {
+            .run_idempotent(|mut conn| async move {
                 let mut invocation = scripts.create.prepare_invoke();
                 invocation
-                    .key(&session_key)
-                    .key(&index_key)
+                    .key(session_key)
+                    .key(index_key)
                     .arg(now)
                     .arg(idle - now)
                     .arg(absolute - now)
                     .arg(id.as_str())
                     .arg(absolute);
-                for (name, value) in &fields {
+                for (name, value) in fields {
                     invocation.arg(*name).arg(value);
                 }
                 let _: i64 = invocation.invoke_async(&mut conn).await?;
                 redis::cmd("ZADD")
-                    .arg(&active_key)
+                    .arg(active_key)
                     .arg(absolute)
-                    .arg(&active_member)
+                    .arg(active_member)
                     .query_async::<()>(&mut conn)
                     .await
             })
