@@ -7,6 +7,9 @@
 --   LOAD_HEADERS   "Name: value" lines        (optional, newline separated)
 --   LOAD_DELAY_MS  pause per connection before each request (paced runs)
 --   LOAD_REPORT    file the JSON report goes to
+--   LOAD_BODY_TEMPLATE  a body in which %SUBJECT% becomes u<k> per request, k drawn
+--                  Zipf-like over LOAD_ZIPF_N users (exponent LOAD_ZIPF_S, default 1),
+--                  or k = 0, 1, 2, ... LOAD_SEQUENTIAL_N - 1 then 0 again
 local method = os.getenv("LOAD_METHOD") or "GET"
 local body = os.getenv("LOAD_BODY") or ""
 local header_lines = os.getenv("LOAD_HEADERS") or ""
@@ -20,6 +23,46 @@ for line in string.gmatch(header_lines, "[^\n]+") do
   local name, value = string.match(line, "^([^:]+):%s*(.*)$")
   if name then
     wrk.headers[name] = value
+  end
+end
+
+local template = os.getenv("LOAD_BODY_TEMPLATE") or ""
+local zipf_n = tonumber(os.getenv("LOAD_ZIPF_N") or "0") or 0
+local sequential_n = tonumber(os.getenv("LOAD_SEQUENTIAL_N") or "0") or 0
+local cdf = nil
+if zipf_n > 0 then
+  local s = tonumber(os.getenv("LOAD_ZIPF_S") or "1") or 1
+  cdf = {}
+  local total = 0
+  for k = 1, zipf_n do
+    total = total + 1 / (k ^ s)
+    cdf[k] = total
+  end
+  for k = 1, zipf_n do
+    cdf[k] = cdf[k] / total
+  end
+  math.randomseed(os.time())
+end
+local counter = 0
+
+-- The next user's index: binary search of the Zipf CDF, or the next in turn.
+local function pick()
+  if cdf then
+    local u, lo, hi = math.random(), 1, zipf_n
+    while lo < hi do
+      local mid = math.floor((lo + hi) / 2)
+      if cdf[mid] < u then lo = mid + 1 else hi = mid end
+    end
+    return lo - 1
+  end
+  counter = counter + 1
+  return (counter - 1) % math.max(sequential_n, 1)
+end
+
+if template ~= "" then
+  function request()
+    local b = string.gsub(template, "%%SUBJECT%%", "u" .. pick())
+    return wrk.format(nil, nil, nil, b)
   end
 end
 

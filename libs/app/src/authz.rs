@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use gatehouse_authz::{Decision, PolicySet, Reason, Request, Trace};
 use gatehouse_cache::Tier;
-use gatehouse_store::access::{self, Subject};
+use gatehouse_store::access::Subject;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -259,7 +259,12 @@ impl AuthzService {
         tenant_id: Uuid,
         normalized: &str,
     ) -> Result<Option<Subject>, AuthzError> {
-        Ok(access::subject_by_username(self.directory.db(), tenant_id, normalized).await?)
+        let (version, _) = self.directory.version(tenant_id).await?;
+        Ok(self
+            .directory
+            .subject_by_name(tenant_id, version.max(1), normalized)
+            .await?
+            .0)
     }
 }
 

@@ -6,6 +6,7 @@
 //! | `tenants` | slug | L1 + L2 + L3 | events naming the tenant evict it |
 //! | `principals` | tenant, version, user | L1 + L2 + L3 | the version in the key |
 //! | `subjects` | tenant, version, user | L1 + L2 + L3 | the version in the key |
+//! | `subjects_by_name` | tenant, version, username | L1 + L2 + L3 | the version in the key |
 //! | `rules` | tenant, version | L2 + L3 (compiled sets live in `authz`) | the version in the key |
 //!
 //! Every write that changes what these answer bumps the tenant's data
@@ -57,6 +58,28 @@ impl CacheKey for UserKey {
     }
     fn id(&self) -> String {
         format!("v{}:{}", self.version, self.user.simple())
+    }
+}
+
+/// A user of one tenant by normalised username, at one data version.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NameKey {
+    tenant: Uuid,
+    version: i64,
+    name: String,
+}
+
+impl CacheKey for NameKey {
+    fn tag(&self) -> String {
+        self.tenant.to_string()
+    }
+    fn id(&self) -> String {
+        // Free text: hashed before it enters a key (see `Keyspace::digest`).
+        format!(
+            "v{}:n:{}",
+            self.version,
+            gatehouse_redis::Keyspace::digest(&self.name)
+        )
     }
 }
 
@@ -211,6 +234,7 @@ pub struct Directory {
     tenants: TieredCache<SlugKey, CachedTenant>,
     principals: TieredCache<UserKey, CachedPrincipal>,
     subjects: TieredCache<UserKey, CachedSubject>,
+    subjects_by_name: TieredCache<NameKey, CachedSubject>,
     rules: TieredCache<RulesKey, CachedRules>,
 }
 
@@ -228,7 +252,8 @@ impl Directory {
             versions: VersionCache::new(settings.versions, l2.clone()),
             tenants: TieredCache::new("tenants", settings.tenants.clone(), l2.clone()),
             principals: TieredCache::new("principals", settings.users.clone(), l2.clone()),
-            subjects: TieredCache::new("subjects", settings.users, l2.clone()),
+            subjects: TieredCache::new("subjects", settings.users.clone(), l2.clone()),
+            subjects_by_name: TieredCache::new("subjects_by_name", settings.users, l2.clone()),
             rules: TieredCache::new(
                 "rules",
                 CacheSettings {
@@ -376,6 +401,32 @@ impl Directory {
         Ok((lookup.value.map(|s| s.0), lookup.tier))
     }
 
+    /// A user by normalised username, at the tenant's `version` (an admin's
+    /// question about someone else names them).
+    pub async fn subject_by_name(
+        &self,
+        tenant: Uuid,
+        version: i64,
+        normalized: &str,
+    ) -> Result<(Option<Subject>, Tier), StoreError> {
+        let key = NameKey {
+            tenant,
+            version,
+            name: normalized.to_owned(),
+        };
+        let lookup = self
+            .subjects_by_name
+            .get(&key, || async {
+                Ok::<_, StoreError>(
+                    access::subject_by_username(&self.db, tenant, normalized)
+                        .await?
+                        .map(CachedSubject),
+                )
+            })
+            .await?;
+        Ok((lookup.value.map(|s| s.0), lookup.tier))
+    }
+
     /// The tenant's rules at `version` (from L2, else Postgres). The
     /// snapshot's own version may be newer than asked (a write landed
     /// meanwhile); callers key the compiled set by the snapshot's.
@@ -434,6 +485,7 @@ impl Directory {
         self.tenants.clear();
         self.principals.clear();
         self.subjects.clear();
+        self.subjects_by_name.clear();
         self.rules.clear();
     }
 
@@ -442,11 +494,22 @@ impl Directory {
         self.versions.raise_l2(tenant, version).await;
     }
 
-    /// Entries and weighted bytes of the subject and principal caches.
-    pub async fn user_cache_usage(&self) -> [(u64, u64); 2] {
-        [
-            self.subjects.l1_usage().await,
+    /// Entries and weighted bytes of each L1 tier, by cache name.
+    pub async fn l1_usage(&self) -> [(&'static str, u64, u64); 5] {
+        let usage = [
+            self.tenants.l1_usage().await,
             self.principals.l1_usage().await,
-        ]
+            self.subjects.l1_usage().await,
+            self.subjects_by_name.l1_usage().await,
+            self.rules.l1_usage().await,
+        ];
+        let names = [
+            "tenants",
+            "principals",
+            "subjects",
+            "subjects_by_name",
+            "rules",
+        ];
+        std::array::from_fn(|i| (names[i], usage[i].0, usage[i].1))
     }
 }

@@ -38,6 +38,41 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// Where the gateway writes its access lines: the same bounded, non-blocking
+/// queue to stdout as every other log line, without going through a span
+/// list and the JSON event formatter (a request's access line is the one
+/// line every request writes, so its cost counts). Set by [`init_logging`].
+static ACCESS_LOG: std::sync::OnceLock<AccessLog> = std::sync::OnceLock::new();
+
+/// The access-log writer (see [`access_log`]).
+pub struct AccessLog {
+    writer: tracing_appender::non_blocking::NonBlocking,
+    json: bool,
+}
+
+impl AccessLog {
+    /// Whether lines should be JSON (else one human-readable line).
+    #[must_use]
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    /// Queues one complete line (with its newline); drops it, counted, when
+    /// the queue is full.
+    pub fn write(&self, line: &[u8]) {
+        use std::io::Write as _;
+        let mut writer = self.writer.clone();
+        let _ = writer.write_all(line);
+    }
+}
+
+/// The access-log writer, once logging is initialised (`None` in tests that
+/// install no logger: no line is written).
+#[must_use]
+pub fn access_log() -> Option<&'static AccessLog> {
+    ACCESS_LOG.get()
+}
+
 /// Log lines queued for stdout at most. Past this, lines are dropped (and
 /// counted) rather than making a request wait for a slow reader of stdout.
 pub const LOG_QUEUE_LINES: usize = 65_536;
@@ -84,6 +119,10 @@ pub fn init_logging(format: LogFormat, filter: &str) -> Result<LogGuard, Telemet
         dropped: writer.error_counter(),
         _worker: worker,
     };
+    let _ = ACCESS_LOG.set(AccessLog {
+        writer: writer.clone(),
+        json: format == LogFormat::Json,
+    });
     let registry = tracing_subscriber::registry().with(filter_layer);
     let result = match format {
         LogFormat::Json => registry

@@ -1,32 +1,26 @@
 //! The router and the layers every request passes through.
 //!
-//! Outermost first: request id → trace span (with the id) → id propagation →
-//! security headers → panic catcher → metrics → size guard (headers, declared
-//! body length) → problem+json normaliser → timeout → handler, whose body
-//! extractors enforce the body limit (`DefaultBodyLimit`) while streaming.
+//! Outermost first: the edge (`middleware::edge`: request id, size guard,
+//! span, problem+json, security headers, metrics, access line, in one pass) →
+//! panic catcher → timeout → handler, whose body extractors enforce the body
+//! limit (`DefaultBodyLimit`) while streaming.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Request, header};
 use axum::routing::{any, delete, get, post, put};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
 
 use crate::middleware;
 use crate::pages;
 use crate::routes;
 use crate::state::AppState;
 
-/// Header carrying the request id, set when the client did not send one.
-pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub use crate::middleware::REQUEST_ID;
 
 /// The admin API (`/admin/api/v1`): every handler passes the admin guard.
 fn admin_routes() -> Router<AppState> {
@@ -162,84 +156,18 @@ pub fn app(state: AppState) -> Router {
         // The framework floor for load runs: same layers, no work.
         router = router.route("/_bench/floor", get(routes::health::bench_floor));
     }
-
-    let security_headers = ServiceBuilder::new()
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("same-origin"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-            ),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            HeaderName::from_static("cross-origin-opener-policy"),
-            HeaderValue::from_static("same-origin"),
-        ))
-        // Identity answers must never sit in a shared cache; routes that are
-        // cacheable (JWKS) set their own Cache-Control.
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::STRICT_TRANSPORT_SECURITY,
-            http.secure_transport
-                .then(|| HeaderValue::from_static("max-age=31536000; includeSubDomains")),
-        ));
-
-    let limits = middleware::SizeLimits {
-        max_header_bytes: http.max_header_bytes,
-        max_body_bytes: http.max_body_bytes,
-    };
+    let edge = Arc::new(middleware::Edge::new(
+        middleware::SizeLimits {
+            max_header_bytes: http.max_header_bytes,
+            max_body_bytes: http.max_body_bytes,
+        },
+        http.secure_transport,
+    ));
     router
         .layer(
             ServiceBuilder::new()
-                .layer(SetSensitiveRequestHeadersLayer::new([
-                    header::AUTHORIZATION,
-                    header::COOKIE,
-                ]))
-                .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(|request: &Request<_>| {
-                            let request_id = request
-                                .headers()
-                                .get(&REQUEST_ID)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("-");
-                            tracing::info_span!(
-                                "request",
-                                request_id = %request_id,
-                                method = %request.method(),
-                                path = %request.uri().path(),
-                            )
-                        })
-                        .on_request(())
-                        .on_response(
-                            DefaultOnResponse::new()
-                                .level(Level::INFO)
-                                .latency_unit(tower_http::LatencyUnit::Micros),
-                        ),
-                )
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
-                .layer(security_headers)
+                .layer(axum::middleware::from_fn_with_state(edge, middleware::edge))
                 .layer(CatchPanicLayer::custom(middleware::panic_to_problem))
-                .layer(axum::middleware::from_fn(middleware::record_metrics))
-                .layer(axum::middleware::from_fn(move |req, next| {
-                    middleware::limit_sizes(limits, req, next)
-                }))
-                .layer(axum::middleware::from_fn(middleware::errors_as_problems))
                 .layer(TimeoutLayer::with_status_code(
                     axum::http::StatusCode::SERVICE_UNAVAILABLE,
                     http.request_timeout.max(Duration::from_millis(1)),

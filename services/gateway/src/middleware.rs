@@ -1,35 +1,229 @@
-//! Cross-cutting request handling: metrics, size guards, and making sure every
-//! error leaves as problem+json, whoever produced it.
+//! The edge of every request, in one middleware ([`edge`]): request id,
+//! size guards, the request span, problem+json for every error whoever
+//! produced it, security headers, metrics and the access line. One pass
+//! instead of a stack of eleven layers: each of these is cheap, but a layer
+//! per concern cost two thirds of the framework's throughput before any work
+//! was done (see BENCHMARKS.md, "the layer stack").
 
 use std::any::Any;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use axum::body::{Body, to_bytes};
-use axum::extract::{MatchedPath, Request};
-use axum::http::{StatusCode, header};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use metrics::{Counter, Histogram};
+use tracing::Instrument as _;
 
 use crate::error::{ApiError, PROBLEM_JSON};
 
-/// Counts requests and records latency per route template (never the raw
-/// path, which would explode label cardinality).
-pub async fn record_metrics(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = method_label(request.method());
-    let route: metrics::SharedString = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(metrics::SharedString::const_str("unmatched"), |p| {
-            p.as_str().to_owned().into()
+/// Header carrying the request id, set when the client did not send one.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What the edge needs, built once.
+pub struct Edge {
+    /// Size bounds.
+    pub limits: SizeLimits,
+    /// Response headers every answer carries unless the handler set them.
+    security_headers: Vec<(HeaderName, HeaderValue)>,
+    ids: RequestIds,
+    meters: RouteMeters,
+}
+
+impl Edge {
+    /// The edge for these limits; `hsts` adds Strict-Transport-Security.
+    #[must_use]
+    pub fn new(limits: SizeLimits, hsts: bool) -> Self {
+        let mut security_headers = vec![
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("same-origin"),
+            ),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+                ),
+            ),
+            (
+                HeaderName::from_static("cross-origin-opener-policy"),
+                HeaderValue::from_static("same-origin"),
+            ),
+            // Identity answers must never sit in a shared cache; routes that
+            // are cacheable (JWKS) set their own Cache-Control.
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ];
+        if hsts {
+            security_headers.push((
+                header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+            ));
+        }
+        Self {
+            limits,
+            security_headers,
+            ids: RequestIds::new(),
+            meters: RouteMeters::default(),
+        }
+    }
+}
+
+/// Request ids: a client's own id when it is a sane token (so a trace can
+/// cross our gateway), else a UUID-shaped id from a per-process random
+/// prefix and a counter (unique, no syscall per request).
+struct RequestIds {
+    prefix: u64,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        Self {
+            prefix: uuid::Uuid::new_v4().as_u64_pair().0,
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn generate(&self) -> HeaderValue {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = uuid::Uuid::from_u64_pair(self.prefix, n);
+        let mut buffer = uuid::Uuid::encode_buffer();
+        HeaderValue::from_str(id.hyphenated().encode_lower(&mut buffer))
+            .unwrap_or_else(|_| HeaderValue::from_static("-"))
+    }
+
+    /// The client's id if it is 1-128 visible ASCII characters, else a new one.
+    fn for_request(&self, given: Option<&HeaderValue>) -> HeaderValue {
+        match given {
+            Some(v)
+                if (1..=128).contains(&v.len())
+                    && v.as_bytes().iter().all(u8::is_ascii_graphic) =>
+            {
+                v.clone()
+            }
+            _ => self.generate(),
+        }
+    }
+}
+
+/// Metric handles per route template, method and status, registered once
+/// (the `metrics` macros look their key up on every call otherwise). Bounded:
+/// routes are templates, methods fold into nine labels, statuses are < 1000.
+#[derive(Default)]
+struct RouteMeters {
+    by_route: RwLock<HashMap<String, Vec<MeterSlot>>>,
+}
+
+/// The handles of one (method, status) under a route.
+type MeterSlot = (&'static str, u16, Counter, Histogram);
+
+impl RouteMeters {
+    fn record(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
+        let found = self.by_route.read().ok().and_then(|map| {
+            map.get(route)?
+                .iter()
+                .find(|(m, s, _, _)| *m == method && *s == status)
+                .map(|(_, _, c, h)| (c.clone(), h.clone()))
         });
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("gatehouse_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("gatehouse_http_request_duration_seconds", "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
+        let (counter, histogram) = found.unwrap_or_else(|| self.register(route, method, status));
+        counter.increment(1);
+        histogram.record(seconds);
+    }
+
+    fn register(&self, route: &str, method: &'static str, status: u16) -> (Counter, Histogram) {
+        let label: metrics::SharedString = route.to_owned().into();
+        let counter = metrics::counter!("gatehouse_http_requests_total", "method" => method, "route" => label.clone(), "status" => status.to_string());
+        let histogram = metrics::histogram!("gatehouse_http_request_duration_seconds", "method" => method, "route" => label);
+        if let Ok(mut map) = self.by_route.write() {
+            map.entry(route.to_owned()).or_default().push((
+                method,
+                status,
+                counter.clone(),
+                histogram.clone(),
+            ));
+        }
+        (counter, histogram)
+    }
+}
+
+/// The edge: see the module doc. Outermost on every request.
+pub async fn edge(State(edge): State<Arc<Edge>>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = edge.ids.for_request(request.headers().get(&REQUEST_ID));
+    request.headers_mut().insert(REQUEST_ID.clone(), id.clone());
+    let method = method_label(request.method());
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let uri = request.uri().clone();
+    let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or("-"));
+    let mut response = match refuse_oversized(edge.limits, &request) {
+        Some(refusal) => refusal,
+        None => next.run(request).instrument(span.clone()).await,
+    };
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        response = as_problem(response).await;
+    }
+    let headers = response.headers_mut();
+    for (name, value) in &edge.security_headers {
+        if !headers.contains_key(name) {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    headers.insert(REQUEST_ID.clone(), id.clone());
+    let elapsed = started.elapsed();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+    edge.meters
+        .record(route, method, status.as_u16(), elapsed.as_secs_f64());
+    access_line(&id, method, uri.path(), status, elapsed);
     response
+}
+
+/// Writes the request's access line (when info logging is on).
+fn access_line(
+    id: &HeaderValue,
+    method: &str,
+    path: &str,
+    status: StatusCode,
+    elapsed: std::time::Duration,
+) {
+    if !tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO) {
+        return;
+    }
+    let Some(log) = gatehouse_telemetry::access_log() else {
+        return;
+    };
+    let id = id.to_str().unwrap_or("-");
+    let micros = elapsed.as_micros();
+    let now = time::OffsetDateTime::now_utc();
+    let mut line = String::with_capacity(256);
+    if log.json() {
+        let _ = writeln!(
+            line,
+            "{{\"timestamp\":\"{}\",\"level\":\"INFO\",\"message\":\"response\",\"target\":\"gatehouse::access\",\"method\":\"{method}\",\"path\":{},\"status\":{},\"latency_us\":{micros},\"spans\":[{{\"name\":\"request\",\"request_id\":{}}}]}}",
+            now.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            serde_json::Value::from(path),
+            status.as_u16(),
+            serde_json::Value::from(id),
+        );
+    } else {
+        let _ = writeln!(
+            line,
+            "{now} INFO {method} {path} {} {micros}us request_id={id}",
+            status.as_u16()
+        );
+    }
+    log.write(line.as_bytes());
 }
 
 /// A static label for the method (no allocation per request); unusual
@@ -58,9 +252,9 @@ pub struct SizeLimits {
     pub max_body_bytes: usize,
 }
 
-/// Refuses oversized headers with 431 and a declared oversized body with 413,
-/// before the body is read.
-pub async fn limit_sizes(limits: SizeLimits, request: Request, next: Next) -> Response {
+/// 431 for oversized headers, 413 for a declared oversized body, before the
+/// body is read; `None` when the request is within bounds.
+fn refuse_oversized(limits: SizeLimits, request: &Request) -> Option<Response> {
     let total: usize = request.uri().path().len()
         + request.uri().query().map_or(0, str::len)
         + request
@@ -69,15 +263,17 @@ pub async fn limit_sizes(limits: SizeLimits, request: Request, next: Next) -> Re
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
             .sum::<usize>();
     if total > limits.max_header_bytes {
-        return ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers-too-large",
-            format!(
-                "request headers and URI total {total} bytes; the limit is {}",
-                limits.max_header_bytes
-            ),
-        )
-        .into_response();
+        return Some(
+            ApiError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers-too-large",
+                format!(
+                    "request headers and URI total {total} bytes; the limit is {}",
+                    limits.max_header_bytes
+                ),
+            )
+            .into_response(),
+        );
     }
     let declared = request
         .headers()
@@ -87,30 +283,28 @@ pub async fn limit_sizes(limits: SizeLimits, request: Request, next: Next) -> Re
     if let Some(length) = declared
         && length > limits.max_body_bytes as u64
     {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload-too-large",
-            format!(
-                "request body of {length} bytes exceeds the limit of {} bytes",
-                limits.max_body_bytes
-            ),
-        )
-        .into_response();
+        return Some(
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                format!(
+                    "request body of {length} bytes exceeds the limit of {} bytes",
+                    limits.max_body_bytes
+                ),
+            )
+            .into_response(),
+        );
     }
-    next.run(request).await
+    None
 }
 
-/// Rewrites any error response that is not already problem+json (404 from the
+/// Rewrites an error response that is not already problem+json (404 from the
 /// router, 405, 413 from the body limit, extractor rejections, timeouts) into
 /// problem+json, keeping the status and headers such as `Allow`. For 4xx the
 /// framework's own message (which names the bad field) becomes the `detail`.
 /// HTML error pages from browser routes pass through untouched.
-pub async fn errors_as_problems(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+async fn as_problem(response: Response) -> Response {
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return response;
-    }
     let content_type = response
         .headers()
         .get(header::CONTENT_TYPE)

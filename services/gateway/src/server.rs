@@ -226,6 +226,7 @@ impl Application {
         let keys_task = tokio::spawn(refresh_keys(self.state.tokens.clone()));
         let upkeep_task = tokio::spawn(metrics_upkeep(self.state.metrics.clone()));
         let _relay = self.state.relay.spawn();
+        let cache_gauges = tokio::spawn(report_cache_sizes(self.state.directory.clone()));
         let metrics_addr = self.metrics_listener.local_addr()?;
         let metrics_task = tokio::spawn({
             let router = crate::app::metrics_app(self.state.clone());
@@ -263,6 +264,7 @@ impl Application {
         metrics_task.abort();
         keys_task.abort();
         upkeep_task.abort();
+        cache_gauges.abort();
         result
     }
 }
@@ -314,6 +316,23 @@ async fn wire_cache_and_events(
         reason: e.to_string(),
     })?;
     Ok((directory, clients, revocations))
+}
+
+/// Publishes each L1 tier's entries and weighted bytes every 5 s
+/// (`gatehouse_cache_l1_entries`, `gatehouse_cache_l1_bytes`).
+async fn report_cache_sizes(directory: Arc<gatehouse_app::directory::Directory>) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        for (cache, entries, bytes) in directory.l1_usage().await {
+            #[allow(clippy::cast_precision_loss, reason = "a gauge")]
+            {
+                metrics::gauge!("gatehouse_cache_l1_entries", "cache" => cache).set(entries as f64);
+                metrics::gauge!("gatehouse_cache_l1_bytes", "cache" => cache).set(bytes as f64);
+            }
+        }
+    }
 }
 
 /// Folds recorded histogram samples into their buckets every few seconds.
