@@ -513,13 +513,18 @@ async fn random_tenant_names_cost_postgres_a_bounded_number_of_queries() {
     // count would be 10 000 or more.
     let bound = 100 + 10 * i64::try_from(elapsed.as_secs() + 3).unwrap();
     let spent = after - before;
-    eprintln!("10 000 unknown tenants: {spent} Postgres transactions in {elapsed:?} (bound {bound})");
+    eprintln!(
+        "10 000 unknown tenants: {spent} Postgres transactions in {elapsed:?} (bound {bound})"
+    );
     assert!(
         spent <= bound,
         "unknown names reached Postgres: {spent} transactions for 10 000 requests"
     );
     let tenant_loads = metric(&g, "gatehouse_cache_loads_total", &["cache=\"tenants\""]).await;
-    assert!(tenant_loads <= 1.0, "the tenant cache loaded {tenant_loads} times");
+    assert!(
+        tenant_loads <= 1.0,
+        "the tenant cache loaded {tenant_loads} times"
+    );
 }
 
 #[tokio::test]

@@ -6,6 +6,8 @@
 //! pipeline. Metrics go through the `metrics` facade into a Prometheus recorder
 //! whose text the gateway serves at `/metrics`.
 
+pub mod lines;
+
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -46,7 +48,7 @@ static ACCESS_LOG: std::sync::OnceLock<AccessLog> = std::sync::OnceLock::new();
 
 /// The access-log writer (see [`access_log`]).
 pub struct AccessLog {
-    writer: tracing_appender::non_blocking::NonBlocking,
+    queue: lines::LineQueue,
     json: bool,
 }
 
@@ -60,9 +62,7 @@ impl AccessLog {
     /// Queues one complete line (with its newline); drops it, counted, when
     /// the queue is full.
     pub fn write(&self, line: &[u8]) {
-        use std::io::Write as _;
-        let mut writer = self.writer.clone();
-        let _ = writer.write_all(line);
+        self.queue.push(line);
     }
 }
 
@@ -73,21 +73,22 @@ pub fn access_log() -> Option<&'static AccessLog> {
     ACCESS_LOG.get()
 }
 
-/// Log lines queued for stdout at most. Past this, lines are dropped (and
-/// counted) rather than making a request wait for a slow reader of stdout.
-pub const LOG_QUEUE_LINES: usize = 65_536;
+/// Bytes of log lines queued for stdout at most (about 16 000 access lines).
+/// Past this, lines are dropped (and counted) rather than making a request
+/// wait for a slow reader of stdout.
+pub const LOG_QUEUE_BYTES: usize = 4 << 20;
 
 /// Keeps the log writer thread alive (dropping it flushes what is queued)
 /// and counts the lines dropped because the queue was full.
 pub struct LogGuard {
-    _worker: tracing_appender::non_blocking::WorkerGuard,
-    dropped: tracing_appender::non_blocking::ErrorCounter,
+    queue: lines::LineQueue,
+    _writer: lines::WriterThread,
 }
 
 impl std::fmt::Debug for LogGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogGuard")
-            .field("dropped", &self.dropped.dropped_lines())
+            .field("dropped", &self.queue.dropped())
             .finish_non_exhaustive()
     }
 }
@@ -95,9 +96,19 @@ impl std::fmt::Debug for LogGuard {
 impl LogGuard {
     /// Lines dropped so far because the queue to stdout was full.
     #[must_use]
-    pub fn dropped_lines(&self) -> usize {
-        self.dropped.dropped_lines()
+    pub fn dropped_lines(&self) -> u64 {
+        self.queue.dropped()
     }
+}
+
+/// Installs JSON logging into `writer` through the same bounded queue (the
+/// layer benchmark logs into `io::sink()`, so it prices formatting and the
+/// queue without a terminal).
+pub fn init_logging_into<W>(filter: &str, writer: W) -> Result<LogGuard, TelemetryError>
+where
+    W: std::io::Write + Send + 'static,
+{
+    init_logging_with(LogFormat::Json, filter, writer)
 }
 
 /// Installs the global `tracing` subscriber writing to stdout through a
@@ -106,21 +117,28 @@ impl LogGuard {
 ///
 /// `filter` uses `EnvFilter` syntax (`info,gatehouse=debug`).
 pub fn init_logging(format: LogFormat, filter: &str) -> Result<LogGuard, TelemetryError> {
+    init_logging_with(format, filter, std::io::stdout())
+}
+
+fn init_logging_with<W>(
+    format: LogFormat,
+    filter: &str,
+    sink: W,
+) -> Result<LogGuard, TelemetryError>
+where
+    W: std::io::Write + Send + 'static,
+{
     let filter_layer = EnvFilter::try_new(filter).map_err(|e| TelemetryError::Filter {
         filter: filter.to_owned(),
         reason: e.to_string(),
     })?;
-    let (writer, worker) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .thread_name("gatehouse-log")
-        .finish(std::io::stdout());
+    let (writer, thread) = lines::LineQueue::start(LOG_QUEUE_BYTES, sink);
     let guard = LogGuard {
-        dropped: writer.error_counter(),
-        _worker: worker,
+        queue: writer.clone(),
+        _writer: thread,
     };
     let _ = ACCESS_LOG.set(AccessLog {
-        writer: writer.clone(),
+        queue: writer.clone(),
         json: format == LogFormat::Json,
     });
     let registry = tracing_subscriber::registry().with(filter_layer);

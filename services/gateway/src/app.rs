@@ -1,9 +1,9 @@
 //! The router and the layers every request passes through.
 //!
 //! Outermost first: the edge (`middleware::edge`: request id, size guard,
-//! span, problem+json, security headers, metrics, access line, in one pass) →
-//! panic catcher → timeout → handler, whose body extractors enforce the body
-//! limit (`DefaultBodyLimit`) while streaming.
+//! span, deadline, panic guard, problem+json, security headers, metrics,
+//! access line, in one pass) → handler, whose body extractors enforce the
+//! body limit (`DefaultBodyLimit`) while streaming.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +11,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, delete, get, post, put};
-use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::middleware;
 use crate::pages;
@@ -161,18 +158,11 @@ pub fn app(state: AppState) -> Router {
             max_header_bytes: http.max_header_bytes,
             max_body_bytes: http.max_body_bytes,
         },
+        http.request_timeout.max(Duration::from_millis(1)),
         http.secure_transport,
     ));
     router
-        .layer(
-            ServiceBuilder::new()
-                .layer(axum::middleware::from_fn_with_state(edge, middleware::edge))
-                .layer(CatchPanicLayer::custom(middleware::panic_to_problem))
-                .layer(TimeoutLayer::with_status_code(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    http.request_timeout.max(Duration::from_millis(1)),
-                ))
-                .layer(DefaultBodyLimit::max(http.max_body_bytes)),
-        )
+        .layer(DefaultBodyLimit::max(http.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(edge, middleware::edge))
         .with_state(state)
 }

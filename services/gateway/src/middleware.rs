@@ -25,10 +25,47 @@ use crate::error::{ApiError, PROBLEM_JSON};
 /// Header carrying the request id, set when the client did not send one.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Which parts of the edge run. Production runs all of them; the layer
+/// benchmark (`benches/edge.rs`) switches one off at a time to price it.
+#[derive(Debug, Clone, Copy)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent switches, one per part"
+)]
+pub struct EdgeParts {
+    /// The request span (handlers' log lines carry its request id).
+    pub span: bool,
+    /// Request counters and latency histograms.
+    pub metrics: bool,
+    /// The access line.
+    pub access_log: bool,
+    /// Security headers on every answer.
+    pub security_headers: bool,
+    /// A handler panic becomes a 500 problem (else the connection drops).
+    pub catch_panic: bool,
+    /// The whole-request deadline (503 when it passes).
+    pub timeout: bool,
+}
+
+impl EdgeParts {
+    /// Everything on (what `serve` runs).
+    pub const ALL: Self = Self {
+        span: true,
+        metrics: true,
+        access_log: true,
+        security_headers: true,
+        catch_panic: true,
+        timeout: true,
+    };
+}
+
 /// What the edge needs, built once.
 pub struct Edge {
     /// Size bounds.
     pub limits: SizeLimits,
+    /// Whole-request deadline.
+    pub request_timeout: std::time::Duration,
+    parts: EdgeParts,
     /// Response headers every answer carries unless the handler set them.
     security_headers: Vec<(HeaderName, HeaderValue)>,
     ids: RequestIds,
@@ -36,9 +73,21 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// The edge for these limits; `hsts` adds Strict-Transport-Security.
+    /// The edge for these limits and deadline; `hsts` adds
+    /// Strict-Transport-Security.
     #[must_use]
-    pub fn new(limits: SizeLimits, hsts: bool) -> Self {
+    pub fn new(limits: SizeLimits, request_timeout: std::time::Duration, hsts: bool) -> Self {
+        Self::with_parts(limits, request_timeout, hsts, EdgeParts::ALL)
+    }
+
+    /// [`Edge::new`] with some parts switched off (benchmarks).
+    #[must_use]
+    pub fn with_parts(
+        limits: SizeLimits,
+        request_timeout: std::time::Duration,
+        hsts: bool,
+        parts: EdgeParts,
+    ) -> Self {
         let mut security_headers = vec![
             (
                 header::X_CONTENT_TYPE_OPTIONS,
@@ -71,6 +120,8 @@ impl Edge {
         }
         Self {
             limits,
+            request_timeout,
+            parts,
             security_headers,
             ids: RequestIds::new(),
             meters: RouteMeters::default(),
@@ -164,28 +215,63 @@ pub async fn edge(State(edge): State<Arc<Edge>>, mut request: Request, next: Nex
     let method = method_label(request.method());
     let matched = request.extensions().get::<MatchedPath>().cloned();
     let uri = request.uri().clone();
-    let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or("-"));
     let mut response = match refuse_oversized(edge.limits, &request) {
         Some(refusal) => refusal,
-        None => next.run(request).instrument(span.clone()).await,
+        None => handle(&edge, &id, request, next).await,
     };
     let status = response.status();
     if status.is_client_error() || status.is_server_error() {
         response = as_problem(response).await;
     }
     let headers = response.headers_mut();
-    for (name, value) in &edge.security_headers {
-        if !headers.contains_key(name) {
-            headers.insert(name.clone(), value.clone());
+    if edge.parts.security_headers {
+        headers.reserve(edge.security_headers.len() + 1);
+        for (name, value) in &edge.security_headers {
+            headers.entry(name).or_insert_with(|| value.clone());
         }
     }
     headers.insert(REQUEST_ID.clone(), id.clone());
     let elapsed = started.elapsed();
-    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-    edge.meters
-        .record(route, method, status.as_u16(), elapsed.as_secs_f64());
-    access_line(&id, method, uri.path(), status, elapsed);
+    if edge.parts.metrics {
+        let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+        edge.meters
+            .record(route, method, status.as_u16(), elapsed.as_secs_f64());
+    }
+    if edge.parts.access_log {
+        access_line(&id, method, uri.path(), status, elapsed);
+    }
     response
+}
+
+/// Runs the handler under the request span, the deadline and the panic guard.
+async fn handle(edge: &Edge, id: &HeaderValue, request: Request, next: Next) -> Response {
+    use futures_util::FutureExt as _;
+    let run = next.run(request);
+    let run = async {
+        if edge.parts.timeout {
+            tokio::time::timeout(edge.request_timeout, run)
+                .await
+                .unwrap_or_else(|_| StatusCode::SERVICE_UNAVAILABLE.into_response())
+        } else {
+            run.await
+        }
+    };
+    let run = async {
+        if edge.parts.catch_panic {
+            std::panic::AssertUnwindSafe(run)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(panic_to_problem)
+        } else {
+            run.await
+        }
+    };
+    if edge.parts.span {
+        let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or("-"));
+        run.instrument(span).await
+    } else {
+        run.await
+    }
 }
 
 /// Writes the request's access line (when info logging is on).
@@ -207,15 +293,25 @@ fn access_line(
     let now = time::OffsetDateTime::now_utc();
     let mut line = String::with_capacity(256);
     if log.json() {
-        let _ = writeln!(
+        let _ = write!(
             line,
-            "{{\"timestamp\":\"{}\",\"level\":\"INFO\",\"message\":\"response\",\"target\":\"gatehouse::access\",\"method\":\"{method}\",\"path\":{},\"status\":{},\"latency_us\":{micros},\"spans\":[{{\"name\":\"request\",\"request_id\":{}}}]}}",
-            now.format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
-            serde_json::Value::from(path),
-            status.as_u16(),
-            serde_json::Value::from(id),
+            "{{\"timestamp\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z\",\"level\":\"INFO\",\"message\":\"response\",\"target\":\"gatehouse::access\",\"method\":\"{method}\",\"path\":",
+            now.year(),
+            u8::from(now.month()),
+            now.day(),
+            now.hour(),
+            now.minute(),
+            now.second(),
+            now.microsecond(),
         );
+        push_json_string(&mut line, path);
+        let _ = write!(
+            line,
+            ",\"status\":{},\"latency_us\":{micros},\"spans\":[{{\"name\":\"request\",\"request_id\":",
+            status.as_u16()
+        );
+        push_json_string(&mut line, id);
+        line.push_str("}]}\n");
     } else {
         let _ = writeln!(
             line,
@@ -224,6 +320,23 @@ fn access_line(
         );
     }
     log.write(line.as_bytes());
+}
+
+/// Appends `text` as a JSON string (quoted, escaped): paths and client
+/// request ids are attacker-controlled and must not break the line.
+fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// A static label for the method (no allocation per request); unusual
@@ -366,7 +479,7 @@ fn default_detail(status: StatusCode) -> &'static str {
 /// Turns a handler panic into a 500 problem (the panic message is logged, not sent).
 #[allow(
     clippy::needless_pass_by_value,
-    reason = "signature required by CatchPanicLayer"
+    reason = "the payload `catch_unwind` hands over"
 )]
 pub fn panic_to_problem(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
     let message = panic
@@ -375,4 +488,40 @@ pub fn panic_to_problem(panic: Box<dyn Any + Send + 'static>) -> Response<Body> 
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("non-string panic payload");
     ApiError::internal(&format_args!("handler panicked: {message}")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_paths_and_ids_stay_one_valid_json_string() {
+        for text in [
+            "/plain",
+            "/q\"uote",
+            "/back\\slash",
+            "/new\nline\r\t\u{1}",
+            "/ünï/😀",
+        ] {
+            let mut out = String::new();
+            push_json_string(&mut out, text);
+            assert!(!out.contains('\n'), "{out}");
+            let parsed: String = serde_json::from_str(&out).unwrap();
+            assert_eq!(parsed, text);
+        }
+    }
+
+    #[test]
+    fn request_ids_are_the_clients_when_sane_and_unique_otherwise() {
+        let ids = RequestIds::new();
+        let given = HeaderValue::from_static("trace-7f3a");
+        assert_eq!(ids.for_request(Some(&given)), given);
+        let spaced = HeaderValue::from_static("has space");
+        assert_ne!(ids.for_request(Some(&spaced)), spaced);
+        let long = HeaderValue::from_str(&"a".repeat(129)).unwrap();
+        assert_ne!(ids.for_request(Some(&long)), long);
+        let (a, b) = (ids.generate(), ids.generate());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+    }
 }
