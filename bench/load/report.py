@@ -3,8 +3,9 @@
 
 Every figure is the median over the measured runs of a scenario; the spread
 (min-max throughput) is printed beside it so the noise is visible. Ratios are
-taken against the floor scenario (a bare endpoint behind the same layers) and
-against the Redis PING floor measured in the same run.
+taken against the floor scenario (a bare endpoint behind the same layers), against
+bare axum (the framework's hello-world, no layers), and against the Redis PING
+floor measured in the same run.
 """
 
 import json
@@ -41,9 +42,11 @@ def main():
     runs, extras = load(sys.argv[1])
     floor = group(runs, "floor", "max")
     floor_rps = med(floor, "rps") if floor else None
+    bare = group(runs, "bare_axum", "max")
+    bare_rps = med(bare, "rps") if bare else None
 
-    print("| scenario | req/s (median) | spread | p50 ms | p99 ms | vs floor | runs |")
-    print("|---|---|---|---|---|---|---|")
+    print("| scenario | req/s (median) | spread | p50 ms | p99 ms | vs floor | vs bare axum | runs |")
+    print("|---|---|---|---|---|---|---|---|")
     seen = []
     for r in runs:
         if r["mode"] == "max" and r["scenario"] not in seen:
@@ -53,9 +56,10 @@ def main():
         rps = med(rows, "rps")
         lo, hi = min(r["rps"] for r in rows), max(r["rps"] for r in rows)
         ratio = f"{rps / floor_rps:.0%}" if floor_rps else "-"
+        vs_bare = f"{rps / bare_rps:.0%}" if bare_rps else "-"
         print(
             f"| {name} ({rows[0]['connections']} conns) | {rps:,.0f} | {lo:,.0f}–{hi:,.0f} "
-            f"| {ms(med(rows, 'p50_us'))} | {ms(med(rows, 'p99_us'))} | {ratio} | {len(rows)} |"
+            f"| {ms(med(rows, 'p50_us'))} | {ms(med(rows, 'p99_us'))} | {ratio} | {vs_bare} | {len(rows)} |"
         )
 
     paced = [m for m in ("half_load", "quiet", "flood")

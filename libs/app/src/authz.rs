@@ -320,11 +320,19 @@ pub fn decide_for(
 /// [`decide_for`], recording the decision's metrics.
 #[must_use]
 pub fn decide(subject: &Subject, set: &PolicySet, request: &Request, explain: bool) -> Decision {
+    /// Registered once: a labelled macro call looks its key up every time.
+    static DURATION: std::sync::LazyLock<metrics::Histogram> = std::sync::LazyLock::new(|| {
+        metrics::histogram!("gatehouse_authz_decision_duration_seconds")
+    });
+    static DECISIONS: std::sync::LazyLock<[metrics::Counter; 2]> = std::sync::LazyLock::new(|| {
+        [
+            metrics::counter!("gatehouse_authz_decisions_total", "allowed" => "false"),
+            metrics::counter!("gatehouse_authz_decisions_total", "allowed" => "true"),
+        ]
+    });
     let started = Instant::now();
     let decision = decide_for(subject, set, request, explain);
-    metrics::histogram!("gatehouse_authz_decision_duration_seconds")
-        .record(started.elapsed().as_secs_f64());
-    metrics::counter!("gatehouse_authz_decisions_total", "allowed" => if decision.allowed { "true" } else { "false" })
-        .increment(1);
+    DURATION.record(started.elapsed().as_secs_f64());
+    DECISIONS[usize::from(decision.allowed)].increment(1);
     decision
 }

@@ -22,7 +22,7 @@ use crate::auth::device::DeviceKey;
 use crate::auth::login::LoginService;
 use crate::config::HttpSettings;
 use crate::config::{Config, env};
-use crate::state::{AppState, AuthState};
+use crate::state::{AppParts, AppState, AuthState};
 use gatehouse_app::passwords::PasswordPool;
 
 /// Why `serve` could not start; `setting()` names what to fix.
@@ -180,7 +180,7 @@ impl Application {
             cookies: auth.cookies.clone(),
             issuer: auth.issuer.clone(),
         });
-        let state = AppState {
+        let state = AppState::new(AppParts {
             revocations,
             tokens,
             admission,
@@ -195,7 +195,7 @@ impl Application {
             metrics,
             auth: Arc::new(auth),
             http: Arc::new(HttpSettings::from_config(config)),
-        };
+        });
         Ok(Self {
             metrics_listener,
             listener,

@@ -134,9 +134,19 @@ fn pinned_tenant<'a>(
 }
 
 fn outcome(result: &'static str, started: Instant) {
-    metrics::counter!("gatehouse_verify_total", "result" => result).increment(1);
-    metrics::histogram!("gatehouse_verify_duration_seconds")
-        .record(started.elapsed().as_secs_f64());
+    /// Registered once (a labelled macro call looks its key up every time);
+    /// the recorder is installed before the first request.
+    static DURATION: std::sync::LazyLock<metrics::Histogram> =
+        std::sync::LazyLock::new(|| metrics::histogram!("gatehouse_verify_duration_seconds"));
+    static ALLOWED: std::sync::LazyLock<metrics::Counter> = std::sync::LazyLock::new(
+        || metrics::counter!("gatehouse_verify_total", "result" => "allowed"),
+    );
+    if result == "allowed" {
+        ALLOWED.increment(1);
+    } else {
+        metrics::counter!("gatehouse_verify_total", "result" => result).increment(1);
+    }
+    DURATION.record(started.elapsed().as_secs_f64());
 }
 
 /// `ANY /v1/verify`
