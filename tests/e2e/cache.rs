@@ -52,6 +52,32 @@ async fn verify_status(gateway: &Gateway, jwt: &str) -> u16 {
         .as_u16()
 }
 
+/// Outbox rows not yet published.
+async fn unpublished(db: &TestDatabase) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM outbox_events WHERE published_at IS NULL")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// `vars` with `key` set to `value` (replacing it).
+fn with_var(vars: &[(String, String)], key: &str, value: String) -> Vec<(String, String)> {
+    let mut vars = vars.to_vec();
+    vars.retain(|(k, _)| k != key);
+    vars.push((key.to_owned(), value));
+    vars
+}
+
+/// An instance that reaches `redis` through a link the test can cut.
+async fn behind_a_link(
+    redis: &PrivateRedis,
+    vars: &[(String, String)],
+) -> (Gateway, crate::CuttableLink) {
+    let link = crate::CuttableLink::to(redis.url().trim_start_matches("redis://").to_owned()).await;
+    let gateway = Gateway::spawn(&with_var(vars, "REDIS_URL", link.redis_url())).await;
+    (gateway, link)
+}
+
 /// A second instance on the same database, Redis and key prefix.
 async fn second(vars: &[(String, String)]) -> Gateway {
     Gateway::spawn(vars).await
@@ -171,12 +197,7 @@ async fn changes_made_through_one_instance_are_in_force_on_another() {
         verify_status(&b, jwt).await == 401
     })
     .await;
-    let unpublished: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM outbox_events WHERE published_at IS NULL")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(unpublished, 0, "every change was published");
+    assert_eq!(unpublished(&db).await, 0, "every change was published");
 }
 
 #[tokio::test]
@@ -218,23 +239,13 @@ async fn an_instance_whose_stream_was_cut_catches_up_or_clears_its_memory() {
     let redis = PrivateRedis::start().await;
     let (a, db, vars) = private_app(&redis, &[]).await;
     // B reaches Redis through a link the test can cut.
-    let link = crate::CuttableLink::to(redis.url().trim_start_matches("redis://").to_owned()).await;
-    let mut b_vars = vars.clone();
-    b_vars.retain(|(k, _)| k != "REDIS_URL");
-    b_vars.push(("REDIS_URL".to_owned(), link.redis_url()));
-    let b = second(&b_vars).await;
+    let (b, link) = behind_a_link(&redis, &vars).await;
     let alice_a = session_token(&a, "acme", "alice", DEMO_PASSWORD).await;
     let alice_b = session_token(&b, "acme", "alice", DEMO_PASSWORD).await;
     assert_eq!(bob_reads_orders(&b, &alice_b).await["allowed"], true);
     let published = || async {
         until_in_force("the change published by A", || async {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM outbox_events WHERE published_at IS NULL",
-            )
-            .fetch_one(&db.pool)
-            .await
-            .unwrap()
-                == 0
+            unpublished(&db).await == 0
         })
         .await
     };
@@ -439,14 +450,6 @@ async fn an_admin_write_whose_publish_failed_is_published_later() {
     let alice = session_token(&a, "acme", "alice", DEMO_PASSWORD).await;
     // One admitted request: A now holds alice's validated session in memory.
     assert_eq!(bob_reads_orders(&a, &alice).await["allowed"], true);
-    let unpublished = || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM outbox_events WHERE published_at IS NULL",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
-    };
 
     redis.stop().await;
     // Alice's session was validated moments ago, so A admits her from memory
@@ -460,10 +463,10 @@ async fn an_admin_write_whose_publish_failed_is_published_later() {
     )
     .await;
     assert_eq!(removed.status(), 204);
-    assert!(unpublished().await >= 1, "the event waits in the outbox");
+    assert!(unpublished(&db).await >= 1, "the event waits in the outbox");
     redis.resume().await;
     until_in_force("the outbox row published after Redis came back", || async {
-        unpublished().await == 0
+        unpublished(&db).await == 0
     })
     .await;
     until_in_force("B refuses bob's read of orders", || async {
@@ -570,9 +573,7 @@ async fn login_status(gateway: &Gateway, user: &str) -> (u16, Option<String>) {
 async fn a_postgres_outage_is_503_and_a_restart_costs_no_request() {
     let (_seeder, db, vars) = seeded_app(&[]).await;
     let link = crate::CuttableLink::to(host_port(&db.url)).await;
-    let mut vars = vars.clone();
-    vars.retain(|(k, _)| k != "DATABASE_URL");
-    vars.push(("DATABASE_URL".to_owned(), through(&db.url, link.port())));
+    let mut vars = with_var(&vars, "DATABASE_URL", through(&db.url, link.port()));
     vars.push((
         "GATEHOUSE_DB__ACQUIRE_TIMEOUT_MS".to_owned(),
         "500".to_owned(),
@@ -640,11 +641,7 @@ async fn a_postgres_outage_is_503_and_a_restart_costs_no_request() {
 async fn a_redis_restart_costs_no_request() {
     let redis = PrivateRedis::start().await;
     let (_seeder, _db, vars) = private_app(&redis, &[]).await;
-    let link = crate::CuttableLink::to(redis.url().trim_start_matches("redis://").to_owned()).await;
-    let mut vars = vars.clone();
-    vars.retain(|(k, _)| k != "REDIS_URL");
-    vars.push(("REDIS_URL".to_owned(), link.redis_url()));
-    let g = Gateway::spawn(&vars).await;
+    let (g, link) = behind_a_link(&redis, &vars).await;
     let bob = session_token(&g, "acme", "bob", DEMO_PASSWORD).await;
     // Alice's session is in Redis only (never admitted, so not in memory).
     let alice = session_token(&g, "acme", "alice", DEMO_PASSWORD).await;

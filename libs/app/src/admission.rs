@@ -159,6 +159,12 @@ pub struct Admission {
     clock: Arc<dyn Clock>,
 }
 
+/// Session records served from memory (registered once: this is on every
+/// cookie request).
+static SESSION_HITS: std::sync::LazyLock<metrics::Counter> = std::sync::LazyLock::new(
+    || metrics::counter!("gatehouse_cache_hits_total", "cache" => "sessions", "tier" => "l1"),
+);
+
 /// Session records kept in memory at most (about 0.5 KiB each).
 const RECENT_SESSIONS: u64 = 200_000;
 
@@ -273,8 +279,7 @@ impl Admission {
     async fn remembered(&self, id: &SessionId, tenant_id: Uuid) -> Option<Session> {
         let session = self.recent.get(id).await?;
         if session.tenant_id == tenant_id && session.is_live_at(self.clock.unix_seconds()) {
-            metrics::counter!("gatehouse_cache_hits_total", "cache" => "sessions", "tier" => "l1")
-                .increment(1);
+            SESSION_HITS.increment(1);
             Some(session)
         } else {
             None

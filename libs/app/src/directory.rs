@@ -123,24 +123,20 @@ fn tenant_weight(t: &Tenant) -> usize {
         + json_weight(&t.settings)
 }
 
-/// [`Tenant`] as a cache value.
+/// A store row as a cache value: one wrapper, with the schema byte and the
+/// weight given per row type below.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct CachedTenant(pub Tenant);
+pub struct Cached<T>(pub T);
 
-impl CacheValue for CachedTenant {
+impl CacheValue for Cached<Tenant> {
     const SCHEMA: u8 = 1;
     fn weight(&self) -> usize {
         tenant_weight(&self.0)
     }
 }
 
-/// [`Principal`] as a cache value.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct CachedPrincipal(pub Principal);
-
-impl CacheValue for CachedPrincipal {
+impl CacheValue for Cached<Principal> {
     const SCHEMA: u8 = 1;
     fn weight(&self) -> usize {
         tenant_weight(&self.0.tenant)
@@ -152,12 +148,7 @@ impl CacheValue for CachedPrincipal {
     }
 }
 
-/// [`Subject`] as a cache value.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct CachedSubject(pub Subject);
-
-impl CacheValue for CachedSubject {
+impl CacheValue for Cached<Subject> {
     const SCHEMA: u8 = 1;
     fn weight(&self) -> usize {
         let s = &self.0;
@@ -174,17 +165,31 @@ impl CacheValue for CachedSubject {
     }
 }
 
-/// [`RulesSnapshot`] as a cache value.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct CachedRules(pub RulesSnapshot);
-
-impl CacheValue for CachedRules {
+impl CacheValue for Cached<RulesSnapshot> {
     const SCHEMA: u8 = 1;
     fn weight(&self) -> usize {
         let r = &self.0.rules;
         256 + r.roles.len() * 96 + r.grants.len() * 128 + r.policies.len() * 512
     }
+}
+
+/// Reads `key` through `cache`, calling `load` (a store query) only on a miss.
+async fn through<K, T, Fut>(
+    cache: &TieredCache<K, Cached<T>>,
+    key: &K,
+    load: impl FnOnce() -> Fut,
+) -> Result<(Option<T>, Tier), StoreError>
+where
+    K: CacheKey,
+    Cached<T>: CacheValue,
+    Fut: Future<Output = Result<Option<T>, StoreError>>,
+{
+    let lookup = cache
+        .get(key, || async {
+            Ok::<_, StoreError>(load().await?.map(Cached))
+        })
+        .await?;
+    Ok((lookup.value.map(|c| c.0), lookup.tier))
 }
 
 /// Sizes and lifetimes of the directory's caches.
@@ -231,11 +236,11 @@ pub struct Directory {
     slugs: RwLock<Option<SlugIndex>>,
     slug_flight: tokio::sync::Mutex<()>,
     versions: VersionCache,
-    tenants: TieredCache<SlugKey, CachedTenant>,
-    principals: TieredCache<UserKey, CachedPrincipal>,
-    subjects: TieredCache<UserKey, CachedSubject>,
-    subjects_by_name: TieredCache<NameKey, CachedSubject>,
-    rules: TieredCache<RulesKey, CachedRules>,
+    tenants: TieredCache<SlugKey, Cached<Tenant>>,
+    principals: TieredCache<UserKey, Cached<Principal>>,
+    subjects: TieredCache<UserKey, Cached<Subject>>,
+    subjects_by_name: TieredCache<NameKey, Cached<Subject>>,
+    rules: TieredCache<RulesKey, Cached<RulesSnapshot>>,
 }
 
 impl std::fmt::Debug for Directory {
@@ -313,12 +318,6 @@ impl Directory {
         }
     }
 
-    /// The database (for reads that are not cached).
-    #[must_use]
-    pub fn db(&self) -> &PgPool {
-        &self.db
-    }
-
     /// A tenant by slug, active or not (`None`: no such tenant, cached briefly).
     pub async fn tenant_by_slug(&self, slug: &TenantSlug) -> Result<Option<Tenant>, StoreError> {
         if !self.slug_may_exist(slug.as_str()).await {
@@ -327,17 +326,8 @@ impl Directory {
             return Ok(None);
         }
         let key = SlugKey(slug.as_str().to_owned());
-        let lookup = self
-            .tenants
-            .get(&key, || async {
-                Ok::<_, StoreError>(
-                    directory::tenant_by_slug(&self.db, slug)
-                        .await?
-                        .map(CachedTenant),
-                )
-            })
-            .await?;
-        Ok(lookup.value.map(|t| t.0))
+        let load = || directory::tenant_by_slug(&self.db, slug);
+        Ok(through(&self.tenants, &key, load).await?.0)
     }
 
     /// The tenant's data version (0: no such tenant) and its tier.
@@ -363,17 +353,9 @@ impl Directory {
             version,
             user,
         };
-        let lookup = self
-            .principals
-            .get(&key, || async {
-                Ok::<_, StoreError>(
-                    directory::principal(&self.db, tenant, user)
-                        .await?
-                        .map(CachedPrincipal),
-                )
-            })
-            .await?;
-        Ok((lookup.value.map(|p| p.0), lookup.tier.max(version_tier)))
+        let load = || directory::principal(&self.db, tenant, user);
+        let (principal, tier) = through(&self.principals, &key, load).await?;
+        Ok((principal, tier.max(version_tier)))
     }
 
     /// A user as the engine sees them, at the tenant's `version`.
@@ -388,17 +370,10 @@ impl Directory {
             version,
             user,
         };
-        let lookup = self
-            .subjects
-            .get(&key, || async {
-                Ok::<_, StoreError>(
-                    access::subject_by_id(&self.db, tenant, user)
-                        .await?
-                        .map(CachedSubject),
-                )
-            })
-            .await?;
-        Ok((lookup.value.map(|s| s.0), lookup.tier))
+        through(&self.subjects, &key, || {
+            access::subject_by_id(&self.db, tenant, user)
+        })
+        .await
     }
 
     /// A user by normalised username, at the tenant's `version` (an admin's
@@ -414,17 +389,8 @@ impl Directory {
             version,
             name: normalized.to_owned(),
         };
-        let lookup = self
-            .subjects_by_name
-            .get(&key, || async {
-                Ok::<_, StoreError>(
-                    access::subject_by_username(&self.db, tenant, normalized)
-                        .await?
-                        .map(CachedSubject),
-                )
-            })
-            .await?;
-        Ok((lookup.value.map(|s| s.0), lookup.tier))
+        let load = || access::subject_by_username(&self.db, tenant, normalized);
+        through(&self.subjects_by_name, &key, load).await
     }
 
     /// The tenant's rules at `version` (from L2, else Postgres). The
@@ -436,24 +402,17 @@ impl Directory {
         version: i64,
     ) -> Result<(RulesSnapshot, Tier), StoreError> {
         let key = RulesKey { tenant, version };
-        let lookup = self
-            .rules
-            .get(&key, || async {
-                Ok::<_, StoreError>(Some(CachedRules(
-                    access::load_rules(&self.db, tenant).await?,
-                )))
-            })
-            .await?;
-        match lookup.value {
-            Some(rules) => Ok((rules.0, lookup.tier)),
-            None => Ok((
-                RulesSnapshot {
-                    version,
-                    rules: gatehouse_authz::TenantRules::default(),
-                },
-                lookup.tier,
-            )),
-        }
+        // A multi-query transaction: boxed, so every caller's future stays small.
+        let load =
+            || Box::pin(async move { Ok(Some(access::load_rules(&self.db, tenant).await?)) });
+        let (snapshot, tier) = through(&self.rules, &key, load).await?;
+        // The loader always answers `Some`; an empty set is the safe reading
+        // of an impossible `None` (it grants nothing).
+        let snapshot = snapshot.unwrap_or_else(|| RulesSnapshot {
+            version,
+            rules: gatehouse_authz::TenantRules::default(),
+        });
+        Ok((snapshot, tier))
     }
 
     /// Applies one change event: the tenant is now at `version` (raised in

@@ -27,7 +27,6 @@ use gatehouse_store::StoreError;
 use gatehouse_store::outbox::{self, OutboxRow};
 use sqlx::PgPool;
 use tokio::sync::Notify;
-use uuid::Uuid;
 
 use crate::clients::ServiceClients;
 use crate::directory::Directory;
@@ -292,10 +291,4 @@ fn kind_label(kind: &str) -> &'static str {
         "tenant.changed" => "tenant.changed",
         _ => "other",
     }
-}
-
-/// A tenant id from an event payload (tests).
-#[must_use]
-pub fn payload_tenant(envelope: &Envelope) -> Option<Uuid> {
-    envelope.tenant
 }

@@ -247,12 +247,6 @@ impl RemoteTier {
         self.keys.tenant_key(tag, &format!("c:{cache}:{id}"))
     }
 
-    /// The keyspace (for callers that write L2 entries themselves).
-    #[must_use]
-    pub fn keys(&self) -> &Keyspace {
-        &self.keys
-    }
-
     /// The Redis pool.
     #[must_use]
     pub fn redis(&self) -> &RedisPool {
@@ -644,12 +638,6 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         self.l2
             .as_ref()
             .map(|l2| l2.key(self.name, &key.tag(), &key.id()))
-    }
-
-    /// The cache's name.
-    #[must_use]
-    pub fn name(&self) -> &'static str {
-        self.name
     }
 }
 

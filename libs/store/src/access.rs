@@ -59,7 +59,8 @@ pub async fn data_version(pool: &PgPool, tenant_id: Uuid) -> Result<Option<i64>,
 pub async fn load_rules(pool: &PgPool, tenant_id: Uuid) -> Result<RulesSnapshot, StoreError> {
     match load_rules_once(pool, tenant_id).await {
         // A stale pooled connection: the failure retired the others; once more.
-        Err(StoreError::Unavailable(_)) => load_rules_once(pool, tenant_id).await,
+        // (Not on a pool timeout: that would only double the wait.)
+        Err(StoreError::ConnectionLost(_)) => load_rules_once(pool, tenant_id).await,
         other => other,
     }
 }

@@ -29,9 +29,13 @@ pub enum StoreError {
     /// `DATABASE_URL` could not be parsed.
     #[error("invalid database URL: {0}")]
     InvalidUrl(String),
-    /// Postgres did not answer in time or the connection failed.
+    /// Postgres did not answer in time, or has no free connection.
     #[error("postgres unavailable: {0}")]
     Unavailable(String),
+    /// The connection broke (Postgres restarted or went away): the pool's
+    /// older connections are retired, so a read may be tried once more.
+    #[error("postgres connection lost: {0}")]
+    ConnectionLost(String),
     /// A write would violate a uniqueness or integrity rule.
     #[error("conflict: {0}")]
     Conflict(String),
@@ -58,7 +62,7 @@ impl StoreError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::InvalidUrl(_) => ErrorKind::Invalid,
-            Self::Unavailable(_) => ErrorKind::Unavailable,
+            Self::Unavailable(_) | Self::ConnectionLost(_) => ErrorKind::Unavailable,
             Self::Conflict(_) => ErrorKind::Conflict,
             Self::Migrate(_) | Self::Password(_) | Self::KeyGeneration(_) | Self::Database(_) => {
                 ErrorKind::Internal
@@ -78,7 +82,7 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         if is_connection_failure(&e) {
             connections_broken_now();
-            return Self::Unavailable(e.to_string());
+            return Self::ConnectionLost(e.to_string());
         }
         match &e {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => Self::Unavailable(e.to_string()),

@@ -51,15 +51,6 @@ pub async fn mark_published(
     Ok(())
 }
 
-/// Unpublished rows (for `/readyz`-style figures and tests).
-pub async fn backlog(pool: &sqlx::PgPool) -> Result<i64, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM outbox_events WHERE published_at IS NULL")
-            .fetch_one(pool)
-            .await?,
-    )
-}
-
 /// In the caller's transaction: a service client was created or deleted.
 pub async fn client_changed(
     tx: &mut PgConnection,

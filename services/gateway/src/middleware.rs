@@ -180,13 +180,19 @@ type MeterSlot = (&'static str, u16, Counter, Histogram);
 
 impl RouteMeters {
     fn record(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
-        let found = self.by_route.read().ok().and_then(|map| {
-            map.get(route)?
-                .iter()
-                .find(|(m, s, _, _)| *m == method && *s == status)
-                .map(|(_, _, c, h)| (c.clone(), h.clone()))
-        });
-        let (counter, histogram) = found.unwrap_or_else(|| self.register(route, method, status));
+        // Recorded under the read lock: no handle clone on the hot path.
+        if let Ok(map) = self.by_route.read()
+            && let Some((_, _, counter, histogram)) = map.get(route).and_then(|slots| {
+                slots
+                    .iter()
+                    .find(|(m, s, _, _)| *m == method && *s == status)
+            })
+        {
+            counter.increment(1);
+            histogram.record(seconds);
+            return;
+        }
+        let (counter, histogram) = self.register(route, method, status);
         counter.increment(1);
         histogram.record(seconds);
     }
