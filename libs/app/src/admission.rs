@@ -87,8 +87,9 @@ pub struct Admitted {
     /// The live session, for session tokens and for access tokens admitted
     /// with [`Need::Session`].
     pub session: Option<Session>,
-    /// The access token's claims, when a JWT proved it.
-    pub access: Option<AccessClaims>,
+    /// The access token's claims, when a JWT proved it (shared with the
+    /// verified-token cache).
+    pub access: Option<Arc<AccessClaims>>,
     /// How it was presented.
     pub via: Via,
 }
@@ -164,6 +165,14 @@ pub struct Admission {
 static SESSION_HITS: std::sync::LazyLock<metrics::Counter> = std::sync::LazyLock::new(
     || metrics::counter!("gatehouse_cache_hits_total", "cache" => "sessions", "tier" => "l1"),
 );
+
+/// Access tokens admitted (registered once: this is on every Bearer request).
+static TOKENS_ADMITTED: std::sync::LazyLock<[metrics::Counter; 3]> =
+    std::sync::LazyLock::new(|| {
+        ["ok", "session_ended", "revoked"].map(
+            |result| metrics::counter!("gatehouse_access_token_verify_total", "result" => result),
+        )
+    });
 
 /// Session records kept in memory at most (about 0.5 KiB each).
 const RECENT_SESSIONS: u64 = 200_000;
@@ -361,8 +370,7 @@ impl Admission {
             }
         };
         if self.revocations.is_revoked(&claims) {
-            metrics::counter!("gatehouse_access_token_verify_total", "result" => "revoked")
-                .increment(1);
+            TOKENS_ADMITTED[2].increment(1);
             return Ok(Err(Refusal::Revoked));
         }
         let (Ok(tenant_id), Ok(user_id)) = (
@@ -382,7 +390,7 @@ impl Admission {
                 None => None,
             }
             .filter(|s| s.user_id == user_id);
-            metrics::counter!("gatehouse_access_token_verify_total", "result" => if live.is_some() { "ok" } else { "session_ended" }).increment(1);
+            TOKENS_ADMITTED[usize::from(live.is_none())].increment(1);
             match live {
                 Some(session) => Some(session),
                 None => return Ok(Err(Refusal::SessionEnded)),

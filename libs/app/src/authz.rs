@@ -114,7 +114,16 @@ impl AuthzService {
     /// workers.
     pub async fn rules(&self, tenant_id: Uuid) -> Result<(Arc<CompiledTenant>, Tier), AuthzError> {
         let (current, version_tier) = self.directory.version(tenant_id).await?;
-        let current = current.max(1);
+        self.rules_at(tenant_id, current.max(1), version_tier).await
+    }
+
+    /// [`AuthzService::rules`] once the current version is known.
+    async fn rules_at(
+        &self,
+        tenant_id: Uuid,
+        current: i64,
+        version_tier: Tier,
+    ) -> Result<(Arc<CompiledTenant>, Tier), AuthzError> {
         if let Some(hit) = self.cached(tenant_id).filter(|c| c.version >= current) {
             return Ok((hit, version_tier));
         }
@@ -163,11 +172,23 @@ impl AuthzService {
         question: Question,
         explain: bool,
     ) -> Result<Option<Answer>, AuthzError> {
-        let (rules, rules_tier) = self.rules(tenant_id).await?;
-        let (subject, subject_tier) = self
-            .directory
-            .subject(tenant_id, rules.version, user_id)
-            .await?;
+        let (current, version_tier) = self.directory.version(tenant_id).await?;
+        let current = current.max(1);
+        // The rules and the subject at the same version, read side by side:
+        // after an invalidation both miss, and neither waits for the other.
+        let (rules, subject) = tokio::join!(
+            Box::pin(self.rules_at(tenant_id, current, version_tier)),
+            self.directory.subject(tenant_id, current, user_id)
+        );
+        let (rules, rules_tier) = rules?;
+        let (subject, subject_tier) = if rules.version == current {
+            subject?
+        } else {
+            // The rules are newer than the version we read: so must the subject be.
+            self.directory
+                .subject(tenant_id, rules.version, user_id)
+                .await?
+        };
         let Some(subject) = subject else {
             return Ok(None);
         };

@@ -125,10 +125,16 @@ impl Relay {
             return Ok(0);
         }
         for row in &rows {
-            if let (Some(tenant), Some(version)) = (row.tenant_id, data_version(row)) {
-                self.directory.raise_l2_version(tenant, version).await;
-            }
-            self.stream.publish(&envelope(row)).await?;
+            // Side by side: instances on the stream take the version from the
+            // event itself; the L2 version serves those that missed it.
+            let raise = async {
+                if let (Some(tenant), Some(version)) = (row.tenant_id, data_version(row)) {
+                    self.directory.raise_l2_version(tenant, version).await;
+                }
+            };
+            let event = envelope(row);
+            let ((), published) = tokio::join!(raise, self.stream.publish(&event));
+            published?;
         }
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         outbox::mark_published(&mut tx, &ids).await?;

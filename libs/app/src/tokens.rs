@@ -76,6 +76,11 @@ pub struct KeyRing {
     pub jwks: Value,
 }
 
+/// Verified tokens remembered at most. Entries are keyed by the token itself
+/// (about 0.6 KiB with its claims), so this bounds the cache near 30 MiB; a
+/// token beyond it costs one signature check, not a refusal.
+const VERIFIED_TOKENS: usize = 50_000;
+
 /// Issues and verifies access tokens with the current key ring.
 pub struct TokenService {
     db: PgPool,
@@ -170,7 +175,7 @@ impl TokenService {
         };
         maintain(&db, &kek, &config, false).await?;
         let ring = load(&db, &kek, &settings).await?;
-        let verified = gatehouse_tokens::VerifiedCache::new(100_000, settings.leeway_s);
+        let verified = gatehouse_tokens::VerifiedCache::new(VERIFIED_TOKENS, settings.leeway_s);
         Ok(Self {
             db,
             kek,
@@ -226,12 +231,12 @@ impl TokenService {
 
     /// Verifies an access token (signature, claims, time; not revocation):
     /// a token seen before is answered from the verified-token cache.
-    pub fn verify(&self, token: &str, now: i64) -> Result<AccessClaims, VerifyError> {
+    pub fn verify(&self, token: &str, now: i64) -> Result<Arc<AccessClaims>, VerifyError> {
         if let Some(claims) = self.verified.get(token, now) {
             return Ok(claims);
         }
-        let claims = self.ring().verifier.verify(token, now, None)?;
-        self.verified.insert(token, &claims, now);
+        let claims = Arc::new(self.ring().verifier.verify(token, now, None)?);
+        self.verified.insert(token, Arc::clone(&claims), now);
         Ok(claims)
     }
 }

@@ -1,6 +1,6 @@
 //! The cost of one cache read at each tier: an L1 hit, an L2 hit (one Redis
 //! GET + decode), and an L3 load (the loader here is a no-op, so the figure is
-//! the cache's own miss path: L2 GET miss, lock, SET, unlock). Needs
+//! the cache's own miss path: read-or-lock, then fill-and-unlock, two round trips). Needs
 //! `GATEHOUSE_BENCH_REDIS_URL` (`scripts/bench` starts a Redis).
 #![allow(
     missing_docs,

@@ -7,9 +7,12 @@
 //! - **L2**: Redis (the cache connection), a longer TTL with jitter. Values are
 //!   `MessagePack` behind a one-byte schema version ([`CacheValue::SCHEMA`]): a
 //!   value this build cannot decode is a miss and is deleted, so a rolling
-//!   deploy never misreads another build's layout. On an L2 miss a short
-//!   Redis lock (`SET NX PX`) lets one instance of the cluster load from L3
-//!   while the others poll L2 for a bounded time, then load themselves.
+//!   deploy never misreads another build's layout. An L1 miss reads L2 and,
+//!   when the value is not there, takes a short fill lock in the same
+//!   atomic round trip (`lua/cache_read_or_lock.lua`): one instance of the
+//!   cluster loads from L3 while the others poll L2 for a bounded time, then
+//!   load themselves. The loader stores the value and releases the lock in
+//!   one more round trip (`lua/cache_fill.lua`): a cold key costs two.
 //! - **L3**: the caller's loader (Postgres).
 //!
 //! Negative answers (no such tenant, no such user) are cached too, with a
@@ -192,6 +195,8 @@ pub struct RemoteTier {
     redis: RedisPool,
     keys: Keyspace,
     unlock: Arc<redis::Script>,
+    read_or_lock: Arc<redis::Script>,
+    fill: Arc<redis::Script>,
     /// Milliseconds since `epoch` until which L2 is skipped.
     down_until_ms: Arc<AtomicU64>,
     epoch: Instant,
@@ -217,6 +222,12 @@ impl RemoteTier {
             keys,
             unlock: Arc::new(redis::Script::new(include_str!(
                 "../../../lua/cache_unlock.lua"
+            ))),
+            read_or_lock: Arc::new(redis::Script::new(include_str!(
+                "../../../lua/cache_read_or_lock.lua"
+            ))),
+            fill: Arc::new(redis::Script::new(include_str!(
+                "../../../lua/cache_fill.lua"
             ))),
             down_until_ms: Arc::new(AtomicU64::new(0)),
             epoch: Instant::now(),
@@ -276,29 +287,6 @@ impl RemoteTier {
         }
     }
 
-    async fn set(&self, key: &str, bytes: Vec<u8>, ttl: Duration) {
-        if self.is_backing_off() {
-            return;
-        }
-        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let bytes = &bytes;
-        if let Err(e) = self
-            .redis
-            .run_idempotent(|mut conn| async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(bytes)
-                    .arg("PX")
-                    .arg(ms)
-                    .query_async::<()>(&mut conn)
-                    .await
-            })
-            .await
-        {
-            self.failed(&e);
-        }
-    }
-
     /// Deletes L2 keys (the outbox relay and undecodable entries).
     pub async fn delete(&self, keys: Vec<String>) -> Result<(), gatehouse_redis::RedisError> {
         if keys.is_empty() {
@@ -314,36 +302,71 @@ impl RemoteTier {
             .await
     }
 
-    /// `SET lock token NX PX ttl`: `Some(token)` when we hold it.
-    async fn lock(&self, key: &str, ttl: Duration) -> Option<String> {
+    /// One round trip on an L2 miss path (`lua/cache_read_or_lock.lua`):
+    /// the stored bytes, or the fill lock when nobody holds it.
+    async fn read_or_lock(&self, key: &str, lock_ttl: Duration) -> Probe {
         if self.is_backing_off() {
-            return None;
+            return Probe::Down;
         }
         let lock = format!("{key}:lock");
         let token = format!("{:016x}", RandomState::new().hash_one(key));
-        let ms = u64::try_from(ttl.as_millis()).unwrap_or(500).max(1);
-        let value = token.clone();
-        match self
+        let ms = u64::try_from(lock_ttl.as_millis()).unwrap_or(500).max(1);
+        let script = Arc::clone(&self.read_or_lock);
+        let (lock, value) = (&lock, &token);
+        let answer = self
             .redis
-            .run(|mut conn| async move {
-                redis::cmd("SET")
-                    .arg(&lock)
-                    .arg(&value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ms)
-                    .query_async::<Option<String>>(&mut conn)
-                    .await
+            .run_idempotent(|mut conn| {
+                let script = Arc::clone(&script);
+                async move {
+                    script
+                        .key(key)
+                        .key(lock)
+                        .arg(value)
+                        .arg(ms)
+                        .invoke_async::<(u8, Option<Vec<u8>>)>(&mut conn)
+                        .await
+                }
+            })
+            .await;
+        match answer {
+            Ok((1, Some(bytes))) => Probe::Stored(bytes),
+            Ok((2, _)) => Probe::Locked(token),
+            Ok(_) => Probe::Busy,
+            Err(e) => {
+                self.failed(&e);
+                Probe::Down
+            }
+        }
+    }
+
+    /// Stores a loaded answer and releases our fill lock in one round trip
+    /// (`lua/cache_fill.lua`); `token` is empty when we loaded without it.
+    async fn fill(&self, key: &str, bytes: Vec<u8>, ttl: Duration, token: &str) {
+        if self.is_backing_off() {
+            return;
+        }
+        let lock = format!("{key}:lock");
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let script = Arc::clone(&self.fill);
+        let (lock, bytes) = (&lock, &bytes);
+        if let Err(e) = self
+            .redis
+            .run_idempotent(|mut conn| {
+                let script = Arc::clone(&script);
+                async move {
+                    script
+                        .key(key)
+                        .key(lock)
+                        .arg(bytes)
+                        .arg(ms)
+                        .arg(token)
+                        .invoke_async::<i64>(&mut conn)
+                        .await
+                }
             })
             .await
         {
-            Ok(Some(_)) => Some(token),
-            Ok(None) => None,
-            Err(e) => {
-                self.failed(&e);
-                // Redis is failing: load without the lock rather than wait.
-                Some(String::new())
-            }
+            self.failed(&e);
         }
     }
 
@@ -367,6 +390,18 @@ impl RemoteTier {
             self.failed(&e);
         }
     }
+}
+
+/// What an L2 miss-path probe found.
+enum Probe {
+    /// The stored bytes (another instance filled it).
+    Stored(Vec<u8>),
+    /// Nobody had it: we hold the fill lock with this token.
+    Locked(String),
+    /// Another instance holds the fill lock.
+    Busy,
+    /// Redis failed or is in its back-off: load without L2.
+    Down,
 }
 
 /// Encodes an answer for L2: `[schema][0 = none | 1 = some][MessagePack]`.
@@ -514,47 +549,55 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
             return Ok(self.slot(value, Tier::L3, key));
         };
         let l2_key = l2.key(self.name, &key.tag(), &key.id());
-        if let Some(value) = self.read_l2(l2, &l2_key).await {
-            return Ok(self.slot(value.into_option(), Tier::L2, key));
-        }
-        // Cluster single flight: one instance loads, the others poll L2.
-        let token = l2.lock(&l2_key, self.settings.lock_ttl).await;
-        if token.is_none() {
-            self.meters.lock_waited.increment(1);
-            let deadline = Instant::now() + self.settings.lock_wait;
-            loop {
-                tokio::time::sleep(LOCK_POLL).await;
-                if let Some(value) = self.read_l2(l2, &l2_key).await {
-                    return Ok(self.slot(value.into_option(), Tier::L2, key));
-                }
-                if Instant::now() >= deadline || l2.is_backing_off() {
-                    break;
+        // Read, or take the cluster's fill lock, in one round trip.
+        let started = Instant::now();
+        let token = match l2.read_or_lock(&l2_key, self.settings.lock_ttl).await {
+            Probe::Stored(bytes) => {
+                self.meters
+                    .l2_seconds
+                    .record(started.elapsed().as_secs_f64());
+                match self.decoded(l2, &l2_key, &bytes).await {
+                    Some(value) => return Ok(self.slot(value.into_option(), Tier::L2, key)),
+                    // Another build's layout (deleted): load and replace it.
+                    None => String::new(),
                 }
             }
-        }
-        // Whoever held the lock before us may have filled L2 meanwhile.
-        if token.is_some()
-            && let Some(value) = self.read_l2(l2, &l2_key).await
-        {
-            if let Some(token) = token {
-                l2.unlock(&l2_key, token).await;
+            Probe::Locked(token) => token,
+            Probe::Down => {
+                let value = self.load_l3(load).await?;
+                return Ok(self.slot(value, Tier::L3, key));
             }
-            return Ok(self.slot(value.into_option(), Tier::L2, key));
-        }
+            Probe::Busy => {
+                // Cluster single flight: another instance loads; poll L2.
+                self.meters.lock_waited.increment(1);
+                let deadline = Instant::now() + self.settings.lock_wait;
+                loop {
+                    tokio::time::sleep(LOCK_POLL).await;
+                    if let Some(value) = self.read_l2(l2, &l2_key).await {
+                        return Ok(self.slot(value.into_option(), Tier::L2, key));
+                    }
+                    if Instant::now() >= deadline || l2.is_backing_off() {
+                        break;
+                    }
+                }
+                String::new()
+            }
+        };
         let loaded = self.load_l3(load).await;
-        if let Ok(value) = &loaded
-            && let Some(bytes) = encode(value.as_ref())
-        {
-            let base = if value.is_some() {
-                self.settings.l2_ttl
-            } else {
-                self.settings.negative_ttl
-            };
-            l2.set(&l2_key, bytes, jittered(base, self.settings.jitter, key))
-                .await;
-        }
-        if let Some(token) = token {
-            l2.unlock(&l2_key, token).await;
+        match &loaded {
+            Ok(value) => {
+                if let Some(bytes) = encode(value.as_ref()) {
+                    let base = if value.is_some() {
+                        self.settings.l2_ttl
+                    } else {
+                        self.settings.negative_ttl
+                    };
+                    let ttl = jittered(base, self.settings.jitter, key);
+                    l2.fill(&l2_key, bytes, ttl, &token).await;
+                }
+            }
+            Err(_) if !token.is_empty() => l2.unlock(&l2_key, token).await,
+            Err(_) => {}
         }
         Ok(self.slot(loaded?, Tier::L3, key))
     }
@@ -567,7 +610,13 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         self.meters
             .l2_seconds
             .record(started.elapsed().as_secs_f64());
-        if let Some(value) = decode::<V>(&bytes) {
+        self.decoded(l2, l2_key, &bytes).await
+    }
+
+    /// Decodes L2 bytes, counting the hit; a value this build cannot read is
+    /// counted, deleted and `None`.
+    async fn decoded(&self, l2: &RemoteTier, l2_key: &str, bytes: &[u8]) -> Option<Stored<V>> {
+        if let Some(value) = decode::<V>(bytes) {
             self.meters.hit_l2.increment(1);
             return Some(value);
         }

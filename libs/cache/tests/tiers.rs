@@ -146,3 +146,56 @@ async fn no_such_thing_is_cached_too() {
     assert_eq!(lookup.tier, Tier::L2);
     assert!(lookup.value.is_none());
 }
+
+/// Whether the fill lock of `key` is held in Redis.
+async fn lock_held(pool: &RedisPool, l2_key: &str) -> bool {
+    let lock = format!("{l2_key}:lock");
+    pool.run(|mut conn| async move {
+        redis::cmd("EXISTS")
+            .arg(&lock)
+            .query_async::<bool>(&mut conn)
+            .await
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_fill_releases_its_lock_and_so_does_a_failed_load() {
+    let (l2, pool) = remote();
+    let cache = instance(&l2);
+    let filled = Key("filled");
+    cache
+        .get(&filled, || async {
+            Ok::<_, std::convert::Infallible>(Some(Value { name: "v".into() }))
+        })
+        .await
+        .unwrap();
+    assert!(!lock_held(&pool, &cache.l2_key(&filled).unwrap()).await);
+
+    let failing = Key("failing");
+    let error = cache
+        .get(&failing, || async {
+            Err::<Option<Value>, _>("postgres is down")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(*error, "postgres is down");
+    let l2_key = cache.l2_key(&failing).unwrap();
+    assert!(
+        !lock_held(&pool, &l2_key).await,
+        "a failed load must not leave others waiting on its lock"
+    );
+    // Nothing was stored for the failure: the next instance loads the truth.
+    let other = instance(&l2);
+    let lookup = other
+        .get(&failing, || async {
+            Ok::<_, std::convert::Infallible>(Some(Value {
+                name: "back".into(),
+            }))
+        })
+        .await
+        .unwrap();
+    assert_eq!(lookup.tier, Tier::L3);
+    assert_eq!(lookup.value.unwrap().name, "back");
+}

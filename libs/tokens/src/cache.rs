@@ -1,24 +1,25 @@
 //! Tokens already verified, so a client presenting the same access token again
 //! (the common case: one token, many requests) skips the signature check.
 //!
-//! Keyed by the SHA-256 of the whole token, so any change to any byte is a
-//! different key and goes through full verification. An entry is used only
-//! until the token's own expiry (plus leeway) and never replaces the
-//! revocation check, which callers do on every request. Bounded: when full,
-//! expired entries are dropped, and if that frees nothing the cache starts
-//! over (cheap, and keeps the worst case a plain verification).
+//! Keyed by the whole token, compared byte for byte: any change to any byte is
+//! a different key and goes through full verification. (A digest key cost a
+//! SHA-256 of the token per request; the map's own keyed hash plus an exact
+//! comparison is cheaper and cannot collide.) An entry is used only until the
+//! token's own expiry (plus leeway) and never replaces the revocation check,
+//! which callers do on every request. Claims are shared (`Arc`), so a hit
+//! allocates nothing. Bounded: when full, expired entries are dropped, and if
+//! that frees nothing the cache starts over (cheap, and keeps the worst case a
+//! plain verification).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-
-use sha2::{Digest as _, Sha256};
+use std::sync::{Arc, Mutex};
 
 use crate::jwt::AccessClaims;
 
-/// A bounded map from token digest to verified claims.
+/// A bounded map from token to its verified claims.
 #[derive(Debug)]
 pub struct VerifiedCache {
-    entries: Mutex<HashMap<[u8; 32], AccessClaims>>,
+    entries: Mutex<HashMap<Box<str>, Arc<AccessClaims>>>,
     capacity: usize,
     leeway_s: i64,
 }
@@ -34,24 +35,18 @@ impl VerifiedCache {
         }
     }
 
-    fn digest(token: &str) -> [u8; 32] {
-        Sha256::digest(token.as_bytes()).into()
-    }
-
     /// The claims of `token` if it was verified before and has not expired at `now`.
     #[must_use]
-    pub fn get(&self, token: &str, now: i64) -> Option<AccessClaims> {
-        let key = Self::digest(token);
+    pub fn get(&self, token: &str, now: i64) -> Option<Arc<AccessClaims>> {
         let entries = self.entries.lock().ok()?;
         entries
-            .get(&key)
+            .get(token)
             .filter(|c| c.exp > now - self.leeway_s)
-            .cloned()
+            .map(Arc::clone)
     }
 
     /// Remembers a token that just passed full verification.
-    pub fn insert(&self, token: &str, claims: &AccessClaims, now: i64) {
-        let key = Self::digest(token);
+    pub fn insert(&self, token: &str, claims: Arc<AccessClaims>, now: i64) {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
@@ -62,7 +57,7 @@ impl VerifiedCache {
                 entries.clear();
             }
         }
-        entries.insert(key, claims.clone());
+        entries.insert(token.into(), claims);
     }
 
     /// Number of cached tokens.
@@ -82,8 +77,8 @@ impl VerifiedCache {
 mod tests {
     use super::*;
 
-    fn claims(exp: i64) -> AccessClaims {
-        AccessClaims {
+    fn claims(exp: i64) -> Arc<AccessClaims> {
+        Arc::new(AccessClaims {
             iss: "i".into(),
             sub: "s".into(),
             aud: "a".into(),
@@ -96,13 +91,13 @@ mod tests {
             sid: "sid".into(),
             roles: vec![],
             name: "n".into(),
-        }
+        })
     }
 
     #[test]
     fn hits_only_the_identical_token_and_only_until_it_expires() {
         let cache = VerifiedCache::new(10, 30);
-        cache.insert("a.b.c", &claims(100), 0);
+        cache.insert("a.b.c", claims(100), 0);
         assert!(cache.get("a.b.c", 50).is_some());
         assert!(
             cache.get("a.b.d", 50).is_none(),
@@ -116,7 +111,7 @@ mod tests {
     fn stays_bounded() {
         let cache = VerifiedCache::new(3, 0);
         for i in 0..10 {
-            cache.insert(&format!("token-{i}"), &claims(1000), 0);
+            cache.insert(&format!("token-{i}"), claims(1000), 0);
             assert!(cache.len() <= 3);
         }
         assert!(cache.get("token-9", 0).is_some(), "the newest is kept");

@@ -26,7 +26,7 @@ pub struct Authenticated {
     /// How it was presented.
     pub via: Via,
     /// The access token's claims, when a JWT proved it.
-    pub access: Option<gatehouse_tokens::AccessClaims>,
+    pub access: Option<Arc<gatehouse_tokens::AccessClaims>>,
 }
 
 /// The raw `Authorization: Bearer` value, if any.
@@ -47,6 +47,12 @@ pub struct SessionGate {
     /// Our public base URL.
     pub issuer: url::Url,
 }
+
+/// Registered once: a macro call looks the histogram up on every request.
+static VALIDATION_DURATION: std::sync::LazyLock<metrics::Histogram> =
+    std::sync::LazyLock::new(|| {
+        metrics::histogram!("gatehouse_session_validation_duration_seconds")
+    });
 
 /// Admits the request's credential (see [`gatehouse_app::admission`]). `Ok(Err(_))`
 /// when there is none or it is refused; `Err` only when a store cannot answer.
@@ -69,8 +75,7 @@ pub async fn admit(
     };
     let started = Instant::now();
     let verdict = gate.admission.admit(presented, expect, need).await?;
-    metrics::histogram!("gatehouse_session_validation_duration_seconds")
-        .record(started.elapsed().as_secs_f64());
+    VALIDATION_DURATION.record(started.elapsed().as_secs_f64());
     Ok(verdict)
 }
 
