@@ -1,12 +1,17 @@
 //! Logging and metrics set-up shared by every Gatehouse binary.
 //!
 //! Logs are `tracing` events rendered as one JSON object per line with stable
-//! field names (`timestamp`, `level`, `target`, `message`, plus the event's fields
-//! and the enclosing spans' fields such as `request_id`), ready for an ELK-style
+//! field names (`timestamp`, `level`, `target`, `message`, the event's fields,
+//! the enclosing spans, and `request_id` within a request: see
+//! [`request_id`]), ready for an ELK-style
 //! pipeline. Metrics go through the `metrics` facade into a Prometheus recorder
 //! whose text the gateway serves at `/metrics`.
 
 pub mod lines;
+pub mod request_id;
+
+use request_id::WithRequestId;
+pub use request_id::{current_request_id, with_request_id};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
@@ -143,25 +148,34 @@ where
     });
     let registry = tracing_subscriber::registry().with(filter_layer);
     let result = match format {
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(writer.clone())
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_span_list(true)
-                    .with_target(true),
-            )
-            .try_init(),
-        LogFormat::Pretty => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(writer)
-                    .compact()
-                    .with_target(false),
-            )
-            .try_init(),
+        LogFormat::Json => {
+            let format = tracing_subscriber::fmt::format()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(true)
+                .with_target(true);
+            registry
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(writer.clone())
+                        .json()
+                        .event_format(WithRequestId::new(format, true)),
+                )
+                .try_init()
+        }
+        LogFormat::Pretty => {
+            let format = tracing_subscriber::fmt::format()
+                .compact()
+                .with_target(false);
+            registry
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(writer)
+                        .event_format(WithRequestId::new(format, false)),
+                )
+                .try_init()
+        }
     };
     result.map_err(|e| TelemetryError::AlreadyInstalled(e.to_string()))?;
     Ok(guard)

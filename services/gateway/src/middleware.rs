@@ -1,5 +1,5 @@
 //! The edge of every request, in one middleware ([`edge`]): request id,
-//! size guards, the request span, problem+json for every error whoever
+//! size guards, the request's log context, problem+json for every error whoever
 //! produced it, security headers, metrics and the access line. One pass
 //! instead of a stack of eleven layers: each of these is cheap, but a layer
 //! per concern cost two thirds of the framework's throughput before any work
@@ -18,7 +18,6 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics::{Counter, Histogram};
-use tracing::Instrument as _;
 
 use crate::error::{ApiError, PROBLEM_JSON};
 
@@ -33,7 +32,8 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
     reason = "independent switches, one per part"
 )]
 pub struct EdgeParts {
-    /// The request span (handlers' log lines carry its request id).
+    /// The request's log context (handlers' log lines carry its request id;
+    /// a task-local, not a `tracing` span, see `gatehouse_telemetry::request_id`).
     pub span: bool,
     /// Request counters and latency histograms.
     pub metrics: bool,
@@ -249,7 +249,8 @@ pub async fn edge(State(edge): State<Arc<Edge>>, mut request: Request, next: Nex
     response
 }
 
-/// Runs the handler under the request span, the deadline and the panic guard.
+/// Runs the handler in the request's log context, under the deadline and the
+/// panic guard.
 async fn handle(edge: &Edge, id: &HeaderValue, request: Request, next: Next) -> Response {
     use futures_util::FutureExt as _;
     let run = next.run(request);
@@ -273,8 +274,7 @@ async fn handle(edge: &Edge, id: &HeaderValue, request: Request, next: Next) -> 
         }
     };
     if edge.parts.span {
-        let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or("-"));
-        run.instrument(span).await
+        gatehouse_telemetry::with_request_id(id.to_str().unwrap_or("-"), run).await
     } else {
         run.await
     }
@@ -310,14 +310,14 @@ fn access_line(
             now.second(),
             now.microsecond(),
         );
-        push_json_string(&mut line, path);
+        gatehouse_telemetry::request_id::push_json_string(&mut line, path);
         let _ = write!(
             line,
-            ",\"status\":{},\"latency_us\":{micros},\"spans\":[{{\"name\":\"request\",\"request_id\":",
+            ",\"status\":{},\"latency_us\":{micros},\"request_id\":",
             status.as_u16()
         );
-        push_json_string(&mut line, id);
-        line.push_str("}]}\n");
+        gatehouse_telemetry::request_id::push_json_string(&mut line, id);
+        line.push_str("}\n");
     } else {
         let _ = writeln!(
             line,
@@ -326,23 +326,6 @@ fn access_line(
         );
     }
     log.write(line.as_bytes());
-}
-
-/// Appends `text` as a JSON string (quoted, escaped): paths and client
-/// request ids are attacker-controlled and must not break the line.
-fn push_json_string(out: &mut String, text: &str) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 /// A static label for the method (no allocation per request); unusual
@@ -510,7 +493,7 @@ mod tests {
             "/ünï/😀",
         ] {
             let mut out = String::new();
-            push_json_string(&mut out, text);
+            gatehouse_telemetry::request_id::push_json_string(&mut out, text);
             assert!(!out.contains('\n'), "{out}");
             let parsed: String = serde_json::from_str(&out).unwrap();
             assert_eq!(parsed, text);
