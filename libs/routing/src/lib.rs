@@ -1,0 +1,23 @@
+//! Grey routing.
+//!
+//! - [`rollout`]: which version of a service a tenant gets. A rule pins a
+//!   version or splits tenants (or their users) between a stable and a canary
+//!   version by a stable hash into 10 000 buckets, so a tenant stays on its side
+//!   as the canary share grows, with no cookie. Pure: the same function runs in
+//!   Lua ([`select`]) and here (the in-process fast path and the tests that
+//!   hold the two to the same answers).
+//! - [`select`]: the Redis side. One Lua script per strategy resolves the
+//!   tenant's version and picks an instance in one round trip (round robin,
+//!   smooth weighted round robin, least connections with expiring leases,
+//!   health-aware weighted random, consistent hashing by user), skipping
+//!   instances whose heartbeat lapsed or whose breaker is open; another script
+//!   records each proxied request's outcome (breakers, health, leases).
+
+pub mod rollout;
+pub mod select;
+
+pub use rollout::{BUCKETS, Rule, RuleError, Side, bucket};
+pub use select::{
+    BreakerSettings, BreakerState, Pick, PickRequest, Picked, RoutingError, RoutingStore,
+    SelectSettings, Strategy,
+};

@@ -1,0 +1,501 @@
+//! Instance selection and outcomes in Redis, one Lua script per strategy.
+//!
+//! Every key of a service shares its hash tag (`{svc:<name>}`), so each script
+//! touches one Redis Cluster slot; keys arrive through `KEYS`, never built in
+//! Lua. Scripts are sent by SHA (`EVALSHA`) and loaded again when Redis
+//! answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`).
+//!
+//! Live state, per service:
+//! - `rollouts` HASH: tenant id → [`Rule`] (`*`: the default);
+//! - `instances` HASH: instance id → `version|weight|address`;
+//! - `alive` ZSET: instance id → heartbeat deadline (ms): an instance that
+//!   misses its heartbeats drops out of selection by itself;
+//! - `breakers` HASH: consecutive failures, open-until, ejections, next
+//!   half-open probe and health (1-100) per instance;
+//! - one state key per strategy (round-robin counters, smooth-WRR current
+//!   weights, least-connections leases) and the in-flight counts.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use gatehouse_redis::{Keyspace, RedisError, RedisPool};
+
+use crate::rollout::Rule;
+
+/// How a version's instance is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// One after the other.
+    RoundRobin,
+    /// Smooth weighted round robin (nginx's): exact shares, evenly spread.
+    Weighted,
+    /// Fewest open requests per unit of weight (leases that expire).
+    LeastConnections,
+    /// Weighted random, weights scaled by health.
+    Random,
+    /// Consistent hashing by user (rendezvous): sticky upstreams.
+    UserHash,
+}
+
+impl Strategy {
+    /// Every strategy.
+    pub const ALL: [Self; 5] = [
+        Self::RoundRobin,
+        Self::Weighted,
+        Self::LeastConnections,
+        Self::Random,
+        Self::UserHash,
+    ];
+
+    /// The name in configuration, the admin API and metrics.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round_robin",
+            Self::Weighted => "weighted",
+            Self::LeastConnections => "least_connections",
+            Self::Random => "random",
+            Self::UserHash => "user_hash",
+        }
+    }
+
+    /// Reads [`Strategy::as_str`]'s names.
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// The strategy's script body (after `route_common.lua`).
+    fn body(self) -> &'static str {
+        match self {
+            Self::RoundRobin => include_str!("../../../lua/route_pick_round_robin.lua"),
+            Self::Weighted => include_str!("../../../lua/route_pick_weighted.lua"),
+            Self::LeastConnections => include_str!("../../../lua/route_pick_least_conn.lua"),
+            Self::Random => include_str!("../../../lua/route_pick_random.lua"),
+            Self::UserHash => include_str!("../../../lua/route_pick_hash.lua"),
+        }
+    }
+
+    /// The name of the key holding the strategy's own state.
+    fn state_key(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "rr",
+            Self::Weighted => "wrr",
+            Self::LeastConnections => "leases",
+            Self::Random | Self::UserHash => "none",
+        }
+    }
+}
+
+const COMMON: &str = include_str!("../../../lua/route_common.lua");
+const OUTCOME: &str = include_str!("../../../lua/route_outcome.lua");
+
+/// Breaker thresholds (defaults: 5 failures, 30 s × ejections up to 5 min,
+/// one half-open probe per second).
+#[derive(Debug, Clone)]
+pub struct BreakerSettings {
+    /// Consecutive failures that open the breaker.
+    pub failures: u32,
+    /// Cool-down of the first ejection; the n-th lasts n times as long.
+    pub base_cooldown: Duration,
+    /// The longest cool-down.
+    pub max_cooldown: Duration,
+    /// While half-open, one request per this interval is let through.
+    pub probe_interval: Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        Self {
+            failures: 5,
+            base_cooldown: Duration::from_secs(30),
+            max_cooldown: Duration::from_secs(300),
+            probe_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Selection settings.
+#[derive(Debug, Clone)]
+pub struct SelectSettings {
+    /// A least-connections lease expires after this (a gateway that died
+    /// mid-request stops counting against the instance then).
+    pub lease_ttl: Duration,
+    /// When fewer than this percentage of a version's live instances are
+    /// healthy, every live one is used (panic mode; 0 turns it off).
+    pub panic_percent: u8,
+    /// Breakers.
+    pub breaker: BreakerSettings,
+}
+
+impl Default for SelectSettings {
+    fn default() -> Self {
+        Self {
+            lease_ttl: Duration::from_secs(60),
+            panic_percent: 50,
+            breaker: BreakerSettings::default(),
+        }
+    }
+}
+
+/// Why routing could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RoutingError {
+    /// Redis failed or timed out.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    /// A script answered something this build does not understand.
+    #[error("unexpected routing answer: {0}")]
+    Answer(String),
+}
+
+/// One request to route.
+#[derive(Debug, Clone)]
+pub struct PickRequest<'a> {
+    /// The service (a validated name).
+    pub service: &'a str,
+    /// How to choose among the version's instances.
+    pub strategy: Strategy,
+    /// The caller's tenant id.
+    pub tenant: &'a str,
+    /// The caller's user id, when there is one.
+    pub user: Option<&'a str>,
+    /// A version a subject rule chose (beta testers), overriding the rollout.
+    pub forced_version: Option<&'a str>,
+    /// Now, in milliseconds (the gateway's clock).
+    pub now_ms: u64,
+}
+
+/// The chosen instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pick {
+    /// The tenant's version.
+    pub version: String,
+    /// The instance id.
+    pub instance: String,
+    /// Where to send the request.
+    pub address: String,
+    /// Why this version (`default`, `tenant_rule`, `tenant_rule:canary`, …).
+    pub why: String,
+    /// The least-connections lease to close with the outcome.
+    pub lease: Option<String>,
+    /// Chosen in panic mode (most instances unhealthy).
+    pub panic: bool,
+}
+
+/// What a pick found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Picked {
+    /// An instance.
+    Instance(Pick),
+    /// The version has no instance that can take the request.
+    NoInstance {
+        /// The tenant's version.
+        version: String,
+    },
+    /// No rule names a version for this tenant (no default either).
+    NoVersion,
+}
+
+/// A breaker after an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerState {
+    /// Whether it is open (or was just opened).
+    pub open: bool,
+    /// Whether this outcome opened it.
+    pub opened_now: bool,
+    /// Open until (ms), 0 when closed.
+    pub open_until_ms: u64,
+    /// Times ejected (decays while healthy).
+    pub ejections: u32,
+    /// Health, 1-100.
+    pub health: u8,
+}
+
+/// A pick script's answer: version, instance, why, address, lease, panic.
+type PickAnswer = (
+    Option<String>,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+);
+
+/// The Redis side of routing: the live registry and rollouts, selection and
+/// outcomes.
+#[derive(Clone)]
+pub struct RoutingStore {
+    redis: RedisPool,
+    keys: Keyspace,
+    picks: Arc<[(Strategy, redis::Script)]>,
+    outcome: Arc<redis::Script>,
+    settings: SelectSettings,
+    leases: Arc<AtomicU64>,
+    lease_prefix: u32,
+}
+
+impl std::fmt::Debug for RoutingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoutingStore").finish_non_exhaustive()
+    }
+}
+
+fn ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl RoutingStore {
+    /// Routing state on `redis` (the state connection), keys under `keys`.
+    #[must_use]
+    pub fn new(redis: RedisPool, keys: Keyspace, settings: SelectSettings) -> Self {
+        let picks = Strategy::ALL
+            .into_iter()
+            .map(|s| (s, redis::Script::new(&format!("{COMMON}\n{}", s.body()))))
+            .collect();
+        Self {
+            redis,
+            keys,
+            picks,
+            outcome: Arc::new(redis::Script::new(OUTCOME)),
+            settings,
+            leases: Arc::new(AtomicU64::new(0)),
+            lease_prefix: rand::random(),
+        }
+    }
+
+    fn key(&self, service: &str, name: &str) -> String {
+        self.keys.service_key(service, name)
+    }
+
+    /// Writes (or replaces) an instance of `service`.
+    pub async fn put_instance(
+        &self,
+        service: &str,
+        instance: &str,
+        version: &str,
+        weight: u32,
+        address: &str,
+    ) -> Result<(), RoutingError> {
+        let key = self.key(service, "instances");
+        let value = format!("{version}|{weight}|{address}");
+        self.redis
+            .run(|mut conn| async move {
+                redis::cmd("HSET")
+                    .arg(&key)
+                    .arg(instance)
+                    .arg(&value)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The instance is alive for `ttl` from `now_ms` (a heartbeat).
+    pub async fn heartbeat(
+        &self,
+        service: &str,
+        instance: &str,
+        ttl: Duration,
+        now_ms: u64,
+    ) -> Result<(), RoutingError> {
+        let key = self.key(service, "alive");
+        let deadline = now_ms.saturating_add(ms(ttl));
+        self.redis
+            .run(|mut conn| async move {
+                redis::cmd("ZADD")
+                    .arg(&key)
+                    .arg(deadline)
+                    .arg(instance)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Removes an instance (deregistration): from the registry, the live set
+    /// and the breaker and strategy state.
+    pub async fn remove_instance(&self, service: &str, instance: &str) -> Result<(), RoutingError> {
+        let keys = [
+            self.key(service, "instances"),
+            self.key(service, "alive"),
+            self.key(service, "wrr"),
+            self.key(service, "inflight"),
+            self.key(service, "breakers"),
+        ];
+        let fields: Vec<String> = ["f", "o", "n", "p", "h"]
+            .iter()
+            .map(|s| format!("{instance}:{s}"))
+            .collect();
+        self.redis
+            .run(|mut conn| async move {
+                redis::pipe()
+                    .atomic()
+                    .hdel(&keys[0], instance)
+                    .zrem(&keys[1], instance)
+                    .hdel(&keys[2], instance)
+                    .hdel(&keys[3], instance)
+                    .hdel(&keys[4], &fields)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Sets the rule of `tenant` (`None`: the service's default).
+    pub async fn set_rule(
+        &self,
+        service: &str,
+        tenant: Option<&str>,
+        rule: &Rule,
+    ) -> Result<(), RoutingError> {
+        let key = self.key(service, "rollouts");
+        let field = tenant.unwrap_or("*");
+        let value = rule.encode();
+        self.redis
+            .run(|mut conn| async move {
+                redis::cmd("HSET")
+                    .arg(&key)
+                    .arg(field)
+                    .arg(&value)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the rule of `tenant` (`None`: the default), so the tenant
+    /// follows the default again.
+    pub async fn clear_rule(
+        &self,
+        service: &str,
+        tenant: Option<&str>,
+    ) -> Result<(), RoutingError> {
+        let key = self.key(service, "rollouts");
+        let field = tenant.unwrap_or("*");
+        self.redis
+            .run(|mut conn| async move {
+                redis::cmd("HDEL")
+                    .arg(&key)
+                    .arg(field)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Resolves the tenant's version and picks an instance: one round trip.
+    pub async fn pick(&self, request: &PickRequest<'_>) -> Result<Picked, RoutingError> {
+        let service = request.service;
+        let script = self
+            .picks
+            .iter()
+            .find(|(s, _)| *s == request.strategy)
+            .map(|(_, script)| script)
+            .ok_or_else(|| RoutingError::Answer("no script for the strategy".into()))?;
+        let keys = [
+            self.key(service, "rollouts"),
+            self.key(service, "instances"),
+            self.key(service, "alive"),
+            self.key(service, "breakers"),
+            self.key(service, request.strategy.state_key()),
+            self.key(service, "inflight"),
+        ];
+        let lease_id = format!(
+            "{:08x}{:x}",
+            self.lease_prefix,
+            self.leases.fetch_add(1, Ordering::Relaxed)
+        );
+        let random: u32 = rand::random();
+        let settings = &self.settings;
+        let mut invocation = script.prepare_invoke();
+        for key in &keys {
+            invocation.key(key);
+        }
+        invocation
+            .arg(service)
+            .arg(request.tenant)
+            .arg(request.user.unwrap_or(""))
+            .arg(request.forced_version.unwrap_or(""))
+            .arg(request.now_ms)
+            .arg(random)
+            .arg(&lease_id)
+            .arg(ms(settings.lease_ttl))
+            .arg(settings.panic_percent)
+            .arg(ms(settings.breaker.probe_interval));
+        let invocation = &invocation;
+        let (version, instance, why, address, lease, panic) = self
+            .redis
+            .run(|mut conn| async move { invocation.invoke_async::<PickAnswer>(&mut conn).await })
+            .await?;
+        Ok(match (version, instance, address) {
+            (None, _, _) => Picked::NoVersion,
+            (Some(version), None, _) => Picked::NoInstance { version },
+            (Some(version), Some(instance), Some(address)) => Picked::Instance(Pick {
+                version,
+                instance,
+                address,
+                why,
+                lease,
+                panic: panic == 1,
+            }),
+            (Some(_), Some(instance), None) => {
+                return Err(RoutingError::Answer(format!(
+                    "instance {instance} without an address"
+                )));
+            }
+        })
+    }
+
+    /// Records how a request on `instance` went: closes its lease, moves its
+    /// health and drives its breaker.
+    pub async fn record(
+        &self,
+        service: &str,
+        instance: &str,
+        ok: bool,
+        lease: Option<&str>,
+        now_ms: u64,
+    ) -> Result<BreakerState, RoutingError> {
+        let keys = [
+            self.key(service, "breakers"),
+            self.key(service, "leases"),
+            self.key(service, "inflight"),
+        ];
+        let breaker = &self.settings.breaker;
+        let mut invocation = self.outcome.prepare_invoke();
+        for key in &keys {
+            invocation.key(key);
+        }
+        invocation
+            .arg(instance)
+            .arg(if ok { "1" } else { "0" })
+            .arg(now_ms)
+            .arg(breaker.failures)
+            .arg(ms(breaker.base_cooldown))
+            .arg(ms(breaker.max_cooldown))
+            .arg(lease.unwrap_or(""));
+        let invocation = &invocation;
+        let (state, open_until, ejections, health) = self
+            .redis
+            .run(|mut conn| async move {
+                invocation
+                    .invoke_async::<(i64, i64, i64, i64)>(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(BreakerState {
+            open: state != 0,
+            opened_now: state == 1,
+            open_until_ms: u64::try_from(open_until).unwrap_or(0),
+            ejections: u32::try_from(ejections).unwrap_or(u32::MAX),
+            health: u8::try_from(health.clamp(1, 100)).unwrap_or(100),
+        })
+    }
+}
