@@ -81,23 +81,33 @@ end
 -- (panic: better a degraded instance than none). Sorted by id.
 local function pool_of(version)
   local all = redis.call('HGETALL', KEYS[2])
-  local alive, healthy = {}, {}
+  local live = {}
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], now, '+inf')) do
+    live[id] = true
+  end
+  local alive, wanted = {}, {}
   for i = 1, #all, 2 do
     local id, f = all[i], fields(all[i + 1])
     local weight = tonumber(f[2]) or 0
-    if f[1] == version and weight > 0 then
-      local deadline = tonumber(redis.call('ZSCORE', KEYS[3], id)) or 0
-      if deadline >= now then
-        local st = redis.call('HMGET', KEYS[4], id .. ':o', id .. ':p', id .. ':h')
-        local open_until = tonumber(st[1]) or 0
-        local instance = { id = id, weight = weight, address = f[3], health = tonumber(st[3]) or 100 }
-        table.insert(alive, instance)
-        if open_until == 0 then
-          table.insert(healthy, instance)
-        elseif now >= open_until and now >= (tonumber(st[2]) or 0) then
-          instance.probe = true
-          table.insert(healthy, instance)
-        end
+    if f[1] == version and weight > 0 and live[id] then
+      table.insert(alive, { id = id, weight = weight, address = f[3] })
+      table.insert(wanted, id .. ':o')
+      table.insert(wanted, id .. ':p')
+      table.insert(wanted, id .. ':h')
+    end
+  end
+  local healthy = {}
+  if #alive > 0 then
+    -- Every breaker of the version in one call.
+    local st = redis.call('HMGET', KEYS[4], unpack(wanted))
+    for i, instance in ipairs(alive) do
+      local open_until = tonumber(st[3 * i - 2]) or 0
+      instance.health = tonumber(st[3 * i]) or 100
+      if open_until == 0 then
+        table.insert(healthy, instance)
+      elseif now >= open_until and now >= (tonumber(st[3 * i - 1]) or 0) then
+        instance.probe = true
+        table.insert(healthy, instance)
       end
     end
   end
