@@ -2,18 +2,30 @@
 //! tests and the benchmarks to prove which version a request was routed to.
 //!
 //! It answers every method and path with JSON naming its version, the method
-//! and path (with query) it saw, and every `X-Gatehouse-*` header it received.
+//! and path (with query) it saw, every `X-Gatehouse-*` header it received and
+//! how many body bytes it read (streamed and counted, never buffered, so a
+//! large upload through the proxy costs this process nothing either).
+//!
+//! Faults for tests and the canary demo: `--error-percent N` answers 500 to
+//! exactly N of every 100 requests (deterministic, so a test can count), and
+//! `--latency-ms N` delays every answer.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use clap::Parser;
-use serde_json::{Value, json};
+use futures_util::StreamExt as _;
+use serde_json::json;
 
 #[derive(Parser)]
 #[command(
@@ -28,14 +40,43 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9101")]
     listen: SocketAddr,
+    /// Answer 500 to this many of every 100 requests (0-100).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    error_percent: u8,
+    /// Delay every answer by this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+}
+
+/// What every request sees.
+struct Upstream {
+    version: String,
+    error_percent: u8,
+    latency: Duration,
+    served: AtomicU64,
 }
 
 async fn echo(
-    State(version): State<String>,
+    State(upstream): State<Arc<Upstream>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-) -> Json<Value> {
+    body: Body,
+) -> Response {
+    let n = upstream.served.fetch_add(1, Ordering::Relaxed);
+    let mut body_bytes: u64 = 0;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => body_bytes += bytes.len() as u64,
+            Err(e) => {
+                return (StatusCode::BAD_REQUEST, format!("body: {e}")).into_response();
+            }
+        }
+    }
+    if !upstream.latency.is_zero() {
+        tokio::time::sleep(upstream.latency).await;
+    }
     let identity: BTreeMap<String, String> = headers
         .iter()
         .filter(|(name, _)| name.as_str().starts_with("x-gatehouse-"))
@@ -46,17 +87,35 @@ async fn echo(
             )
         })
         .collect();
-    Json(json!({
-        "version": version,
-        "method": method.as_str(),
-        "path": uri.path(),
-        "query": uri.query(),
-        "headers": identity,
-    }))
+    let failing = n % 100 < u64::from(upstream.error_percent);
+    let status = if failing {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        Json(json!({
+            "version": upstream.version,
+            "method": method.as_str(),
+            "path": uri.path(),
+            "query": uri.query(),
+            "headers": identity,
+            "body_bytes": body_bytes,
+            "injected_error": failing,
+        })),
+    )
+        .into_response()
 }
 
-fn app(version: String) -> Router {
-    Router::new().fallback(echo).with_state(version)
+fn app(version: String, error_percent: u8, latency: Duration) -> Router {
+    let upstream = Upstream {
+        version,
+        error_percent: error_percent.min(100),
+        latency,
+        served: AtomicU64::new(0),
+    };
+    Router::new().fallback(echo).with_state(Arc::new(upstream))
 }
 
 #[allow(clippy::print_stdout, reason = "prints the bound address for scripts")]
@@ -67,7 +126,8 @@ async fn run(args: Args) -> std::io::Result<()> {
         args.name,
         listener.local_addr()?
     );
-    axum::serve(listener, app(args.name))
+    let latency = Duration::from_millis(args.latency_ms);
+    axum::serve(listener, app(args.name, args.error_percent, latency))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
@@ -100,16 +160,17 @@ mod tests {
     use super::*;
     use axum::body::{Body, to_bytes};
     use axum::http::Request;
+    use serde_json::Value;
     use tower::ServiceExt as _;
 
     #[tokio::test]
     async fn echoes_version_method_path_and_only_identity_headers() {
-        let response = app("v2".into())
+        let response = app("v2".into(), 0, Duration::ZERO)
             .oneshot(
                 Request::post("/orders/7?x=1")
                     .header("x-gatehouse-user", "alice")
                     .header("authorization", "Bearer secret")
-                    .body(Body::empty())
+                    .body(Body::from("twelve bytes"))
                     .unwrap(),
             )
             .await
@@ -123,5 +184,25 @@ mod tests {
         assert_eq!(body["query"], "x=1");
         assert_eq!(body["headers"]["x-gatehouse-user"], "alice");
         assert!(body["headers"].get("authorization").is_none());
+        assert_eq!(body["body_bytes"], 12);
+    }
+
+    /// Exactly N of every 100 answers are injected errors, so a test can
+    /// count what a canary should see.
+    #[tokio::test]
+    async fn injects_exactly_the_asked_share_of_errors() {
+        let app = app("v2".into(), 20, Duration::ZERO);
+        let mut errors = 0;
+        for _ in 0..200 {
+            let response = app
+                .clone()
+                .oneshot(Request::get("/").body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            if response.status() == StatusCode::INTERNAL_SERVER_ERROR {
+                errors += 1;
+            }
+        }
+        assert_eq!(errors, 40);
     }
 }
