@@ -38,6 +38,17 @@ def ms(us):
     return f"{us / 1000:.2f}"
 
 
+# A run in which the hypervisor took more than this share of the VM's CPU time
+# measured a busy host, not the gateway: the report says so.
+STEAL_LIMIT = 5.0
+
+
+def steal(rows):
+    """The worst CPU steal among `rows` ('-' for runs recorded before it was)."""
+    values = [r["steal_pct"] for r in rows if "steal_pct" in r]
+    return f"{max(values):.1f}" if values else "-"
+
+
 def main():
     runs, extras = load(sys.argv[1])
     floor = group(runs, "floor", "max")
@@ -45,8 +56,8 @@ def main():
     bare = group(runs, "bare_axum", "max")
     bare_rps = med(bare, "rps") if bare else None
 
-    print("| scenario | req/s (median) | spread | p50 ms | p99 ms | vs floor | vs bare axum | runs |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| scenario | req/s (median) | spread | p50 ms | p99 ms | vs floor | vs bare axum | runs | steal % (max) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     seen = []
     for r in runs:
         if r["mode"] == "max" and r["scenario"] not in seen:
@@ -59,15 +70,16 @@ def main():
         vs_bare = f"{rps / bare_rps:.0%}" if bare_rps else "-"
         print(
             f"| {name} ({rows[0]['connections']} conns) | {rps:,.0f} | {lo:,.0f}–{hi:,.0f} "
-            f"| {ms(med(rows, 'p50_us'))} | {ms(med(rows, 'p99_us'))} | {ratio} | {vs_bare} | {len(rows)} |"
+            f"| {ms(med(rows, 'p50_us'))} | {ms(med(rows, 'p99_us'))} | {ratio} | {vs_bare} | {len(rows)} "
+            f"| {steal(rows)} |"
         )
 
     paced = [m for m in ("half_load", "quiet", "flood")
              if any(r["mode"] == m and "target_rps" in r for r in runs)]
     if paced:
         print()
-        print("| paced run | target req/s | achieved (median) | p50 ms | p99 ms | p99 spread ms |")
-        print("|---|---|---|---|---|---|")
+        print("| paced run | target req/s | achieved (median) | p50 ms | p99 ms | p99 spread ms | steal % (max) |")
+        print("|---|---|---|---|---|---|---|")
         for mode in paced:
             names = []
             for r in runs:
@@ -79,7 +91,7 @@ def main():
                 print(
                     f"| {name} {mode} | {rows[0]['target_rps']:,} | {med(rows, 'rps'):,.0f} "
                     f"| {ms(med(rows, 'p50_us'))} | {ms(med(rows, 'p99_us'))} "
-                    f"| {ms(min(p99s))}–{ms(max(p99s))} |"
+                    f"| {ms(min(p99s))}–{ms(max(p99s))} | {steal(rows)} |"
                 )
     quiet, flood = group(runs, "verify_jwt", "quiet"), group(runs, "verify_jwt", "flood")
     if quiet and flood:
@@ -92,6 +104,13 @@ def main():
             + (f"; the flood itself: {logins[0]['rps']:,.0f} logins/s, "
                f"p99 {ms(logins[0]['p99_us'])} ms" if logins else "")
         )
+
+    stolen = [f"{r['scenario']} {r['mode']} run {r['run']} ({r['steal_pct']:.1f}%)"
+              for r in runs if r.get("steal_pct", 0.0) > STEAL_LIMIT]
+    if stolen:
+        print()
+        print(f"**CPU steal above {STEAL_LIMIT:.0f}% in: {', '.join(stolen)}.** "
+              "Those runs measured a busy host; rerun them before quoting their figures.")
 
     if extras:
         print()
