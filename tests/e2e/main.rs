@@ -19,6 +19,7 @@ mod login_api;
 mod login_browser;
 mod readiness;
 mod revocation_load;
+mod routing;
 mod throttle;
 mod tokens;
 mod verify_layer;
@@ -252,6 +253,22 @@ pub(crate) async fn session_token(
     assert_eq!(response.status(), 200, "sign-in of {username}@{tenant}");
     let body: serde_json::Value = response.json().await.unwrap();
     body["session_token"].as_str().unwrap().to_owned()
+}
+
+/// A service client created by the platform admin (bound to `tenant` when
+/// given); returns its secret.
+pub(crate) async fn service_client(gateway: &Gateway, id: &str, tenant: Option<&str>) -> String {
+    let admin = session_token(gateway, "system", "admin", ADMIN_PASSWORD).await;
+    let created = client()
+        .post(gateway.url("/admin/api/v1/service-clients"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({ "client_id": id, "tenant": tenant }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let body: serde_json::Value = created.json().await.unwrap();
+    body["client_secret"].as_str().unwrap().to_owned()
 }
 
 /// `POST /v1/auth/refresh` with `token`.

@@ -169,24 +169,10 @@ async fn keys_older_than_jwks_max_age_are_refetched_even_without_an_unknown_kid_
     );
 }
 
-async fn service_client(gateway: &gatehouse_testkit::Gateway, id: &str) -> String {
-    let admin = crate::session_token(gateway, "system", "admin", crate::ADMIN_PASSWORD).await;
-    let created = crate::client()
-        .post(gateway.url("/admin/api/v1/service-clients"))
-        .bearer_auth(admin)
-        .json(&serde_json::json!({ "client_id": id }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let body: Value = created.json().await.unwrap();
-    body["client_secret"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn with_introspection_the_layer_refuses_revoked_tokens_and_fails_closed() {
     let (gateway, _db, _) = seeded_app(&[]).await;
-    let secret = service_client(&gateway, "orders-svc").await;
+    let secret = crate::service_client(&gateway, "orders-svc", None).await;
     let issuer = issuer_of(&gateway).await;
     let layer_with = |introspection: Option<Introspection>| {
         let mut config = VerifyConfig::new(&issuer, "gatehouse");

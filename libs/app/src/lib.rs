@@ -17,4 +17,5 @@ pub mod directory;
 pub mod outbox;
 pub mod passwords;
 pub mod revocation;
+pub mod routing;
 pub mod tokens;

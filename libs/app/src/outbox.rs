@@ -236,17 +236,27 @@ fn envelope(row: &OutboxRow) -> Envelope {
     }
 }
 
-/// Applies change events to this instance's caches.
+/// Applies change events to this instance's caches (and its routing mirror).
 pub struct Invalidation {
     directory: Arc<Directory>,
     clients: Arc<ServiceClients>,
+    routing: Option<Arc<crate::routing::Routing>>,
 }
 
 impl Invalidation {
-    /// A consumer for `directory` and `clients`.
+    /// A consumer for `directory` and `clients`; `routing` (when given) mirrors
+    /// each service a `routing.changed` event names.
     #[must_use]
-    pub fn new(directory: Arc<Directory>, clients: Arc<ServiceClients>) -> Self {
-        Self { directory, clients }
+    pub fn new(
+        directory: Arc<Directory>,
+        clients: Arc<ServiceClients>,
+        routing: Option<Arc<crate::routing::Routing>>,
+    ) -> Self {
+        Self {
+            directory,
+            clients,
+            routing,
+        }
     }
 }
 
@@ -260,6 +270,14 @@ impl EventConsumer for Invalidation {
             "client.changed" => {
                 if let Some(id) = envelope.payload.get("client_id").and_then(|v| v.as_str()) {
                     self.clients.forget(id);
+                }
+            }
+            "routing.changed" => {
+                if let (Some(routing), Some(service)) = (
+                    &self.routing,
+                    envelope.payload.get("service").and_then(|v| v.as_str()),
+                ) {
+                    routing.mirror_soon(service.to_owned());
                 }
             }
             kind if kind.starts_with("revoke.") => {}
@@ -295,6 +313,7 @@ fn kind_label(kind: &str) -> &'static str {
         "user.changed" => "user.changed",
         "client.changed" => "client.changed",
         "tenant.changed" => "tenant.changed",
+        "routing.changed" => "routing.changed",
         _ => "other",
     }
 }

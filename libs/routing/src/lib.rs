@@ -18,6 +18,6 @@ pub mod select;
 
 pub use rollout::{BUCKETS, Rule, RuleError, Side, bucket};
 pub use select::{
-    BreakerSettings, BreakerState, Pick, PickRequest, Picked, RoutingError, RoutingStore,
-    SelectSettings, Strategy,
+    BreakerSettings, BreakerState, MirroredInstance, Pick, PickRequest, Picked, RoutingError,
+    RoutingStore, SelectSettings, Strategy,
 };

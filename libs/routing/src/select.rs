@@ -90,6 +90,26 @@ impl Strategy {
 
 const COMMON: &str = include_str!("../../../lua/route_common.lua");
 const OUTCOME: &str = include_str!("../../../lua/route_outcome.lua");
+const MIRROR: &str = include_str!("../../../lua/route_mirror.lua");
+
+/// The deadline static instances get in the live set: far enough to never
+/// lapse (they leave by deregistration), finite so the score stays a number.
+const STATIC_DEADLINE_MS: u64 = 32_503_680_000_000; // year 3000
+
+/// One instance as mirrored from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirroredInstance {
+    /// Instance id.
+    pub id: String,
+    /// Its version.
+    pub version: String,
+    /// Relative weight (0: never picked).
+    pub weight: u32,
+    /// `host:port`.
+    pub address: String,
+    /// Alive until deregistered (no heartbeats expected).
+    pub is_static: bool,
+}
 
 /// Breaker thresholds (defaults: 5 failures, 30 s × ejections up to 5 min,
 /// one half-open probe per second).
@@ -231,6 +251,7 @@ pub struct RoutingStore {
     keys: Keyspace,
     picks: Arc<[(Strategy, redis::Script)]>,
     outcome: Arc<redis::Script>,
+    mirror: Arc<redis::Script>,
     settings: SelectSettings,
     leases: Arc<AtomicU64>,
     lease_prefix: u32,
@@ -259,6 +280,7 @@ impl RoutingStore {
             keys,
             picks,
             outcome: Arc::new(redis::Script::new(OUTCOME)),
+            mirror: Arc::new(redis::Script::new(MIRROR)),
             settings,
             leases: Arc::new(AtomicU64::new(0)),
             lease_prefix: rand::random(),
@@ -388,6 +410,52 @@ impl RoutingStore {
             })
             .await?;
         Ok(())
+    }
+
+    /// Replaces the mirror of `service` (every rule, every instance) in one
+    /// step, unless a configuration newer than `revision` is already there
+    /// (`lua/route_mirror.lua`). `rules` pairs a tenant id (`None`: the
+    /// default) with its rule. Returns whether it was written.
+    pub async fn mirror(
+        &self,
+        service: &str,
+        revision: i64,
+        rules: &[(Option<String>, Rule)],
+        instances: &[MirroredInstance],
+    ) -> Result<bool, RoutingError> {
+        let keys = [
+            self.key(service, "rollouts"),
+            self.key(service, "instances"),
+            self.key(service, "alive"),
+            self.key(service, "mirror"),
+        ];
+        let mut invocation = self.mirror.prepare_invoke();
+        for key in &keys {
+            invocation.key(key);
+        }
+        invocation.arg(revision).arg(rules.len());
+        for (tenant, rule) in rules {
+            invocation
+                .arg(tenant.as_deref().unwrap_or("*"))
+                .arg(rule.encode());
+        }
+        invocation.arg(instances.len());
+        for instance in instances {
+            invocation
+                .arg(&instance.id)
+                .arg(format!(
+                    "{}|{}|{}",
+                    instance.version, instance.weight, instance.address
+                ))
+                .arg(if instance.is_static { "1" } else { "0" });
+        }
+        invocation.arg(STATIC_DEADLINE_MS);
+        let invocation = &invocation;
+        let written = self
+            .redis
+            .run(|mut conn| async move { invocation.invoke_async::<i64>(&mut conn).await })
+            .await?;
+        Ok(written == 1)
     }
 
     /// Resolves the tenant's version and picks an instance: one round trip.

@@ -502,3 +502,66 @@ async fn scripts_come_back_after_redis_forgets_them() {
     );
     store.record(SERVICE, "a", true, None, NOW).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_mirror_replaces_everything_but_never_with_an_older_snapshot() {
+    use gatehouse_routing::MirroredInstance;
+    let (store, _, _) = store();
+    let instance = |id: &str, version: &str| MirroredInstance {
+        id: id.into(),
+        version: version.into(),
+        weight: 100,
+        address: format!("127.0.0.1:1{}", id.len()),
+        is_static: true,
+    };
+    let newer = [(None, Rule::pin("v2").unwrap())];
+    assert!(
+        store
+            .mirror(
+                SERVICE,
+                5,
+                &newer,
+                &[instance("a", "v1"), instance("bb", "v2")]
+            )
+            .await
+            .unwrap()
+    );
+    // Static instances are alive without heartbeats.
+    let got = pick(&store, &request(Strategy::RoundRobin, "t", NOW)).await;
+    assert_eq!((got.version.as_str(), got.instance.as_str()), ("v2", "bb"));
+    // A slower relay's older snapshot is refused and changes nothing.
+    let older = [(None, Rule::pin("v1").unwrap())];
+    assert!(
+        !store
+            .mirror(SERVICE, 3, &older, &[instance("a", "v1")])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        pick(&store, &request(Strategy::RoundRobin, "t", NOW))
+            .await
+            .version,
+        "v2"
+    );
+    // A newer one replaces rules and instances wholesale: bb is gone.
+    let tenant_rule = [(Some("t".to_owned()), Rule::pin("v1").unwrap())];
+    assert!(
+        store
+            .mirror(SERVICE, 6, &tenant_rule, &[instance("a", "v1")])
+            .await
+            .unwrap()
+    );
+    let got = pick(&store, &request(Strategy::RoundRobin, "t", NOW)).await;
+    assert_eq!(
+        (got.version.as_str(), got.why.as_str()),
+        ("v1", "tenant_rule")
+    );
+    assert_eq!(
+        store
+            .pick(&request(Strategy::RoundRobin, "other", NOW))
+            .await
+            .unwrap(),
+        Picked::NoVersion,
+        "the default went with the old snapshot"
+    );
+}

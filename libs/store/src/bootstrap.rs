@@ -450,8 +450,8 @@ async fn ensure_rollout(
         None => (None, 0),
     };
     let done = sqlx::query(
-        "INSERT INTO tenant_rollouts (tenant_id, service_id, stable_version_id, canary_version_id, canary_percent)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, service_id) DO NOTHING",
+        "INSERT INTO tenant_rollouts (tenant_id, service_id, stable_version_id, canary_version_id, canary_buckets)
+         VALUES ($1, $2, $3, $4, $5 * 100) ON CONFLICT (tenant_id, service_id) DO NOTHING",
     )
     .bind(tenant_id)
     .bind(service_id)

@@ -11,6 +11,7 @@ pub mod clients;
 pub mod directory;
 pub mod keys;
 pub mod outbox;
+pub mod routing;
 
 use std::str::FromStr as _;
 use std::time::Duration;

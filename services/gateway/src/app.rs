@@ -112,6 +112,7 @@ fn routes() -> Router<AppState> {
             get(routes::wellknown::openid_configuration),
         )
         .route("/oauth2/introspect", post(routes::introspect::introspect))
+        .route("/v1/routing/resolve", post(routes::routing::resolve))
         .route("/v1/verify", any(routes::verify::verify))
         // Envoy ext_authz (HTTP): `path_prefix: /v1/verify` + the original path.
         .route("/v1/verify/{*original}", any(routes::verify::verify))

@@ -158,7 +158,7 @@ impl Application {
         )
         .await
         .map_err(|e| StartupError::Keys(e.to_string()))?;
-        let (directory, clients, revocations) =
+        let (directory, clients, revocations, routing) =
             wire_cache_and_events(config, &db, &redis, redis_cache.as_ref(), &auth).await?;
         let revocations = Arc::new(revocations);
         let tokens = Arc::new(tokens);
@@ -189,6 +189,7 @@ impl Application {
             authz: Arc::new(gatehouse_app::authz::AuthzService::new(directory.clone())),
             directory,
             relay,
+            routing,
             db,
             redis,
             redis_cache,
@@ -227,6 +228,7 @@ impl Application {
         let upkeep_task = tokio::spawn(metrics_upkeep(self.state.metrics.clone()));
         let _relay = self.state.relay.spawn();
         let cache_gauges = tokio::spawn(report_cache_sizes(self.state.directory.clone()));
+        let routing_task = self.state.routing.spawn_resync();
         let metrics_addr = self.metrics_listener.local_addr()?;
         let metrics_task = tokio::spawn({
             let router = crate::app::metrics_app(self.state.clone());
@@ -265,6 +267,7 @@ impl Application {
         keys_task.abort();
         upkeep_task.abort();
         cache_gauges.abort();
+        routing_task.abort();
         result
     }
 }
@@ -282,6 +285,7 @@ async fn wire_cache_and_events(
         Arc<gatehouse_app::directory::Directory>,
         Arc<gatehouse_app::clients::ServiceClients>,
         gatehouse_app::revocation::Revocations,
+        Arc<gatehouse_app::routing::Routing>,
     ),
     StartupError,
 > {
@@ -298,9 +302,21 @@ async fn wire_cache_and_events(
         db.clone(),
         auth.login.passwords().clone(),
     ));
-    let invalidation: Arc<dyn gatehouse_events::EventConsumer> = Arc::new(
-        gatehouse_app::outbox::Invalidation::new(directory.clone(), clients.clone()),
-    );
+    let routing = Arc::new(gatehouse_app::routing::Routing::new(
+        db.clone(),
+        gatehouse_routing::RoutingStore::new(
+            redis.clone(),
+            keys.clone(),
+            gatehouse_routing::SelectSettings::default(),
+        ),
+        gatehouse_routing::Strategy::Weighted,
+    ));
+    let invalidation: Arc<dyn gatehouse_events::EventConsumer> =
+        Arc::new(gatehouse_app::outbox::Invalidation::new(
+            directory.clone(),
+            clients.clone(),
+            Some(routing.clone()),
+        ));
     let revocations = gatehouse_app::revocation::Revocations::start(
         auth.sessions.clone(),
         redis.clone(),
@@ -315,7 +331,7 @@ async fn wire_cache_and_events(
         address: config.redis_state.redacted_address(),
         reason: e.to_string(),
     })?;
-    Ok((directory, clients, revocations))
+    Ok((directory, clients, revocations, routing))
 }
 
 /// Publishes each L1 tier's entries and weighted bytes every 5 s

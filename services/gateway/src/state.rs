@@ -67,6 +67,9 @@ pub struct AppParts {
     pub directory: Arc<gatehouse_app::directory::Directory>,
     /// Publishes committed outbox rows; kicked after every admin write.
     pub relay: Arc<gatehouse_app::outbox::Relay>,
+    /// Grey routing: the Redis mirror of the routing configuration, and
+    /// version and instance selection.
+    pub routing: Arc<gatehouse_app::routing::Routing>,
 }
 
 /// What the sign-in and session handlers share.

@@ -51,7 +51,7 @@ fn basic(headers: &HeaderMap) -> Option<(String, String)> {
 /// Authenticates the calling service client (HTTP Basic): 401 for bad
 /// credentials, 429 (with the seconds to wait) when the client id or address
 /// has spent its allowance of unverified attempts.
-async fn authenticate_client(
+pub(crate) async fn authenticate_client(
     state: &AppState,
     headers: &HeaderMap,
     address: &str,

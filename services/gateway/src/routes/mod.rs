@@ -8,5 +8,6 @@ pub mod browser;
 pub mod health;
 pub mod introspect;
 pub mod revocations;
+pub mod routing;
 pub mod verify;
 pub mod wellknown;
