@@ -235,19 +235,19 @@ async fn wait_for_port(port: u16) {
     panic!("nothing listens on 127.0.0.1:{port} after 5 s");
 }
 
-/// The nginx snippet of `docs/forward-auth.md`, with the test's ports.
-fn nginx_config(dir: &std::path::Path, listen: u16, gateway: &str, upstream: u16) -> String {
-    let snippet = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/nginx-forward-auth.conf"),
-    )
-    .expect("docs/nginx-forward-auth.conf");
-    let server = snippet
-        .replace("listen 80;", &format!("listen 127.0.0.1:{listen};"))
-        .replace("http://gatehouse:8080", gateway)
-        .replace(
-            "http://orders:9101",
-            &format!("http://127.0.0.1:{upstream}"),
+/// A documented nginx snippet (`docs/<file>`) with the test's addresses
+/// substituted (`replacements`: documented text → test text), wrapped in a
+/// minimal nginx configuration.
+fn nginx_config(dir: &std::path::Path, file: &str, replacements: &[(&str, String)]) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../docs/{file}"));
+    let mut server = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+    for (documented, actual) in replacements {
+        assert!(
+            server.contains(documented),
+            "{file} no longer has {documented:?}"
         );
+        server = server.replace(documented, actual);
+    }
     let d = dir.display();
     format!(
         "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
@@ -258,51 +258,70 @@ fn nginx_config(dir: &std::path::Path, listen: u16, gateway: &str, upstream: u16
     )
 }
 
-/// The documented nginx `auth_request` set-up, in a real nginx: bob's DELETE
-/// with spoofed `X-Forwarded-Method: GET` (and `X-Original-Method: GET`)
-/// never reaches the upstream, and client-sent identity headers are replaced.
-#[tokio::test]
-async fn through_a_real_nginx_spoofed_headers_change_nothing() {
-    let nginx_bin = std::env::var("GATEHOUSE_TEST_NGINX").unwrap_or_else(|_| {
-        panic!(
-            "GATEHOUSE_TEST_NGINX is not set: run the suite with scripts/test (it installs nginx)"
-        )
-    });
-    let (gateway, _db, _) = seeded_app(&[]).await;
-    let upstream_port = free_port();
-    let _upstream = Process(
+/// A `demo-upstream` reporting `version`, on a free port.
+fn demo_upstream(version: &str) -> (Process, u16) {
+    let port = free_port();
+    let process = Process(
         Command::new(binary("demo-upstream"))
-            .args([
-                "--name",
-                "v1",
-                "--listen",
-                &format!("127.0.0.1:{upstream_port}"),
-            ])
+            .args(["--name", version, "--listen", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn demo-upstream"),
     );
+    (process, port)
+}
+
+/// A real nginx (`GATEHOUSE_TEST_NGINX`) serving `config` on a free port;
+/// returns it, its port and its directory (removed by the caller).
+fn nginx(
+    config: impl FnOnce(&std::path::Path, u16) -> String,
+) -> (Process, u16, std::path::PathBuf) {
+    let nginx_bin = std::env::var("GATEHOUSE_TEST_NGINX").unwrap_or_else(|_| {
+        panic!(
+            "GATEHOUSE_TEST_NGINX is not set: run the suite with scripts/test (it installs nginx)"
+        )
+    });
     let dir = std::env::temp_dir().join(format!("gh-nginx-{}", gatehouse_testkit::unique_id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let nginx_port = free_port();
-    let config = dir.join("nginx.conf");
-    std::fs::write(
-        &config,
-        nginx_config(&dir, nginx_port, &gateway.base_url, upstream_port),
-    )
-    .unwrap();
-    let _nginx = Process(
+    let port = free_port();
+    let file = dir.join("nginx.conf");
+    std::fs::write(&file, config(&dir, port)).unwrap();
+    let process = Process(
         Command::new(&nginx_bin)
             .arg("-p")
             .arg(&dir)
             .arg("-c")
-            .arg(&config)
+            .arg(&file)
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn nginx"),
     );
+    (process, port, dir)
+}
+
+/// The documented nginx `auth_request` set-up, in a real nginx: bob's DELETE
+/// with spoofed `X-Forwarded-Method: GET` (and `X-Original-Method: GET`)
+/// never reaches the upstream, and client-sent identity headers are replaced.
+#[tokio::test]
+async fn through_a_real_nginx_spoofed_headers_change_nothing() {
+    let (gateway, _db, _) = seeded_app(&[]).await;
+    let (_upstream, upstream_port) = demo_upstream("v1");
+    let (_nginx, nginx_port, dir) = nginx(|dir, port| {
+        nginx_config(
+            dir,
+            "nginx-forward-auth.conf",
+            &[
+                ("listen 80;", format!("listen 127.0.0.1:{port};")),
+                ("http://gatehouse:8080", gateway.base_url.clone()),
+                (
+                    "http://orders:9101",
+                    format!("http://127.0.0.1:{upstream_port}"),
+                ),
+            ],
+        )
+    });
     wait_for_port(upstream_port).await;
     wait_for_port(nginx_port).await;
     let bob = access_token(&gateway, "acme", "bob", DEMO_PASSWORD).await;
@@ -355,4 +374,108 @@ async fn through_a_real_nginx_spoofed_headers_change_nothing() {
         .unwrap();
     assert_eq!(anonymous.status(), 401);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Grey routing without our proxy: the documented nginx set-up routes on the
+/// `X-Gatehouse-Upstream-Version` that verify answers, in a real nginx with
+/// two real upstream versions. Each change to acme's rollout (made in Postgres)
+/// is in force at nginx within the bound: the canary grows to 100%, then the
+/// rollout is removed and acme falls back to the default version.
+#[tokio::test]
+async fn through_a_real_nginx_each_tenant_reaches_its_rollouts_version() {
+    let (gateway, db, _) = seeded_app(&[]).await;
+    let (_v1, v1_port) = demo_upstream("v1");
+    let (_v2, v2_port) = demo_upstream("v2");
+    let (_nginx, nginx_port, dir) = nginx(|dir, port| {
+        nginx_config(
+            dir,
+            "nginx-grey-routing.conf",
+            &[
+                ("listen 80;", format!("listen 127.0.0.1:{port};")),
+                ("http://gatehouse:8080", gateway.base_url.clone()),
+                ("orders-v1:9101", format!("127.0.0.1:{v1_port}")),
+                ("orders-v2:9102", format!("127.0.0.1:{v2_port}")),
+            ],
+        )
+    });
+    wait_for_port(v1_port).await;
+    wait_for_port(v2_port).await;
+    wait_for_port(nginx_port).await;
+    let bob = access_token(&gateway, "acme", "bob", DEMO_PASSWORD).await;
+    let version_served = || async {
+        let response = client()
+            .get(format!("http://127.0.0.1:{nginx_port}/orders/7"))
+            .bearer_auth(&bob)
+            .header("x-gatehouse-upstream-version", "v9")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let echoed: Value = response.json().await.unwrap();
+        assert_eq!(
+            echoed["headers"]["x-gatehouse-upstream-version"], echoed["version"],
+            "the upstream is told its version by the gateway, never by the client: {echoed}"
+        );
+        echoed["version"].as_str().unwrap().to_owned()
+    };
+    // The demo rollout (v1 → v2 for 20% of tenants): acme's side is its bucket's.
+    let acme: String = sqlx::query_scalar("SELECT id::text FROM tenants WHERE slug = 'acme'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let demo = gatehouse_routing::Rule::split("v1", "v2", 2000, "r1", false).unwrap();
+    let expected = demo.version_for("orders", &acme, None).0.to_owned();
+    crate::until_in_force("nginx follows the demo rollout", || async {
+        version_served().await == expected
+    })
+    .await;
+    sqlx::query("UPDATE tenant_rollouts SET canary_buckets = 10000")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    crate::until_in_force("the canary at 100%", || async {
+        version_served().await == "v2"
+    })
+    .await;
+    sqlx::query("DELETE FROM tenant_rollouts")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    crate::until_in_force("rolled back to the default", || async {
+        version_served().await == "v1"
+    })
+    .await;
+    // A bad service name on the verify URL is the proxy's mistake: 400, not a silent default.
+    let bad = forward_auth_with(
+        &gateway,
+        "/v1/verify?tenant=acme&service=Not%20A%20Name",
+        &bob,
+    )
+    .await;
+    let problem = expect_problem(bad, 400).await;
+    assert!(
+        problem["detail"].as_str().unwrap().starts_with("service"),
+        "{problem}"
+    );
+    let anonymous = client()
+        .get(format!("http://127.0.0.1:{nginx_port}/orders/7"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Forward auth as nginx asks it, for `path`.
+async fn forward_auth_with(gateway: &Gateway, path: &str, token: &str) -> reqwest::Response {
+    ask(
+        gateway,
+        path,
+        token,
+        &[
+            ("x-original-method", "GET"),
+            ("x-original-uri", "/orders/7"),
+        ],
+    )
+    .await
 }

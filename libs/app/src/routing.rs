@@ -159,6 +159,24 @@ impl Routing {
         });
     }
 
+    /// The version of `service` for this tenant (and user), choosing no
+    /// instance: for forward auth, whose proxy routes to the version's own
+    /// upstream. `None` when no rule names one.
+    pub async fn version(
+        &self,
+        service: &str,
+        tenant_id: Uuid,
+        user_id: Option<Uuid>,
+    ) -> Result<Option<String>, RoutingServiceError> {
+        let tenant = tenant_id.to_string();
+        let user = user_id.map(|u| u.to_string());
+        Ok(self
+            .store
+            .version(service, &tenant, user.as_deref(), None)
+            .await?
+            .map(|(version, _)| version))
+    }
+
     /// The version of `service` for this tenant (and user) and the instance
     /// to send the request to: one Redis round trip.
     pub async fn resolve(

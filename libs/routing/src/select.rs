@@ -88,7 +88,9 @@ impl Strategy {
     }
 }
 
+const RESOLVE: &str = include_str!("../../../lua/route_resolve.lua");
 const COMMON: &str = include_str!("../../../lua/route_common.lua");
+const VERSION: &str = include_str!("../../../lua/route_version.lua");
 const OUTCOME: &str = include_str!("../../../lua/route_outcome.lua");
 const MIRROR: &str = include_str!("../../../lua/route_mirror.lua");
 
@@ -252,6 +254,7 @@ pub struct RoutingStore {
     picks: Arc<[(Strategy, redis::Script)]>,
     outcome: Arc<redis::Script>,
     mirror: Arc<redis::Script>,
+    version: Arc<redis::Script>,
     settings: SelectSettings,
     leases: Arc<AtomicU64>,
     lease_prefix: u32,
@@ -273,7 +276,10 @@ impl RoutingStore {
     pub fn new(redis: RedisPool, keys: Keyspace, settings: SelectSettings) -> Self {
         let picks = Strategy::ALL
             .into_iter()
-            .map(|s| (s, redis::Script::new(&format!("{COMMON}\n{}", s.body()))))
+            .map(|s| {
+                let source = format!("{RESOLVE}\n{COMMON}\n{}", s.body());
+                (s, redis::Script::new(&source))
+            })
             .collect();
         Self {
             redis,
@@ -281,6 +287,7 @@ impl RoutingStore {
             picks,
             outcome: Arc::new(redis::Script::new(OUTCOME)),
             mirror: Arc::new(redis::Script::new(MIRROR)),
+            version: Arc::new(redis::Script::new(&format!("{RESOLVE}\n{VERSION}"))),
             settings,
             leases: Arc::new(AtomicU64::new(0)),
             lease_prefix: rand::random(),
@@ -456,6 +463,37 @@ impl RoutingStore {
             .run(|mut conn| async move { invocation.invoke_async::<i64>(&mut conn).await })
             .await?;
         Ok(written == 1)
+    }
+
+    /// The tenant's version of `service` and why, choosing no instance and
+    /// changing no state (`lua/route_version.lua`): `None` when no rule names
+    /// one. One round trip.
+    pub async fn version(
+        &self,
+        service: &str,
+        tenant: &str,
+        user: Option<&str>,
+        forced_version: Option<&str>,
+    ) -> Result<Option<(String, String)>, RoutingError> {
+        let key = self.key(service, "rollouts");
+        let mut invocation = self.version.prepare_invoke();
+        invocation
+            .key(&key)
+            .arg(service)
+            .arg(tenant)
+            .arg(user.unwrap_or(""))
+            .arg(forced_version.unwrap_or(""))
+            .arg(0);
+        let invocation = &invocation;
+        let (version, why) = self
+            .redis
+            .run(|mut conn| async move {
+                invocation
+                    .invoke_async::<(Option<String>, String)>(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(version.map(|v| (v, why)))
     }
 
     /// Resolves the tenant's version and picks an instance: one round trip.

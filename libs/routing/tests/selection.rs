@@ -102,6 +102,18 @@ async fn pins_the_default_and_per_tenant_rules_decide_the_version() {
         );
         assert_eq!(pinned.why, "tenant_rule");
     }
+    // The version alone (for /v1/verify): the same answer, no instance chosen.
+    assert_eq!(
+        store
+            .version(SERVICE, "t-pinned", None, None)
+            .await
+            .unwrap(),
+        Some(("v2".to_owned(), "tenant_rule".to_owned()))
+    );
+    assert_eq!(
+        store.version(SERVICE, "t-x", None, None).await.unwrap(),
+        Some(("v1".to_owned(), "default".to_owned()))
+    );
     // Instant rollback: the rule goes, the default applies on the next pick.
     store.clear_rule(SERVICE, Some("t-pinned")).await.unwrap();
     let back = pick(&store, &request(Strategy::RoundRobin, "t-pinned", NOW)).await;

@@ -21,7 +21,13 @@
 //! client address and `context.host` = the original host.
 //!
 //! 200 with `X-Gatehouse-User`, `X-Gatehouse-User-Id`, `X-Gatehouse-Tenant`,
-//! `X-Gatehouse-Roles` (effective roles, comma-separated); 401 when not
+//! `X-Gatehouse-Roles` (effective roles, comma-separated) and, when the proxy
+//! names the protected service (`?service=orders`, not in Envoy mode),
+//! `X-Gatehouse-Upstream-Version`: the tenant's (or user's) version of it by
+//! its rollout, so nginx or Traefik can route each tenant to its version
+//! without our proxy (`docs/nginx-grey-routing.conf`). That costs one Redis
+//! round trip; when routing cannot answer, the header is left out (and
+//! counted) and the proxy's default upstream applies. 401 when not
 //! authenticated (or another tenant's credential); 403 when denied or not
 //! called by a trusted proxy; 400 when the original request is missing or
 //! cannot be mapped, or no tenant is named.
@@ -32,7 +38,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use gatehouse_authz::http::HttpMapping;
-use gatehouse_core::TenantSlug;
+use gatehouse_core::{ServiceName, TenantSlug};
 use serde_json::{Map, json};
 
 use crate::auth::client::ClientInfo;
@@ -133,6 +139,24 @@ fn pinned_tenant<'a>(
     TenantSlug::parse(&raw).map_err(|e| format!("tenant: {e}"))
 }
 
+/// The protected service the proxy names (`?service=`, not in Envoy mode,
+/// where the query string is the original request's): `Ok(None)` when none.
+fn named_service(mode: ForwardAuthMode, uri: &Uri) -> Result<Option<ServiceName>, String> {
+    if mode == ForwardAuthMode::Envoy {
+        return Ok(None);
+    }
+    let Some(raw) = uri.query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "service")
+            .map(|(_, v)| v.into_owned())
+    }) else {
+        return Ok(None);
+    };
+    ServiceName::parse(&raw)
+        .map(Some)
+        .map_err(|e| format!("service: {e}"))
+}
+
 fn outcome(result: &'static str, started: Instant) {
     /// Registered once (a labelled macro call looks its key up every time);
     /// the recorder is installed before the first request.
@@ -175,6 +199,7 @@ pub async fn verify(
     let slug =
         pinned_tenant(mode, &uri, http.forward_auth_tenant.as_deref()).map_err(bad_request)?;
     let original = original(mode, &headers, &method, &uri).map_err(bad_request)?;
+    let service = named_service(mode, &uri).map_err(bad_request)?;
     let verdict = admit(
         &state.gate,
         &headers,
@@ -228,6 +253,10 @@ pub async fn verify(
         ));
     }
     outcome("allowed", started);
+    let upstream_version = match &service {
+        Some(service) => upstream_version(&state, service, tenant.id, caller.user_id).await,
+        None => None,
+    };
     let effective_roles = answer.rules.set.effective_roles(&answer.request).join(",");
     let mut response = StatusCode::OK.into_response();
     let out = response.headers_mut();
@@ -240,7 +269,43 @@ pub async fn verify(
         let value = HeaderValue::from_str(value).map_err(|e| ApiError::internal(&e))?;
         out.insert(HeaderName::from_static(name), value);
     }
+    if let Some(version) = upstream_version
+        && let Ok(value) = HeaderValue::from_str(&version)
+    {
+        out.insert(
+            HeaderName::from_static("x-gatehouse-upstream-version"),
+            value,
+        );
+    }
     Ok(response)
+}
+
+/// The caller's version of `service`; `None` (logged and counted) when
+/// routing has no rule for it or cannot answer, so the proxy's default applies.
+async fn upstream_version(
+    state: &AppState,
+    service: &ServiceName,
+    tenant: uuid::Uuid,
+    user: uuid::Uuid,
+) -> Option<String> {
+    match state
+        .routing
+        .version(service.as_str(), tenant, Some(user))
+        .await
+    {
+        Ok(Some(version)) => Some(version),
+        Ok(None) => {
+            metrics::counter!("gatehouse_verify_upstream_version_total", "result" => "no_rule")
+                .increment(1);
+            None
+        }
+        Err(e) => {
+            tracing::warn!(%service, error = %e, "routing unavailable; verify answers without an upstream version");
+            metrics::counter!("gatehouse_verify_upstream_version_total", "result" => "unavailable")
+                .increment(1);
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -289,6 +354,33 @@ mod tests {
         let e = original(ForwardAuthMode::Nginx, &only_traefik, &get, &uri).unwrap_err();
         assert!(e.contains("x-original-method"), "{e}");
         assert!(original(ForwardAuthMode::Envoy, &sent, &get, &uri).is_err());
+    }
+
+    #[test]
+    fn the_service_is_optional_checked_and_never_read_from_envoys_query() {
+        let named = Uri::from_static("/v1/verify?tenant=acme&service=orders");
+        assert_eq!(
+            named_service(ForwardAuthMode::Nginx, &named)
+                .unwrap()
+                .unwrap()
+                .as_str(),
+            "orders"
+        );
+        let none = Uri::from_static("/v1/verify?tenant=acme");
+        assert!(
+            named_service(ForwardAuthMode::Traefik, &none)
+                .unwrap()
+                .is_none()
+        );
+        let bad = Uri::from_static("/v1/verify?tenant=acme&service=..%2Fx");
+        let e = named_service(ForwardAuthMode::Nginx, &bad).unwrap_err();
+        assert!(e.starts_with("service"), "{e}");
+        let envoy = Uri::from_static("/v1/verify/orders/1?service=evil");
+        assert!(
+            named_service(ForwardAuthMode::Envoy, &envoy)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
