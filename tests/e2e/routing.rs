@@ -2,7 +2,13 @@
 //! with instances and rollouts written in Postgres by hand (as an operator
 //! would; the admin API for them is still to come), mirrored into Redis by the
 //! `routing.changed` events their triggers write, and resolved by the Lua
-//! selection scripts. Then who may ask, and what bad requests get.
+//! selection scripts. Then who may ask, and what bad requests get; then the
+//! admin API that operators and tenant administrators use instead of SQL.
+
+#![allow(
+    clippy::too_many_lines,
+    reason = "end-to-end scenarios read best as one story each"
+)]
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -178,4 +184,463 @@ async fn only_service_clients_may_ask_and_only_about_their_tenant() {
         .await
         .status();
     assert!(status.is_client_error(), "{status}");
+}
+
+/// `method path` with `session` and an optional JSON body.
+async fn call(
+    gateway: &Gateway,
+    session: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut request = client()
+        .request(method, gateway.url(&format!("/admin/api/v1{path}")))
+        .bearer_auth(session);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
+}
+
+/// acme's rollouts, as its administrator `session` lists them.
+async fn rollouts(gateway: &Gateway, session: &str) -> Value {
+    let response = call(
+        gateway,
+        session,
+        reqwest::Method::GET,
+        "/tenants/acme/rollouts",
+        None,
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn operators_register_versions_and_instances_and_roll_out_through_the_api() {
+    use reqwest::Method;
+    let (gateway, db, _) = seeded_app(&[]).await;
+    let admin = crate::session_token(&gateway, "system", "admin", crate::ADMIN_PASSWORD).await;
+    let alice = crate::session_token(&gateway, "acme", "alice", crate::DEMO_PASSWORD).await;
+    let secret = service_client(&gateway, "router", None).await;
+    let create = || {
+        call(
+            &gateway,
+            &admin,
+            Method::POST,
+            "/services",
+            Some(json!({"name": "billing"})),
+        )
+    };
+    assert_eq!(create().await.status(), 201);
+    expect_problem(create().await, 409).await;
+    for version in ["v1", "v2"] {
+        let response = call(
+            &gateway,
+            &admin,
+            Method::POST,
+            "/services/billing/versions",
+            Some(json!({ "version": version })),
+        )
+        .await;
+        assert_eq!(response.status(), 201);
+    }
+    let listed: Value = call(&gateway, &admin, Method::GET, "/services", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let billing = listed["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "billing")
+        .unwrap()
+        .clone();
+    assert_eq!(billing["versions"], json!(["v1", "v2"]));
+    assert_eq!(
+        billing["default_version"], "v1",
+        "the first version is the default"
+    );
+    let register = |body: Value| {
+        call(
+            &gateway,
+            &admin,
+            Method::POST,
+            "/services/billing/instances",
+            Some(body),
+        )
+    };
+    let v1: Value = register(json!({"version": "v1", "address": "127.0.0.1:19201"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let v2 =
+        register(json!({"version": "v2", "address": "127.0.0.1:19202", "heartbeat_ttl_ms": 1000}))
+            .await;
+    assert_eq!(v2.status(), 201);
+    let v2: Value = v2.json().await.unwrap();
+    let ask = json!({ "tenant": "acme", "service": "billing" });
+    let answer = || async {
+        let response = resolve(&gateway, "router", &secret, &ask).await;
+        match response.status() {
+            StatusCode::OK => response.json::<Value>().await.unwrap()["instance"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            other => other.as_u16().to_string(),
+        }
+    };
+    until_in_force("the default version's instance", || async {
+        answer().await == "127.0.0.1:19201"
+    })
+    .await;
+
+    // acme's own administrator rolls v2 out to all of acme.
+    let put = call(
+        &gateway,
+        &alice,
+        Method::PUT,
+        "/tenants/acme/rollouts/billing",
+        Some(json!({"stable": "v1", "canary": "v2", "percent": 100})),
+    )
+    .await;
+    assert_eq!(put.status(), 200);
+    let put: Value = put.json().await.unwrap();
+    assert_eq!(put["rollout"]["canary_buckets"], 10_000);
+    // v2 heart-beats (its TTL is 1 s): it takes acme's requests while it does.
+    let beat = || async {
+        let path = format!(
+            "/services/billing/instances/{}/heartbeat",
+            v2["id"].as_str().unwrap()
+        );
+        assert_eq!(
+            call(&gateway, &admin, Method::POST, &path, None)
+                .await
+                .status(),
+            204
+        );
+    };
+    until_in_force("acme on v2", || async {
+        beat().await;
+        answer().await == "127.0.0.1:19202"
+    })
+    .await;
+    // Its heartbeats stop: it drops out of selection by itself (503: v2 has
+    // no live instance), and comes back with the next heartbeat.
+    until_in_force("a silent instance drops out", || async {
+        answer().await == "503"
+    })
+    .await;
+    until_in_force("back with a heartbeat", || async {
+        beat().await;
+        answer().await == "127.0.0.1:19202"
+    })
+    .await;
+    // Instant rollback: every bucket back on v1.
+    let rolled: Value = call(
+        &gateway,
+        &alice,
+        Method::POST,
+        "/tenants/acme/rollouts/billing/rollback",
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(rolled["rollout"]["canary_buckets"], 0);
+    until_in_force("rolled back", || async {
+        answer().await == "127.0.0.1:19201"
+    })
+    .await;
+    let listed: Value = rollouts(&gateway, &alice).await;
+    assert!(
+        listed["rollouts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["service"] == "billing")
+    );
+    // The rollout removed: acme follows the default; removing it twice is 404.
+    let removed = call(
+        &gateway,
+        &alice,
+        Method::DELETE,
+        "/tenants/acme/rollouts/billing",
+        None,
+    )
+    .await;
+    assert_eq!(removed.status(), 204);
+    expect_problem(
+        call(
+            &gateway,
+            &alice,
+            Method::DELETE,
+            "/tenants/acme/rollouts/billing",
+            None,
+        )
+        .await,
+        404,
+    )
+    .await;
+    // v1's instance deregistered: nothing can take acme's billing requests.
+    let path = format!("/services/billing/instances/{}", v1["id"].as_str().unwrap());
+    assert_eq!(
+        call(&gateway, &admin, Method::DELETE, &path, None)
+            .await
+            .status(),
+        204
+    );
+    until_in_force("deregistered", || async { answer().await == "503" }).await;
+    // Every change is in the audit log, under the tenant it concerns.
+    let audited: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM audit_events WHERE action LIKE 'rollout.%' OR action LIKE 'service%' ORDER BY id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    for action in [
+        "service.create",
+        "service_version.create",
+        "service_instance.register",
+        "rollout.put",
+        "rollout.rollback",
+        "rollout.delete",
+        "service_instance.deregister",
+    ] {
+        assert!(
+            audited.iter().any(|a| a == action),
+            "{action} not audited: {audited:?}"
+        );
+    }
+}
+
+/// A refused admin call: who, what, the body, the status and a word the
+/// problem's detail must contain.
+type Refusal<'a> = (
+    &'a str,
+    reqwest::Method,
+    &'a str,
+    Option<Value>,
+    u16,
+    &'a str,
+);
+
+#[tokio::test]
+async fn bad_routing_writes_are_refused_with_the_reason_and_change_nothing() {
+    use reqwest::Method;
+    let (gateway, db, _) = seeded_app(&[]).await;
+    let admin = crate::session_token(&gateway, "system", "admin", crate::ADMIN_PASSWORD).await;
+    let alice = crate::session_token(&gateway, "acme", "alice", crate::DEMO_PASSWORD).await;
+    let bob = crate::session_token(&gateway, "acme", "bob", crate::DEMO_PASSWORD).await;
+    let outbox_before: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_events")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let (instances, rollout) = (
+        "/services/orders/instances",
+        "/tenants/acme/rollouts/orders",
+    );
+    let cases: Vec<Refusal> = vec![
+        (
+            &admin,
+            Method::POST,
+            "/services",
+            Some(json!({"name": "Bad Name"})),
+            422,
+            "name",
+        ),
+        (
+            &admin,
+            Method::POST,
+            "/services/nosuch/versions",
+            Some(json!({"version": "v1"})),
+            404,
+            "nosuch",
+        ),
+        (
+            &admin,
+            Method::POST,
+            "/services/orders/versions",
+            Some(json!({"version": "v 1"})),
+            422,
+            "version",
+        ),
+        (
+            &admin,
+            Method::POST,
+            "/services/orders/versions",
+            Some(json!({"version": "v1"})),
+            409,
+            "already",
+        ),
+        (
+            &admin,
+            Method::POST,
+            instances,
+            Some(json!({"version": "v1", "address": "nope"})),
+            422,
+            "address",
+        ),
+        (
+            &admin,
+            Method::POST,
+            instances,
+            Some(json!({"version": "v1", "address": "http://x:80"})),
+            422,
+            "address",
+        ),
+        (
+            &admin,
+            Method::POST,
+            instances,
+            Some(json!({"version": "v1", "address": "a:1", "weight": 20000})),
+            422,
+            "weight",
+        ),
+        (
+            &admin,
+            Method::POST,
+            instances,
+            Some(json!({"version": "v1", "address": "a:1", "heartbeat_ttl_ms": 5})),
+            422,
+            "heartbeat_ttl_ms",
+        ),
+        (
+            &admin,
+            Method::POST,
+            instances,
+            Some(json!({"version": "v9", "address": "a:1"})),
+            422,
+            "no version",
+        ),
+        (
+            &admin,
+            Method::POST,
+            "/services/orders/instances/not-a-uuid/heartbeat",
+            None,
+            404,
+            "instance",
+        ),
+        (
+            &alice,
+            Method::PUT,
+            rollout,
+            Some(json!({"stable": "v1", "canary": "v2", "percent": 150})),
+            422,
+            "percent",
+        ),
+        (
+            &alice,
+            Method::PUT,
+            rollout,
+            Some(json!({"stable": "v1", "canary": "v2", "percent": 5, "canary_buckets": 500})),
+            422,
+            "not both",
+        ),
+        (
+            &alice,
+            Method::PUT,
+            rollout,
+            Some(json!({"stable": "v1", "canary": "v1", "percent": 5})),
+            422,
+            "differ",
+        ),
+        (
+            &alice,
+            Method::PUT,
+            rollout,
+            Some(json!({"stable": "v1", "canary": "v9", "percent": 5})),
+            422,
+            "no version",
+        ),
+        (
+            &alice,
+            Method::PUT,
+            rollout,
+            Some(json!({"stable": "v1", "canary": "v2"})),
+            422,
+            "needs percent",
+        ),
+        (
+            &alice,
+            Method::PUT,
+            rollout,
+            Some(json!({"stable": "v1", "percent": 5})),
+            422,
+            "need a canary",
+        ),
+        (
+            &alice,
+            Method::PUT,
+            rollout,
+            Some(json!({"stable": "v1", "salt": "bad salt"})),
+            422,
+            "salt",
+        ),
+        (
+            &alice,
+            Method::PUT,
+            "/tenants/acme/rollouts/nosuch",
+            Some(json!({"stable": "v1"})),
+            404,
+            "nosuch",
+        ),
+        // Who may: services are the platform's (hidden from a tenant admin), a
+        // tenant's rollouts are its admins' (another tenant's are hidden), a
+        // member may not change them.
+        (
+            &alice,
+            Method::POST,
+            "/services",
+            Some(json!({"name": "billing"})),
+            404,
+            "tenant",
+        ),
+        (
+            &alice,
+            Method::PUT,
+            "/tenants/system/rollouts/orders",
+            Some(json!({"stable": "v1"})),
+            404,
+            "tenant",
+        ),
+        (
+            &bob,
+            Method::PUT,
+            rollout,
+            Some(json!({"stable": "v2"})),
+            403,
+            "roles",
+        ),
+    ];
+    for (session, method, path, body, status, detail) in cases {
+        let problem =
+            expect_problem(call(&gateway, session, method, path, body).await, status).await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains(detail),
+            "{path}: {problem} should mention {detail:?}"
+        );
+    }
+    let unknown_field = call(
+        &gateway,
+        &alice,
+        Method::PUT,
+        rollout,
+        Some(json!({"stable": "v1", "weight": 3})),
+    )
+    .await;
+    assert!(unknown_field.status().is_client_error());
+    // Nothing was written: no service, no outbox event, acme's demo rollout unchanged.
+    let outbox_after: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_events")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(outbox_after, outbox_before, "a refused write left an event");
+    let listed: Value = rollouts(&gateway, &alice).await;
+    assert_eq!(listed["rollouts"][0]["canary_buckets"], 2000, "{listed}");
+    assert_eq!(listed["rollouts"][0]["canary"], "v2");
 }

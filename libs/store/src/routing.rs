@@ -126,3 +126,412 @@ pub async fn service_routes(pool: &PgPool, name: &str) -> Result<ServiceRoutes, 
         rollouts,
     })
 }
+
+// ---------------------------------------------------------------- admin writes
+//
+// Each write is one statement; the triggers of migration 20261203000004 add the
+// `routing.changed` outbox row in the same transaction, so every gateway
+// re-mirrors the service at once, whoever wrote it.
+
+/// A service as the admin API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct ServiceView {
+    /// Name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Version labels, oldest first.
+    pub versions: Vec<String>,
+    /// The default version, if any.
+    pub default_version: Option<String>,
+    /// Registered (not deregistered) instances.
+    pub instances: i64,
+}
+
+/// Every service with its versions.
+pub async fn list_services(pool: &PgPool) -> Result<Vec<ServiceView>, StoreError> {
+    Ok(sqlx::query_as::<_, ServiceView>(
+        "SELECT s.name, s.description,
+                COALESCE(array_agg(v.version ORDER BY v.created_at) FILTER (WHERE v.id IS NOT NULL), '{}') AS versions,
+                max(v.version) FILTER (WHERE v.is_default) AS default_version,
+                (SELECT count(*) FROM service_instances i
+                  WHERE i.service_id = s.id AND i.status <> 'deregistered') AS instances
+           FROM services s LEFT JOIN service_versions v ON v.service_id = s.id
+          GROUP BY s.id ORDER BY s.name",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Creates a service (`Conflict` when the name is taken).
+pub async fn create_service(
+    pool: &PgPool,
+    name: &str,
+    description: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO services (id, name, description) VALUES ($1, $2, $3)")
+        .bind(Uuid::now_v7())
+        .bind(name)
+        .bind(description)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+async fn service_id(pool: &PgPool, name: &str) -> Result<Option<Uuid>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM services WHERE name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+/// Adds a version to a service (the first one becomes the default).
+/// `Ok(false)` when there is no such service; `Conflict` when it exists.
+pub async fn create_version(
+    pool: &PgPool,
+    service: &str,
+    version: &str,
+    make_default: bool,
+) -> Result<bool, StoreError> {
+    let Some(service_id) = service_id(pool, service).await? else {
+        return Ok(false);
+    };
+    let mut tx = pool.begin().await?;
+    let has_default: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM service_versions WHERE service_id = $1 AND is_default)",
+    )
+    .bind(service_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let default = make_default || !has_default;
+    if default {
+        sqlx::query(
+            "UPDATE service_versions SET is_default = false WHERE service_id = $1 AND is_default",
+        )
+        .bind(service_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query(
+        "INSERT INTO service_versions (id, service_id, version, is_default) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(service_id)
+    .bind(version)
+    .bind(default)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Makes `version` the service's default. `Ok(false)` when either is unknown.
+pub async fn set_default_version(
+    pool: &PgPool,
+    service: &str,
+    version: &str,
+) -> Result<bool, StoreError> {
+    let Some(service_id) = service_id(pool, service).await? else {
+        return Ok(false);
+    };
+    let mut tx = pool.begin().await?;
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM service_versions WHERE service_id = $1 AND version = $2)",
+    )
+    .bind(service_id)
+    .bind(version)
+    .fetch_one(&mut *tx)
+    .await?;
+    if !exists {
+        return Ok(false);
+    }
+    sqlx::query(
+        "UPDATE service_versions SET is_default = (version = $2)
+          WHERE service_id = $1 AND is_default <> (version = $2)",
+    )
+    .bind(service_id)
+    .bind(version)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// A new instance.
+#[derive(Debug, Clone)]
+pub struct NewInstance<'a> {
+    /// Its version label.
+    pub version: &'a str,
+    /// `host:port`.
+    pub address: &'a str,
+    /// Relative weight (0..=10000).
+    pub weight: i32,
+    /// `None`: static; else it must heartbeat within this.
+    pub heartbeat_ttl_ms: Option<i32>,
+}
+
+/// Why an instance or a rollout could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// No such service.
+    #[error("no service {0:?}")]
+    NoService(String),
+    /// No such version of the service.
+    #[error("service {service:?} has no version {version:?}")]
+    NoVersion {
+        /// The service.
+        service: String,
+        /// The version named.
+        version: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Registers (or re-activates, with new settings) an instance; returns its id.
+pub async fn register_instance(
+    pool: &PgPool,
+    service: &str,
+    instance: &NewInstance<'_>,
+) -> Result<Uuid, WriteError> {
+    let service_id = service_id(pool, service)
+        .await?
+        .ok_or_else(|| WriteError::NoService(service.to_owned()))?;
+    let version_id: Uuid = sqlx::query_scalar(
+        "SELECT id FROM service_versions WHERE service_id = $1 AND version = $2",
+    )
+    .bind(service_id)
+    .bind(instance.version)
+    .fetch_optional(pool)
+    .await
+    .map_err(StoreError::from)?
+    .ok_or_else(|| WriteError::NoVersion {
+        service: service.to_owned(),
+        version: instance.version.to_owned(),
+    })?;
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO service_instances (id, service_id, version_id, address, weight, heartbeat_ttl_ms)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (version_id, address) DO UPDATE
+            SET weight = EXCLUDED.weight, heartbeat_ttl_ms = EXCLUDED.heartbeat_ttl_ms,
+                status = 'active', updated_at = now()
+         RETURNING id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(service_id)
+    .bind(version_id)
+    .bind(instance.address)
+    .bind(instance.weight)
+    .bind(instance.heartbeat_ttl_ms)
+    .fetch_one(pool)
+    .await
+    .map_err(StoreError::from)?;
+    Ok(id)
+}
+
+/// An active instance's heartbeat TTL (`Some(None)`: static); `None` when the
+/// service has no such active instance.
+pub async fn instance_ttl(
+    pool: &PgPool,
+    service: &str,
+    instance: Uuid,
+) -> Result<Option<Option<i32>>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT i.heartbeat_ttl_ms FROM service_instances i JOIN services s ON s.id = i.service_id
+          WHERE s.name = $1 AND i.id = $2 AND i.status = 'active'",
+    )
+    .bind(service)
+    .bind(instance)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Deregisters an instance; `false` when the service has no such active one.
+pub async fn deregister_instance(
+    pool: &PgPool,
+    service: &str,
+    instance: Uuid,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE service_instances i SET status = 'deregistered', updated_at = now()
+           FROM services s
+          WHERE s.id = i.service_id AND s.name = $1 AND i.id = $2 AND i.status <> 'deregistered'",
+    )
+    .bind(service)
+    .bind(instance)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A tenant's rollout as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct RolloutView {
+    /// The service.
+    pub service: String,
+    /// The version most traffic stays on.
+    pub stable: String,
+    /// The version being rolled out.
+    pub canary: Option<String>,
+    /// Buckets (of 10 000) on the canary.
+    pub canary_buckets: i32,
+    /// Which tenants go first.
+    pub salt: String,
+    /// Split per user.
+    pub per_user: bool,
+    /// Bumped by every change.
+    pub revision: i32,
+}
+
+/// The tenant's rollouts.
+pub async fn list_rollouts(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<RolloutView>, StoreError> {
+    Ok(sqlx::query_as::<_, RolloutView>(
+        "SELECT sv.name AS service, s.version AS stable, c.version AS canary, r.canary_buckets,
+                r.salt, r.per_user, r.revision
+           FROM tenant_rollouts r
+           JOIN services sv ON sv.id = r.service_id
+           JOIN service_versions s ON s.id = r.stable_version_id
+           LEFT JOIN service_versions c ON c.id = r.canary_version_id
+          WHERE r.tenant_id = $1 ORDER BY sv.name",
+    )
+    .bind(tenant_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A rollout as written.
+#[derive(Debug, Clone)]
+pub struct NewRollout<'a> {
+    /// The version most traffic stays on.
+    pub stable: &'a str,
+    /// The version being rolled out (`None`: a pin to `stable`).
+    pub canary: Option<&'a str>,
+    /// Buckets (of 10 000) on the canary.
+    pub canary_buckets: i32,
+    /// Which tenants go first.
+    pub salt: &'a str,
+    /// Split per user.
+    pub per_user: bool,
+}
+
+/// Creates or replaces the tenant's rollout of `service`, keeping the
+/// previous one in `previous`.
+pub async fn put_rollout(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    service: &str,
+    rollout: &NewRollout<'_>,
+    actor: Option<Uuid>,
+) -> Result<RolloutView, WriteError> {
+    let service_id = service_id(pool, service)
+        .await?
+        .ok_or_else(|| WriteError::NoService(service.to_owned()))?;
+    let version = |label: &str| {
+        let label = label.to_owned();
+        async move {
+            sqlx::query_scalar::<_, Uuid>(
+                "SELECT id FROM service_versions WHERE service_id = $1 AND version = $2",
+            )
+            .bind(service_id)
+            .bind(&label)
+            .fetch_optional(pool)
+            .await
+            .map_err(StoreError::from)?
+            .ok_or_else(|| WriteError::NoVersion {
+                service: service.to_owned(),
+                version: label,
+            })
+        }
+    };
+    let stable = version(rollout.stable).await?;
+    let canary = match rollout.canary {
+        Some(label) => Some(version(label).await?),
+        None => None,
+    };
+    sqlx::query(
+        "INSERT INTO tenant_rollouts (tenant_id, service_id, stable_version_id, canary_version_id,
+                                      canary_buckets, salt, per_user, updated_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (tenant_id, service_id) DO UPDATE
+            SET previous = jsonb_build_object(
+                    'stable_version_id', tenant_rollouts.stable_version_id,
+                    'canary_version_id', tenant_rollouts.canary_version_id,
+                    'canary_buckets', tenant_rollouts.canary_buckets,
+                    'salt', tenant_rollouts.salt, 'per_user', tenant_rollouts.per_user),
+                stable_version_id = EXCLUDED.stable_version_id,
+                canary_version_id = EXCLUDED.canary_version_id,
+                canary_buckets = EXCLUDED.canary_buckets,
+                salt = EXCLUDED.salt, per_user = EXCLUDED.per_user,
+                updated_by = EXCLUDED.updated_by,
+                revision = tenant_rollouts.revision + 1, updated_at = now()",
+    )
+    .bind(tenant_id)
+    .bind(service_id)
+    .bind(stable)
+    .bind(canary)
+    .bind(if canary.is_some() {
+        rollout.canary_buckets
+    } else {
+        0
+    })
+    .bind(rollout.salt)
+    .bind(rollout.per_user)
+    .bind(actor)
+    .execute(pool)
+    .await
+    .map_err(StoreError::from)?;
+    let views = list_rollouts(pool, tenant_id).await?;
+    views
+        .into_iter()
+        .find(|v| v.service == service)
+        .ok_or_else(|| WriteError::NoService(service.to_owned()))
+}
+
+/// Instant rollback: every bucket back on the stable version (the canary stays
+/// named, at 0%). `None` when the tenant has no rollout of `service`.
+pub async fn roll_back(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    service: &str,
+    actor: Option<Uuid>,
+) -> Result<Option<RolloutView>, StoreError> {
+    let done = sqlx::query(
+        "UPDATE tenant_rollouts r
+            SET previous = jsonb_build_object('canary_buckets', r.canary_buckets),
+                canary_buckets = 0, updated_by = $3, revision = r.revision + 1, updated_at = now()
+           FROM services s
+          WHERE s.id = r.service_id AND r.tenant_id = $1 AND s.name = $2",
+    )
+    .bind(tenant_id)
+    .bind(service)
+    .bind(actor)
+    .execute(pool)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(None);
+    }
+    Ok(list_rollouts(pool, tenant_id)
+        .await?
+        .into_iter()
+        .find(|v| v.service == service))
+}
+
+/// Removes the tenant's rollout of `service` (it follows the default again).
+pub async fn delete_rollout(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    service: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "DELETE FROM tenant_rollouts r USING services s
+          WHERE s.id = r.service_id AND r.tenant_id = $1 AND s.name = $2",
+    )
+    .bind(tenant_id)
+    .bind(service)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

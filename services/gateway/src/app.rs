@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{any, delete, get, post, put};
+use axum::routing::{any, delete, get, patch, post, put};
 
 use crate::middleware;
 use crate::pages;
@@ -25,6 +25,42 @@ fn admin_routes() -> Router<AppState> {
         .route(
             "/admin/api/v1/tenants/{tenant}/revocations",
             post(routes::revocations::revoke),
+        )
+        .route(
+            "/admin/api/v1/services",
+            get(routes::admin_routing::services_list).post(routes::admin_routing::services_create),
+        )
+        .route(
+            "/admin/api/v1/services/{service}/versions",
+            post(routes::admin_routing::versions_create),
+        )
+        .route(
+            "/admin/api/v1/services/{service}/versions/{version}",
+            patch(routes::admin_routing::version_update),
+        )
+        .route(
+            "/admin/api/v1/services/{service}/instances",
+            post(routes::admin_routing::instances_register),
+        )
+        .route(
+            "/admin/api/v1/services/{service}/instances/{id}",
+            delete(routes::admin_routing::instance_deregister),
+        )
+        .route(
+            "/admin/api/v1/services/{service}/instances/{id}/heartbeat",
+            post(routes::admin_routing::instance_heartbeat),
+        )
+        .route(
+            "/admin/api/v1/tenants/{tenant}/rollouts",
+            get(routes::admin_routing::rollouts_list),
+        )
+        .route(
+            "/admin/api/v1/tenants/{tenant}/rollouts/{service}",
+            put(routes::admin_routing::rollout_put).delete(routes::admin_routing::rollout_delete),
+        )
+        .route(
+            "/admin/api/v1/tenants/{tenant}/rollouts/{service}/rollback",
+            post(routes::admin_routing::rollout_rollback),
         )
         .route(
             "/admin/api/v1/tenants/{tenant}/lockouts",

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod admin_authz;
+pub mod admin_routing;
 pub mod auth_api;
 pub mod authz_api;
 pub mod browser;

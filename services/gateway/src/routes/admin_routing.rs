@@ -1,0 +1,596 @@
+//! Admin API for grey routing: services, their versions and instances
+//! (platform administrators), and each tenant's rollouts (its own
+//! administrators, or the platform's).
+//!
+//! Every write is audited, and its trigger leaves a `routing.changed` event
+//! in the same transaction: every gateway re-mirrors the service into Redis
+//! within milliseconds (the relay is kicked at once). Deregistration also
+//! removes the instance from selection directly, before the event arrives.
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use gatehouse_core::{ServiceName, VersionLabel};
+use gatehouse_store::directory::Tenant;
+use gatehouse_store::routing::{self as config, NewInstance, NewRollout, WriteError};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::auth::client::ClientInfo;
+use crate::error::ApiError;
+use crate::extract::admin::{Access, SYSTEM_TENANT, admin_tenant, audit_admin};
+use crate::extract::session::CurrentSession;
+use crate::state::AppState;
+
+fn invalid(detail: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", detail)
+}
+
+/// An unknown service is 404; an unknown version named in the body is the
+/// body's mistake (422).
+fn write_error(e: WriteError) -> ApiError {
+    match e {
+        WriteError::NoService(_) => ApiError::not_found(e.to_string()),
+        WriteError::NoVersion { .. } => invalid(e.to_string()),
+        WriteError::Store(e) => e.into(),
+    }
+}
+
+fn conflict(detail: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "conflict", detail)
+}
+
+fn service_name(raw: &str) -> Result<ServiceName, ApiError> {
+    ServiceName::parse(raw).map_err(|e| ApiError::not_found(format!("no service: {e}")))
+}
+
+fn version_label(field: &str, raw: &str) -> Result<VersionLabel, ApiError> {
+    VersionLabel::parse(raw).map_err(|e| invalid(format!("{field}: {e}")))
+}
+
+/// `host:port` (a DNS name, an IPv4 address or a bracketed IPv6 address, and a
+/// port 1-65535): what the proxy will connect to.
+fn check_address(address: &str) -> Result<(), ApiError> {
+    let bad = || {
+        invalid(format!(
+            "address {address:?} must be host:port (e.g. 10.0.0.7:9101)"
+        ))
+    };
+    if address.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
+    let host_ok = (1..=253).contains(&host.len())
+        && host.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if port_ok && host_ok {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+/// The signed-in administrator making a routing call, and from where (an
+/// extractor: every handler here starts from it).
+pub struct Operator {
+    state: AppState,
+    me: CurrentSession,
+    client: ClientInfo,
+    headers: HeaderMap,
+}
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let me = CurrentSession::from_request_parts(parts, state).await?;
+        let Ok(client) = ClientInfo::from_request_parts(parts, state).await;
+        Ok(Self {
+            state: state.clone(),
+            me,
+            client,
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+impl Operator {
+    /// The platform tenant, when the caller may administer services.
+    async fn platform(&self, access: Access, action: &'static str) -> Result<Tenant, ApiError> {
+        let (state, me, client) = (&self.state, &self.me, &self.client);
+        admin_tenant(state, me, client, SYSTEM_TENANT, "services", access, action).await
+    }
+
+    /// The tenant `raw`, when the caller may administer its rollouts.
+    async fn tenant(
+        &self,
+        raw: &str,
+        access: Access,
+        action: &'static str,
+    ) -> Result<Tenant, ApiError> {
+        let (state, me, client) = (&self.state, &self.me, &self.client);
+        admin_tenant(state, me, client, raw, "rollouts", access, action).await
+    }
+
+    /// A write succeeded: audit it, and wake the relay so its event (left by
+    /// the trigger) goes out now.
+    async fn done(&self, tenant: &Tenant, action: &'static str, target: String) {
+        self.state.relay.kick();
+        let (state, me, client, headers) = (&self.state, &self.me, &self.client, &self.headers);
+        audit_admin(state, me, tenant, action, Some(target), client, headers).await;
+    }
+}
+
+/// `GET /admin/api/v1/services`
+pub async fn services_list(op: Operator) -> Result<Json<Value>, ApiError> {
+    op.platform(Access::Read, "service.list").await?;
+    let services = config::list_services(&op.state.db).await?;
+    Ok(Json(json!({ "services": services })))
+}
+
+/// The body of `POST /admin/api/v1/services`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewService {
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+/// `POST /admin/api/v1/services`
+pub async fn services_create(
+    op: Operator,
+    Json(body): Json<NewService>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let name = ServiceName::parse(&body.name).map_err(|e| invalid(format!("name: {e}")))?;
+    if body.description.chars().count() > 500 {
+        return Err(invalid("description must be at most 500 characters"));
+    }
+    let tenant = op.platform(Access::Write, "service.create").await?;
+    config::create_service(&op.state.db, name.as_str(), &body.description)
+        .await
+        .map_err(|e| match e.kind() {
+            gatehouse_core::ErrorKind::Conflict => {
+                conflict(format!("service {name} already exists"))
+            }
+            _ => e.into(),
+        })?;
+    op.done(&tenant, "service.create", name.to_string()).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "name": name.as_str(), "description": body.description, "versions": [] })),
+    ))
+}
+
+/// The body of `POST /admin/api/v1/services/{service}/versions`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewVersion {
+    version: String,
+    /// Make it the default (the first version always is).
+    #[serde(default)]
+    default: bool,
+}
+
+/// `POST /admin/api/v1/services/{service}/versions`
+pub async fn versions_create(
+    op: Operator,
+    Path(service): Path<String>,
+    Json(body): Json<NewVersion>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let version = version_label("version", &body.version)?;
+    let tenant = op.platform(Access::Write, "service_version.create").await?;
+    let service = service_name(&service)?;
+    let created = config::create_version(
+        &op.state.db,
+        service.as_str(),
+        version.as_str(),
+        body.default,
+    )
+    .await
+    .map_err(|e| match e.kind() {
+        gatehouse_core::ErrorKind::Conflict => {
+            conflict(format!("service {service} already has version {version}"))
+        }
+        _ => e.into(),
+    })?;
+    if !created {
+        return Err(ApiError::not_found(format!("no service {service}")));
+    }
+    op.done(
+        &tenant,
+        "service_version.create",
+        format!("{service}@{version}"),
+    )
+    .await;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "service": service.as_str(), "version": version.as_str() })),
+    ))
+}
+
+/// The body of `PATCH /admin/api/v1/services/{service}/versions/{version}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionChange {
+    /// `true` makes it the default (there is always exactly one).
+    default: bool,
+}
+
+/// `PATCH /admin/api/v1/services/{service}/versions/{version}`
+pub async fn version_update(
+    op: Operator,
+    Path((service, version)): Path<(String, String)>,
+    Json(body): Json<VersionChange>,
+) -> Result<Json<Value>, ApiError> {
+    if !body.default {
+        return Err(invalid(
+            "default: a service always has a default version; make another one the default instead",
+        ));
+    }
+    let tenant = op
+        .platform(Access::Write, "service_version.default")
+        .await?;
+    let service = service_name(&service)?;
+    let version = VersionLabel::parse(&version)
+        .map_err(|e| ApiError::not_found(format!("no version: {e}")))?;
+    if !config::set_default_version(&op.state.db, service.as_str(), version.as_str()).await? {
+        return Err(ApiError::not_found(format!(
+            "no version {version} of service {service}"
+        )));
+    }
+    op.done(
+        &tenant,
+        "service_version.default",
+        format!("{service}@{version}"),
+    )
+    .await;
+    Ok(Json(
+        json!({ "service": service.as_str(), "version": version.as_str(), "default": true }),
+    ))
+}
+
+/// The body of `POST /admin/api/v1/services/{service}/instances`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceRegistration {
+    version: String,
+    address: String,
+    #[serde(default = "default_weight")]
+    weight: i32,
+    /// Without it the instance is static (alive until deregistered).
+    #[serde(default)]
+    heartbeat_ttl_ms: Option<i32>,
+}
+
+fn default_weight() -> i32 {
+    100
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+async fn heartbeat(state: &AppState, service: &str, id: Uuid, ttl_ms: i32) -> Result<(), ApiError> {
+    let ttl = std::time::Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
+    state
+        .routing
+        .store()
+        .heartbeat(service, &id.to_string(), ttl, now_ms())
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "routing store unavailable");
+            ApiError::unavailable("the routing store is unavailable", 1)
+        })
+}
+
+/// `POST /admin/api/v1/services/{service}/instances`: registers (or
+/// re-registers) an instance; an instance with a TTL is alive for one TTL.
+pub async fn instances_register(
+    op: Operator,
+    Path(service): Path<String>,
+    Json(body): Json<InstanceRegistration>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let version = version_label("version", &body.version)?;
+    check_address(&body.address)?;
+    if !(0..=10_000).contains(&body.weight) {
+        return Err(invalid(
+            "weight must be 0-10000 (0: registered but never picked)",
+        ));
+    }
+    if let Some(ttl) = body.heartbeat_ttl_ms
+        && !(1000..=3_600_000).contains(&ttl)
+    {
+        return Err(invalid("heartbeat_ttl_ms must be 1000-3600000"));
+    }
+    let tenant = op
+        .platform(Access::Write, "service_instance.register")
+        .await?;
+    let service = service_name(&service)?;
+    let instance = NewInstance {
+        version: version.as_str(),
+        address: &body.address,
+        weight: body.weight,
+        heartbeat_ttl_ms: body.heartbeat_ttl_ms,
+    };
+    let id = config::register_instance(&op.state.db, service.as_str(), &instance)
+        .await
+        .map_err(write_error)?;
+    if let Some(ttl) = body.heartbeat_ttl_ms {
+        heartbeat(&op.state, service.as_str(), id, ttl).await?;
+    }
+    op.done(
+        &tenant,
+        "service_instance.register",
+        format!("{service}@{version} {}", body.address),
+    )
+    .await;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": id, "service": service.as_str(), "version": version.as_str(),
+            "address": body.address, "weight": body.weight, "heartbeat_ttl_ms": body.heartbeat_ttl_ms,
+        })),
+    ))
+}
+
+fn instance_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::try_parse(raw).map_err(|_| ApiError::not_found("no such instance"))
+}
+
+/// `POST /admin/api/v1/services/{service}/instances/{id}/heartbeat`
+pub async fn instance_heartbeat(
+    op: Operator,
+    Path((service, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    op.platform(Access::Write, "service_instance.heartbeat")
+        .await?;
+    let service = service_name(&service)?;
+    let id = instance_id(&id)?;
+    match config::instance_ttl(&op.state.db, service.as_str(), id).await? {
+        None => Err(ApiError::not_found(
+            "no such active instance (register it again)",
+        )),
+        // A static instance needs no heartbeat; accepting it keeps clients simple.
+        Some(None) => Ok(StatusCode::NO_CONTENT),
+        Some(Some(ttl)) => {
+            heartbeat(&op.state, service.as_str(), id, ttl).await?;
+            Ok(StatusCode::NO_CONTENT)
+        }
+    }
+}
+
+/// `DELETE /admin/api/v1/services/{service}/instances/{id}`
+pub async fn instance_deregister(
+    op: Operator,
+    Path((service, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = op
+        .platform(Access::Write, "service_instance.deregister")
+        .await?;
+    let service = service_name(&service)?;
+    let id = instance_id(&id)?;
+    if !config::deregister_instance(&op.state.db, service.as_str(), id).await? {
+        return Err(ApiError::not_found("no such active instance"));
+    }
+    // Out of selection now; the event re-mirrors the service everywhere.
+    if let Err(e) = op
+        .state
+        .routing
+        .store()
+        .remove_instance(service.as_str(), &id.to_string())
+        .await
+    {
+        tracing::warn!(error = %e, "instance deregistered; it leaves selection with the next mirror");
+    }
+    op.done(
+        &tenant,
+        "service_instance.deregister",
+        format!("{service} {id}"),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------- rollouts
+
+/// `GET /admin/api/v1/tenants/{tenant}/rollouts`
+pub async fn rollouts_list(
+    op: Operator,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = op.tenant(&tenant, Access::Read, "rollout.list").await?;
+    let rollouts = config::list_rollouts(&op.state.db, tenant.id).await?;
+    Ok(Json(json!({ "rollouts": rollouts })))
+}
+
+/// The body of `PUT /admin/api/v1/tenants/{tenant}/rollouts/{service}`: a pin
+/// (`stable` only) or a split (`canary` with `percent` or `canary_buckets`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutBody {
+    stable: String,
+    #[serde(default)]
+    canary: Option<String>,
+    /// Share of tenants (or users) on the canary, 0-100, to 0.01.
+    #[serde(default)]
+    percent: Option<f64>,
+    /// The same share in buckets of 10 000.
+    #[serde(default)]
+    canary_buckets: Option<i32>,
+    #[serde(default = "default_salt")]
+    salt: String,
+    #[serde(default)]
+    per_user: bool,
+}
+
+fn default_salt() -> String {
+    "r1".to_owned()
+}
+
+/// The canary share in buckets, from exactly one of `percent` and `canary_buckets`.
+fn canary_share(body: &RolloutBody) -> Result<i32, ApiError> {
+    match (&body.canary, body.percent, body.canary_buckets) {
+        (None, None, None) => Ok(0),
+        (None, _, _) => Err(invalid("percent and canary_buckets need a canary version")),
+        (Some(_), Some(_), Some(_)) => Err(invalid("give percent or canary_buckets, not both")),
+        (Some(_), None, None) => Err(invalid(
+            "a canary needs percent (0-100) or canary_buckets (0-10000)",
+        )),
+        (Some(_), Some(p), None) => {
+            if !(p.is_finite() && (0.0..=100.0).contains(&p)) {
+                return Err(invalid("percent must be 0-100"));
+            }
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "0..=10000 after the range check"
+            )]
+            Ok((p * 100.0).round() as i32)
+        }
+        (Some(_), None, Some(b)) if (0..=10_000).contains(&b) => Ok(b),
+        (Some(_), None, Some(_)) => Err(invalid("canary_buckets must be 0-10000")),
+    }
+}
+
+/// `PUT /admin/api/v1/tenants/{tenant}/rollouts/{service}`
+pub async fn rollout_put(
+    op: Operator,
+    Path((tenant, service)): Path<(String, String)>,
+    Json(body): Json<RolloutBody>,
+) -> Result<Json<Value>, ApiError> {
+    let stable = version_label("stable", &body.stable)?;
+    let canary = body
+        .canary
+        .as_deref()
+        .map(|c| version_label("canary", c))
+        .transpose()?;
+    if canary.as_ref() == Some(&stable) {
+        return Err(invalid("canary must differ from stable"));
+    }
+    let buckets = canary_share(&body)?;
+    // The same rule the mirror will write: refuse here what it could not express.
+    gatehouse_routing::Rule::split("a", "b", 0, &body.salt, false)
+        .map_err(|e| invalid(format!("salt: {e}")))?;
+    let tenant = op.tenant(&tenant, Access::Write, "rollout.put").await?;
+    let service = service_name(&service)?;
+    let rollout = NewRollout {
+        stable: stable.as_str(),
+        canary: canary.as_ref().map(VersionLabel::as_str),
+        canary_buckets: buckets,
+        salt: &body.salt,
+        per_user: body.per_user,
+    };
+    let view = config::put_rollout(
+        &op.state.db,
+        tenant.id,
+        service.as_str(),
+        &rollout,
+        Some(op.me.0.session.user_id),
+    )
+    .await
+    .map_err(write_error)?;
+    op.done(
+        &tenant,
+        "rollout.put",
+        format!("{service}: {}", rule_text(&view)),
+    )
+    .await;
+    Ok(Json(json!({ "rollout": view })))
+}
+
+fn rule_text(view: &config::RolloutView) -> String {
+    match &view.canary {
+        Some(canary) => format!(
+            "{} -> {canary} at {} of 10000",
+            view.stable, view.canary_buckets
+        ),
+        None => format!("pinned to {}", view.stable),
+    }
+}
+
+/// `POST /admin/api/v1/tenants/{tenant}/rollouts/{service}/rollback`: every
+/// bucket back on the stable version, at once.
+pub async fn rollout_rollback(
+    op: Operator,
+    Path((tenant, service)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = op
+        .tenant(&tenant, Access::Write, "rollout.rollback")
+        .await?;
+    let service = service_name(&service)?;
+    let view = config::roll_back(
+        &op.state.db,
+        tenant.id,
+        service.as_str(),
+        Some(op.me.0.session.user_id),
+    )
+    .await?
+    .ok_or_else(|| {
+        ApiError::not_found(format!(
+            "tenant {} has no rollout of {service}",
+            tenant.slug
+        ))
+    })?;
+    op.done(&tenant, "rollout.rollback", service.to_string())
+        .await;
+    Ok(Json(json!({ "rollout": view })))
+}
+
+/// `DELETE /admin/api/v1/tenants/{tenant}/rollouts/{service}`: the tenant
+/// follows the service's default version again.
+pub async fn rollout_delete(
+    op: Operator,
+    Path((tenant, service)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = op.tenant(&tenant, Access::Write, "rollout.delete").await?;
+    let service = service_name(&service)?;
+    if !config::delete_rollout(&op.state.db, tenant.id, service.as_str()).await? {
+        return Err(ApiError::not_found(format!(
+            "tenant {} has no rollout of {service}",
+            tenant.slug
+        )));
+    }
+    op.done(&tenant, "rollout.delete", service.to_string())
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_host_and_port_and_nothing_else() {
+        for ok in [
+            "127.0.0.1:9101",
+            "[::1]:80",
+            "orders-v2.internal:8080",
+            "a:1",
+        ] {
+            assert!(check_address(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "host",
+            "host:0",
+            "host:70000",
+            ":80",
+            "ho st:80",
+            "-x:80",
+            "a..b:80",
+            "http://x:80",
+            "x:80/path",
+        ] {
+            assert!(check_address(bad).is_err(), "{bad}");
+        }
+    }
+}
