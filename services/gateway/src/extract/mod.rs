@@ -5,5 +5,6 @@
 
 pub mod admin;
 pub mod client;
+pub mod service_client;
 pub mod session;
 pub mod tenant;

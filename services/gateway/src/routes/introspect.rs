@@ -12,69 +12,20 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use gatehouse_core::TenantSlug;
-use gatehouse_store::clients::{self, ServiceClient};
+use gatehouse_store::clients;
 use gatehouse_store::directory;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use gatehouse_app::admission::{Expect, Need, Presented, Refusal};
-use gatehouse_app::clients::ClientAuthError;
 
 use crate::auth::client::ClientInfo;
 use crate::error::ApiError;
 use crate::extract::admin::{Access, SYSTEM_TENANT, admin_tenant, audit_admin};
+use crate::extract::service_client::authenticate_client;
 use crate::extract::session::CurrentSession;
 use crate::state::AppState;
-
-fn unauthorized(detail: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "invalid-client",
-        detail.to_owned(),
-    )
-}
-
-fn basic(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
-    let (id, secret) = decoded.split_once(':')?;
-    Some((id.to_owned(), secret.to_owned()))
-}
-
-/// Authenticates the calling service client (HTTP Basic): 401 for bad
-/// credentials, 429 (with the seconds to wait) when the client id or address
-/// has spent its allowance of unverified attempts.
-pub(crate) async fn authenticate_client(
-    state: &AppState,
-    headers: &HeaderMap,
-    address: &str,
-) -> Result<ServiceClient, ApiError> {
-    let (client_id, secret) = basic(headers)
-        .ok_or_else(|| unauthorized("client authentication required (HTTP Basic)"))?;
-    state
-        .clients
-        .authenticate(&client_id, &secret, address)
-        .await
-        .map_err(|e| {
-            let result = match &e {
-                ClientAuthError::Throttled(_) => "throttled",
-                ClientAuthError::Invalid => "bad_client",
-                _ => "error",
-            };
-            metrics::counter!("gatehouse_introspection_total", "result" => result).increment(1);
-            match e {
-                ClientAuthError::Invalid => unauthorized("invalid client credentials"),
-                other => other.into(),
-            }
-        })
-}
 
 /// RFC 7662 request form.
 #[derive(Debug, Deserialize)]
@@ -101,7 +52,14 @@ pub async fn introspect(
     Form(form): Form<IntrospectForm>,
 ) -> Result<Response, ApiError> {
     let address = gatehouse_ratelimit::ip_bucket(caller.addr);
-    let client = match authenticate_client(&state, &headers, &address).await {
+    let client = match authenticate_client(
+        &state,
+        &headers,
+        &address,
+        "gatehouse_introspection_total",
+    )
+    .await
+    {
         Ok(client) => client,
         Err(e) if e.status() == StatusCode::TOO_MANY_REQUESTS => return Err(e),
         Err(e) => {

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::auth::client::ClientInfo;
 use crate::error::ApiError;
-use crate::routes::introspect::authenticate_client;
+use crate::extract::service_client::authenticate_client;
 use crate::state::AppState;
 
 /// The request body.
@@ -37,7 +37,13 @@ pub async fn resolve(
     Json(body): Json<ResolveRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let address = gatehouse_ratelimit::ip_bucket(caller.addr);
-    let client = authenticate_client(&state, &headers, &address).await?;
+    let client = authenticate_client(
+        &state,
+        &headers,
+        &address,
+        "gatehouse_routing_resolve_clients_total",
+    )
+    .await?;
     let slug = TenantSlug::parse(&body.tenant)
         .map_err(|e| ApiError::bad_request(format!("tenant: {e}")))?;
     let service = ServiceName::parse(&body.service)
