@@ -644,3 +644,120 @@ async fn bad_routing_writes_are_refused_with_the_reason_and_change_nothing() {
     assert_eq!(listed["rollouts"][0]["canary_buckets"], 2000, "{listed}");
     assert_eq!(listed["rollouts"][0]["canary"], "v2");
 }
+
+/// Each service chooses its instances its own way, changeable at run time:
+/// round robin alternates between two instances; user hashing (by tenant
+/// when, as here, no user is named) keeps one.
+#[tokio::test]
+async fn a_services_strategy_is_its_own_and_changes_at_run_time() {
+    use reqwest::Method;
+    let (gateway, _db, _) = seeded_app(&[]).await;
+    let admin = crate::session_token(&gateway, "system", "admin", crate::ADMIN_PASSWORD).await;
+    let secret = service_client(&gateway, "router", None).await;
+    let bad = call(
+        &gateway,
+        &admin,
+        Method::POST,
+        "/services",
+        Some(json!({"name": "search", "strategy": "fastest"})),
+    )
+    .await;
+    let problem = expect_problem(bad, 422).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("round_robin"),
+        "{problem}"
+    );
+    let created = call(
+        &gateway,
+        &admin,
+        Method::POST,
+        "/services",
+        Some(json!({"name": "search", "strategy": "round_robin"})),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    let path = "/services/search/versions";
+    assert_eq!(
+        call(
+            &gateway,
+            &admin,
+            Method::POST,
+            path,
+            Some(json!({"version": "v1"}))
+        )
+        .await
+        .status(),
+        201
+    );
+    for port in [19301, 19302] {
+        let body = json!({"version": "v1", "address": format!("127.0.0.1:{port}")});
+        let registered = call(
+            &gateway,
+            &admin,
+            Method::POST,
+            "/services/search/instances",
+            Some(body),
+        )
+        .await;
+        assert_eq!(registered.status(), 201);
+    }
+    let ask = json!({ "tenant": "acme", "service": "search" });
+    // Two answers in a row, once both instances are mirrored.
+    let two = || async {
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let response = resolve(&gateway, "router", &secret, &ask).await;
+            if response.status() != StatusCode::OK {
+                return Vec::new();
+            }
+            let body: Value = response.json().await.unwrap();
+            seen.push(body["instance"].as_str().unwrap().to_owned());
+        }
+        seen
+    };
+    until_in_force("round robin alternates", || async {
+        let seen = two().await;
+        seen.len() == 2 && seen[0] != seen[1]
+    })
+    .await;
+    let changed = call(
+        &gateway,
+        &admin,
+        Method::PATCH,
+        "/services/search",
+        Some(json!({"strategy": "user_hash"})),
+    )
+    .await;
+    assert_eq!(changed.status(), 200);
+    until_in_force("hashing keeps one instance", || async {
+        let seen = two().await;
+        seen.len() == 2 && seen[0] == seen[1]
+    })
+    .await;
+    for _ in 0..10 {
+        let seen = two().await;
+        assert_eq!(seen[0], seen[1], "sticky once hashing is in force");
+    }
+    let listed: Value = call(&gateway, &admin, Method::GET, "/services", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let search = listed["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "search")
+        .unwrap()
+        .clone();
+    assert_eq!(search["strategy"], "user_hash");
+    let unknown = call(
+        &gateway,
+        &admin,
+        Method::PATCH,
+        "/services/nosuch",
+        Some(json!({"strategy": "random"})),
+    )
+    .await;
+    expect_problem(unknown, 404).await;
+}

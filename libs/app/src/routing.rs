@@ -47,7 +47,11 @@ pub enum RoutingServiceError {
 pub struct Routing {
     db: PgPool,
     store: RoutingStore,
+    /// For services this instance has not mirrored yet.
     strategy: Strategy,
+    /// Each service's strategy and the revision it was read at (a slower
+    /// mirror of an older snapshot never replaces a newer one here either).
+    strategies: std::sync::RwLock<std::collections::HashMap<String, (i64, Strategy)>>,
 }
 
 impl std::fmt::Debug for Routing {
@@ -66,13 +70,14 @@ fn now_ms() -> u64 {
 
 impl Routing {
     /// Routing over `db` (configuration) and `store` (the Redis mirror and
-    /// live state), choosing instances with `strategy`.
+    /// live state); `strategy` serves services until their own is mirrored.
     #[must_use]
     pub fn new(db: PgPool, store: RoutingStore, strategy: Strategy) -> Self {
         Self {
             db,
             store,
             strategy,
+            strategies: std::sync::RwLock::new(std::collections::HashMap::new()),
         }
     }
 
@@ -119,10 +124,32 @@ impl Routing {
                 is_static: i.heartbeat_ttl_ms.is_none(),
             })
             .collect();
+        let strategy = Strategy::parse(&routes.strategy).unwrap_or_else(|| {
+            tracing::warn!(%service, strategy = %routes.strategy, "unknown strategy; using the default");
+            self.strategy
+        });
+        if let Ok(mut strategies) = self.strategies.write() {
+            let entry = strategies
+                .entry(service.to_owned())
+                .or_insert((routes.revision, strategy));
+            if routes.revision >= entry.0 {
+                *entry = (routes.revision, strategy);
+            }
+        }
         Ok(self
             .store
             .mirror(service, routes.revision, &rules, &instances)
             .await?)
+    }
+
+    /// How `service`'s instances are chosen here.
+    #[must_use]
+    pub fn strategy_of(&self, service: &str) -> Strategy {
+        self.strategies
+            .read()
+            .ok()
+            .and_then(|s| s.get(service).map(|(_, strategy)| *strategy))
+            .unwrap_or(self.strategy)
     }
 
     /// Mirrors every service; returns how many.
@@ -189,7 +216,7 @@ impl Routing {
         let user = user_id.map(|u| u.to_string());
         let request = PickRequest {
             service,
-            strategy: self.strategy,
+            strategy: self.strategy_of(service),
             tenant: &tenant,
             user: user.as_deref(),
             forced_version: None,

@@ -47,6 +47,8 @@ pub struct ServiceRoutes {
     /// The newest outbox id this snapshot includes: mirrors carry it so an
     /// older snapshot never overwrites a newer one.
     pub revision: i64,
+    /// How instances are chosen (`weighted` for a service that does not exist).
+    pub strategy: String,
     /// The version tenants get without a rollout, if one is marked default.
     pub default_version: Option<String>,
     /// Active instances (deregistered ones are left out).
@@ -75,8 +77,8 @@ pub async fn service_routes(pool: &PgPool, name: &str) -> Result<ServiceRoutes, 
     let revision: i64 = sqlx::query_scalar("SELECT COALESCE(max(id), 0) FROM outbox_events")
         .fetch_one(&mut *tx)
         .await?;
-    let Some(service_id): Option<Uuid> =
-        sqlx::query_scalar("SELECT id FROM services WHERE name = $1")
+    let Some((service_id, strategy)): Option<(Uuid, String)> =
+        sqlx::query_as("SELECT id, strategy FROM services WHERE name = $1")
             .bind(name)
             .fetch_optional(&mut *tx)
             .await?
@@ -85,6 +87,7 @@ pub async fn service_routes(pool: &PgPool, name: &str) -> Result<ServiceRoutes, 
         return Ok(ServiceRoutes {
             name: name.to_owned(),
             revision,
+            strategy: "weighted".to_owned(),
             default_version: None,
             instances: Vec::new(),
             rollouts: Vec::new(),
@@ -121,6 +124,7 @@ pub async fn service_routes(pool: &PgPool, name: &str) -> Result<ServiceRoutes, 
     Ok(ServiceRoutes {
         name: name.to_owned(),
         revision,
+        strategy,
         default_version,
         instances,
         rollouts,
@@ -140,6 +144,8 @@ pub struct ServiceView {
     pub name: String,
     /// Free text.
     pub description: String,
+    /// How instances are chosen.
+    pub strategy: String,
     /// Version labels, oldest first.
     pub versions: Vec<String>,
     /// The default version, if any.
@@ -151,7 +157,7 @@ pub struct ServiceView {
 /// Every service with its versions.
 pub async fn list_services(pool: &PgPool) -> Result<Vec<ServiceView>, StoreError> {
     Ok(sqlx::query_as::<_, ServiceView>(
-        "SELECT s.name, s.description,
+        "SELECT s.name, s.description, s.strategy,
                 COALESCE(array_agg(v.version ORDER BY v.created_at) FILTER (WHERE v.id IS NOT NULL), '{}') AS versions,
                 max(v.version) FILTER (WHERE v.is_default) AS default_version,
                 (SELECT count(*) FROM service_instances i
@@ -163,19 +169,33 @@ pub async fn list_services(pool: &PgPool) -> Result<Vec<ServiceView>, StoreError
     .await?)
 }
 
-/// Creates a service (`Conflict` when the name is taken).
+/// Creates a service (`Conflict` when the name is taken). `strategy` must
+/// be one the schema allows (the caller checks it).
 pub async fn create_service(
     pool: &PgPool,
     name: &str,
     description: &str,
+    strategy: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO services (id, name, description) VALUES ($1, $2, $3)")
+    sqlx::query("INSERT INTO services (id, name, description, strategy) VALUES ($1, $2, $3, $4)")
         .bind(Uuid::now_v7())
         .bind(name)
         .bind(description)
+        .bind(strategy)
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// Changes how a service's instances are chosen; `false` when there is no
+/// such service.
+pub async fn set_strategy(pool: &PgPool, name: &str, strategy: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query("UPDATE services SET strategy = $2, updated_at = now() WHERE name = $1")
+        .bind(name)
+        .bind(strategy)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 async fn service_id(pool: &PgPool, name: &str) -> Result<Option<Uuid>, StoreError> {

@@ -19,16 +19,16 @@ use crate::state::AppState;
 
 pub use crate::middleware::REQUEST_ID;
 
-/// The admin API (`/admin/api/v1`): every handler passes the admin guard.
-fn admin_routes() -> Router<AppState> {
+/// The admin API for grey routing: services, versions, instances, rollouts.
+fn routing_admin_routes() -> Router<AppState> {
     Router::new()
-        .route(
-            "/admin/api/v1/tenants/{tenant}/revocations",
-            post(routes::revocations::revoke),
-        )
         .route(
             "/admin/api/v1/services",
             get(routes::admin_routing::services_list).post(routes::admin_routing::services_create),
+        )
+        .route(
+            "/admin/api/v1/services/{service}",
+            patch(routes::admin_routing::service_update),
         )
         .route(
             "/admin/api/v1/services/{service}/versions",
@@ -62,6 +62,16 @@ fn admin_routes() -> Router<AppState> {
             "/admin/api/v1/tenants/{tenant}/rollouts/{service}/rollback",
             post(routes::admin_routing::rollout_rollback),
         )
+}
+
+/// The admin API (`/admin/api/v1`): every handler passes the admin guard.
+fn admin_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/admin/api/v1/tenants/{tenant}/revocations",
+            post(routes::revocations::revoke),
+        )
+        .merge(routing_admin_routes())
         .route(
             "/admin/api/v1/tenants/{tenant}/lockouts",
             get(routes::admin::lockouts_list),

@@ -142,6 +142,20 @@ pub struct NewService {
     name: String,
     #[serde(default)]
     description: String,
+    /// How instances are chosen (default `weighted`).
+    #[serde(default)]
+    strategy: Option<String>,
+}
+
+/// A strategy name as the selection scripts know it, or 422 listing them.
+fn strategy(raw: &str) -> Result<gatehouse_routing::Strategy, ApiError> {
+    gatehouse_routing::Strategy::parse(raw).ok_or_else(|| {
+        let known: Vec<&str> = gatehouse_routing::Strategy::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        invalid(format!("strategy must be one of {}", known.join(", ")))
+    })
 }
 
 /// `POST /admin/api/v1/services`
@@ -153,19 +167,56 @@ pub async fn services_create(
     if body.description.chars().count() > 500 {
         return Err(invalid("description must be at most 500 characters"));
     }
+    let chosen = strategy(body.strategy.as_deref().unwrap_or("weighted"))?;
     let tenant = op.platform(Access::Write, "service.create").await?;
-    config::create_service(&op.state.db, name.as_str(), &body.description)
-        .await
-        .map_err(|e| match e.kind() {
-            gatehouse_core::ErrorKind::Conflict => {
-                conflict(format!("service {name} already exists"))
-            }
-            _ => e.into(),
-        })?;
+    config::create_service(
+        &op.state.db,
+        name.as_str(),
+        &body.description,
+        chosen.as_str(),
+    )
+    .await
+    .map_err(|e| match e.kind() {
+        gatehouse_core::ErrorKind::Conflict => conflict(format!("service {name} already exists")),
+        _ => e.into(),
+    })?;
     op.done(&tenant, "service.create", name.to_string()).await;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "name": name.as_str(), "description": body.description, "versions": [] })),
+        Json(json!({
+            "name": name.as_str(), "description": body.description,
+            "strategy": chosen.as_str(), "versions": [],
+        })),
+    ))
+}
+
+/// The body of `PATCH /admin/api/v1/services/{service}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceChange {
+    strategy: String,
+}
+
+/// `PATCH /admin/api/v1/services/{service}`: how its instances are chosen.
+pub async fn service_update(
+    op: Operator,
+    Path(service): Path<String>,
+    Json(body): Json<ServiceChange>,
+) -> Result<Json<Value>, ApiError> {
+    let chosen = strategy(&body.strategy)?;
+    let tenant = op.platform(Access::Write, "service.strategy").await?;
+    let service = service_name(&service)?;
+    if !config::set_strategy(&op.state.db, service.as_str(), chosen.as_str()).await? {
+        return Err(ApiError::not_found(format!("no service {service}")));
+    }
+    op.done(
+        &tenant,
+        "service.strategy",
+        format!("{service}: {}", chosen.as_str()),
+    )
+    .await;
+    Ok(Json(
+        json!({ "name": service.as_str(), "strategy": chosen.as_str() }),
     ))
 }
 
