@@ -224,7 +224,7 @@ async fn a_session_ended_on_one_instance_is_refused_by_another() {
 }
 
 /// A demo deployment on its own Redis (tests that stop or cut it).
-async fn private_app(
+pub(crate) async fn private_app(
     redis: &PrivateRedis,
     extra: &[(&str, &str)],
 ) -> (Gateway, TestDatabase, Vec<(String, String)>) {

@@ -761,3 +761,53 @@ async fn a_services_strategy_is_its_own_and_changes_at_run_time() {
     .await;
     expect_problem(unknown, 404).await;
 }
+
+/// Routing's error paths with Redis gone: resolve answers 503 (never a
+/// guess), and forward auth still decides from memory but leaves the
+/// upstream-version header out, so the proxy's default applies.
+#[tokio::test]
+async fn with_redis_down_resolve_is_503_and_verify_answers_without_a_version() {
+    let mut redis = gatehouse_testkit::PrivateRedis::start().await;
+    let (gateway, db, _) = crate::cache::private_app(&redis, &[]).await;
+    add_instances(&db.pool).await;
+    let secret = service_client(&gateway, "router", None).await;
+    let ask = json!({ "tenant": "acme", "service": "orders" });
+    let bob = json_login(&gateway, "acme", "bob", crate::DEMO_PASSWORD).await;
+    let bob: Value = bob.json().await.unwrap();
+    let jwt = bob["access_token"].as_str().unwrap().to_owned();
+    let verify = || {
+        client()
+            .get(gateway.url("/v1/verify?tenant=acme&service=orders"))
+            .bearer_auth(&jwt)
+            .header("x-original-method", "GET")
+            .header("x-original-uri", "/orders/1")
+            .send()
+    };
+    until_in_force("mirrored", || async {
+        resolve(&gateway, "router", &secret, &ask).await.status() == StatusCode::OK
+    })
+    .await;
+    let before = verify().await.unwrap();
+    assert_eq!(before.status(), 200);
+    assert!(
+        before
+            .headers()
+            .contains_key("x-gatehouse-upstream-version")
+    );
+    redis.stop().await;
+    let problem = expect_problem(resolve(&gateway, "router", &secret, &ask).await, 503).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("routing store"),
+        "{problem}"
+    );
+    let during = verify().await.unwrap();
+    assert_eq!(during.status(), 200, "the decision itself needs no Redis");
+    assert!(
+        !during
+            .headers()
+            .contains_key("x-gatehouse-upstream-version")
+    );
+}

@@ -186,6 +186,20 @@ impl Routing {
         });
     }
 
+    /// `instance` of `service` is alive for `ttl` from now (a heartbeat; the
+    /// same clock as selection's, so the deadline means what picks read).
+    pub async fn heartbeat(
+        &self,
+        service: &str,
+        instance: Uuid,
+        ttl: Duration,
+    ) -> Result<(), RoutingServiceError> {
+        Ok(self
+            .store
+            .heartbeat(service, &instance.to_string(), ttl, now_ms())
+            .await?)
+    }
+
     /// The version of `service` for this tenant (and user), choosing no
     /// instance: for forward auth, whose proxy routes to the version's own
     /// upstream. `None` when no rule names one.
@@ -221,6 +235,7 @@ impl Routing {
             user: user.as_deref(),
             forced_version: None,
             now_ms: now_ms(),
+            lease: false,
         };
         Ok(self.store.pick(&request).await?)
     }

@@ -208,6 +208,11 @@ impl std::fmt::Debug for RemoteTier {
     }
 }
 
+/// The fill lock of an L2 key (same hash tag, so one script can touch both).
+fn lock_key(key: &str) -> String {
+    format!("{key}:lock")
+}
+
 /// How long L2 is skipped after a Redis failure (requests go L1 → L3 meanwhile).
 const L2_BACKOFF: Duration = Duration::from_secs(1);
 /// How often a waiting instance looks for another instance's fill.
@@ -308,7 +313,7 @@ impl RemoteTier {
         if self.is_backing_off() {
             return Probe::Down;
         }
-        let lock = format!("{key}:lock");
+        let lock = lock_key(key);
         let token = format!("{:016x}", RandomState::new().hash_one(key));
         let ms = u64::try_from(lock_ttl.as_millis()).unwrap_or(500).max(1);
         let script = Arc::clone(&self.read_or_lock);
@@ -345,7 +350,7 @@ impl RemoteTier {
         if self.is_backing_off() {
             return;
         }
-        let lock = format!("{key}:lock");
+        let lock = lock_key(key);
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let script = Arc::clone(&self.fill);
         let (lock, bytes) = (&lock, &bytes);
@@ -374,7 +379,7 @@ impl RemoteTier {
         if token.is_empty() || self.is_backing_off() {
             return;
         }
-        let lock = format!("{key}:lock");
+        let lock = lock_key(key);
         let script = Arc::clone(&self.unlock);
         if let Err(e) = self
             .redis

@@ -63,6 +63,7 @@ fn select(c: &mut Criterion) {
                     user: Some("bob"),
                     forced_version: None,
                     now_ms: NOW,
+                    lease: true,
                 };
                 let picked = runtime.block_on(store.pick(&request)).unwrap();
                 if let Picked::Instance(pick) = &picked

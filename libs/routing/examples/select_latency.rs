@@ -66,6 +66,7 @@ async fn main() {
                 user: Some(&user),
                 forced_version: None,
                 now_ms: NOW,
+                lease: true,
             };
             let started = Instant::now();
             let picked = store.pick(&request).await.unwrap();

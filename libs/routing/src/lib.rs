@@ -16,7 +16,7 @@
 pub mod rollout;
 pub mod select;
 
-pub use rollout::{BUCKETS, Rule, RuleError, Side, bucket};
+pub use rollout::{BUCKETS, Rule, RuleError, Side, bucket, check_salt};
 pub use select::{
     BreakerSettings, BreakerState, MirroredInstance, Pick, PickRequest, Picked, RoutingError,
     RoutingStore, SelectSettings, Strategy,

@@ -100,6 +100,16 @@ fn check_version(version: &str) -> Result<(), RuleError> {
     }
 }
 
+/// A salt is 1-64 characters of `A-Z a-z 0-9 _ -` (it is part of the
+/// encoded rule and of the bucket's hash input).
+pub fn check_salt(salt: &str) -> Result<(), RuleError> {
+    let ok = (1..=64).contains(&salt.len())
+        && salt
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    if ok { Ok(()) } else { Err(RuleError::Salt) }
+}
+
 impl Rule {
     /// A checked pin.
     pub fn pin(version: &str) -> Result<Self, RuleError> {
@@ -126,13 +136,7 @@ impl Rule {
             .ok()
             .filter(|b| *b <= BUCKETS)
             .ok_or(RuleError::Share(canary_buckets))?;
-        let salt_ok = (1..=64).contains(&salt.len())
-            && salt
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
-        if !salt_ok {
-            return Err(RuleError::Salt);
-        }
+        check_salt(salt)?;
         Ok(Self::Split {
             stable: stable.to_owned(),
             canary: canary.to_owned(),

@@ -187,6 +187,10 @@ pub struct PickRequest<'a> {
     pub forced_version: Option<&'a str>,
     /// Now, in milliseconds (the gateway's clock).
     pub now_ms: u64,
+    /// Open a least-connections lease (the proxy, which closes it with the
+    /// outcome). An advisory answer (`/v1/routing/resolve`) opens none: it
+    /// would count against the instance for a whole lease TTL.
+    pub lease: bool,
 }
 
 /// The chosen instance.
@@ -532,7 +536,11 @@ impl RoutingStore {
             .arg(request.now_ms)
             .arg(random)
             .arg(&lease_id)
-            .arg(ms(settings.lease_ttl))
+            .arg(if request.lease {
+                ms(settings.lease_ttl)
+            } else {
+                0
+            })
             .arg(settings.panic_percent)
             .arg(ms(settings.breaker.probe_interval));
         let invocation = &invocation;

@@ -59,6 +59,7 @@ fn request(strategy: Strategy, tenant: &str, now_ms: u64) -> PickRequest<'_> {
         user: None,
         forced_version: None,
         now_ms,
+        lease: true,
     }
 }
 
@@ -248,6 +249,27 @@ async fn least_connections_prefers_the_idle_instance_and_leases_expire() {
         counts.values().sum::<i64>(),
         1,
         "only the newest lease: {counts:?}"
+    );
+    // An advisory pick (resolve) opens no lease: nothing more counts.
+    let mut advisory = lc(later);
+    advisory.lease = false;
+    for _ in 0..5 {
+        assert!(pick(&store, &advisory).await.lease.is_none());
+    }
+    let inflight = format!("{prefix}{{svc:{SERVICE}}}:inflight");
+    let counts: HashMap<String, i64> = pool
+        .run(|mut conn| async move {
+            redis::cmd("HGETALL")
+                .arg(&inflight)
+                .query_async(&mut conn)
+                .await
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        counts.values().sum::<i64>(),
+        1,
+        "advisory picks counted: {counts:?}"
     );
     // Closing an expired lease does not drive a count below zero.
     store

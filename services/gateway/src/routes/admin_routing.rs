@@ -325,18 +325,11 @@ fn default_weight() -> i32 {
     100
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 async fn heartbeat(state: &AppState, service: &str, id: Uuid, ttl_ms: i32) -> Result<(), ApiError> {
     let ttl = std::time::Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
     state
         .routing
-        .store()
-        .heartbeat(service, &id.to_string(), ttl, now_ms())
+        .heartbeat(service, id, ttl)
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "routing store unavailable");
@@ -528,9 +521,7 @@ pub async fn rollout_put(
         return Err(invalid("canary must differ from stable"));
     }
     let buckets = canary_share(&body)?;
-    // The same rule the mirror will write: refuse here what it could not express.
-    gatehouse_routing::Rule::split("a", "b", 0, &body.salt, false)
-        .map_err(|e| invalid(format!("salt: {e}")))?;
+    gatehouse_routing::check_salt(&body.salt).map_err(|e| invalid(format!("salt: {e}")))?;
     let tenant = op.tenant(&tenant, Access::Write, "rollout.put").await?;
     let service = service_name(&service)?;
     let rollout = NewRollout {
