@@ -26,9 +26,10 @@
 //! limit and the tenant ceiling, limited only by its own pair and IP limits.
 //!
 //! Redis calls have a short deadline behind a breaker: after a failure the
-//! breaker opens for a while and decisions come from an in-process `governor`
-//! limiter with each limit divided by the expected number of instances —
-//! never "no limit", never an error.
+//! breaker opens for a while and decisions come from in-process limits with
+//! each limit divided by the expected number of instances — failure logs for
+//! the pair and username (a success still resets them), `governor` for the IP
+//! and tenant — never "no limit", never an error.
 //!
 //! Architecture invariant: every key is built by [`gatehouse_redis::Keyspace`];
 //! usernames and IPs are hashed before they enter a key; scripts get keys only
@@ -195,7 +196,7 @@ pub struct ThrottleSettings {
 impl Default for ThrottleSettings {
     fn default() -> Self {
         Self {
-            redis_timeout: Duration::from_millis(50),
+            redis_timeout: Duration::from_millis(150),
             breaker_open_for: Duration::from_secs(5),
             expected_instances: 1,
         }
@@ -387,7 +388,7 @@ impl Throttle {
 
     fn fallback_decision(&self, attempt: &Attempt, limits: &LoginLimits, id: String) -> Decision {
         metrics::counter!("gatehouse_login_throttle_fallback_total").increment(1);
-        match self.fallback.check(attempt, limits) {
+        match self.fallback.check(attempt, limits, &id) {
             None => Decision::Allowed(Ticket { id, fallback: true }),
             Some((limit, retry_after)) => Decision::Throttled { limit, retry_after },
         }
@@ -503,7 +504,11 @@ impl Throttle {
     /// The attempt succeeded: reset the pair counter (not the IP counter) and
     /// take this attempt out of the username window.
     pub async fn succeeded(&self, attempt: &Attempt, ticket: &Ticket) {
-        if ticket.fallback || !self.breaker.allow_request() {
+        if ticket.fallback {
+            self.fallback.succeeded(attempt, &ticket.id);
+            return;
+        }
+        if !self.breaker.allow_request() {
             return;
         }
         let keys = self.keys_for(attempt);
@@ -533,7 +538,11 @@ impl Throttle {
     /// take its reservation back from the pair and username windows, so users
     /// are not penalised for our trouble. The IP and tenant counts stay.
     pub async fn withdraw(&self, attempt: &Attempt, ticket: &Ticket) {
-        if ticket.fallback || !self.breaker.allow_request() {
+        if ticket.fallback {
+            self.fallback.withdraw(attempt, &ticket.id);
+            return;
+        }
+        if !self.breaker.allow_request() {
             return;
         }
         let keys = self.keys_for(attempt);

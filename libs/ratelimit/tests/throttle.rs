@@ -311,6 +311,35 @@ async fn with_redis_down_the_fallback_still_throttles_and_redis_resumes_after() 
     assert!(back, "decisions come from Redis again once it is back");
 }
 
+/// A Redis hiccup must not turn a user's repeated sign-ins into a lockout:
+/// the fallback counts failures as Redis does, so successes reset the pair.
+/// (Before, the sixth sign-in of one user from one address within 15 minutes
+/// was refused whenever the fallback decided: the browser suite saw it.)
+#[tokio::test]
+async fn with_redis_down_a_user_signing_in_again_and_again_is_not_refused() {
+    let clock = clock();
+    let mut redis = PrivateRedis::start().await;
+    let t = throttle_on(&redis.url(), "gh:", &clock);
+    let limits = LoginLimits::default();
+    let a = attempt(Uuid::new_v4(), "hana", "198.51.100.14");
+    redis.stop().await;
+    for n in 0..12 {
+        match t.reserve(&a, &limits).await {
+            Ok(reservation) => reservation.succeeded().await,
+            Err((limit, _)) => panic!("sign-in {n} refused by the {} limit", limit.as_str()),
+        }
+    }
+    // Failures still lock the pair after its five.
+    for _ in 0..5 {
+        t.reserve(&a, &limits)
+            .await
+            .expect("within the pair budget")
+            .failed();
+    }
+    let (limit, _) = t.reserve(&a, &limits).await.expect_err("the sixth failure");
+    assert_eq!(limit, LimitKind::Pair);
+}
+
 #[tokio::test]
 async fn decisions_survive_a_flushed_script_cache() {
     let clock = clock();

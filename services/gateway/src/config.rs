@@ -307,7 +307,7 @@ struct RawThrottle {
 impl Default for RawThrottle {
     fn default() -> Self {
         Self {
-            redis_timeout_ms: 50,
+            redis_timeout_ms: 150,
             breaker_open_ms: 5_000,
             expected_instances: 1,
         }
