@@ -2,7 +2,8 @@
 -- instances that may take the request (KEYS and ARGV as described there).
 
 -- The instances of `version` that may take a request: alive (heartbeat not
--- missed), weight > 0, breaker closed or due a half-open probe. When fewer
+-- missed), weight > 0, not the one ARGV[11] leaves out, breaker closed or due
+-- a half-open probe. When fewer
 -- than ARGV[9] percent of the alive ones qualify, every alive one does
 -- (panic: better a degraded instance than none). Sorted by id.
 local function pool_of(version)
@@ -12,10 +13,11 @@ local function pool_of(version)
     live[id] = true
   end
   local alive, wanted = {}, {}
+  local excluded = ARGV[11] or ''
   for i = 1, #all, 2 do
     local id, f = all[i], fields(all[i + 1])
     local weight = tonumber(f[2]) or 0
-    if f[1] == version and weight > 0 and live[id] then
+    if f[1] == version and weight > 0 and live[id] and id ~= excluded then
       table.insert(alive, { id = id, weight = weight, address = f[3] })
       table.insert(wanted, id .. ':o')
       table.insert(wanted, id .. ':p')

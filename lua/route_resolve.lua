@@ -20,6 +20,8 @@
 -- ARGV[6] a random integer in [0, 2^32)               ARGV[7] lease id
 -- ARGV[8] lease time-to-live (ms)                     ARGV[9] panic threshold (%)
 -- ARGV[10] half-open probe interval (ms)
+-- ARGV[11] an instance id to leave out, or '' (the proxy's retry after that
+--          instance failed before the request was sent)
 --
 -- Every script returns {version, instance id, why, address, lease, panic}:
 -- version false when no rule names one; instance false when no instance can

@@ -3,16 +3,16 @@
 //! nginx set-up through a real nginx.
 
 use std::process::Stdio;
-use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use crate::{
-    ADMIN_PASSWORD, DEMO_PASSWORD, client, expect_problem, json_login, seeded_app, session_token,
+    ADMIN_PASSWORD, DEMO_PASSWORD, Process, client, demo_upstream, expect_problem, json_login,
+    seeded_app, session_token, wait_for_port,
 };
-use gatehouse_testkit::{Gateway, binary, free_port};
+use gatehouse_testkit::{Gateway, free_port};
 
 /// Forward auth from the test (a loopback peer) with `headers`.
 async fn ask(
@@ -212,29 +212,6 @@ async fn forward_auth_is_pinned_to_the_protected_apps_tenant() {
     expect_problem(ask(&pinned, "/v1/verify", &admin, &get).await, 401).await;
 }
 
-/// A child process killed when dropped. (nginx runs with `master_process
-/// off`, one process, so killing it leaves no orphaned worker behind.)
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.start_kill();
-    }
-}
-
-async fn wait_for_port(port: u16) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("nothing listens on 127.0.0.1:{port} after 5 s");
-}
-
 /// A documented nginx snippet (`docs/<file>`) with the test's addresses
 /// substituted (`replacements`: documented text → test text), wrapped in a
 /// minimal nginx configuration.
@@ -256,20 +233,6 @@ fn nginx_config(dir: &std::path::Path, file: &str, replacements: &[(&str, String
          fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
          {server}\n}}\n"
     )
-}
-
-/// A `demo-upstream` reporting `version`, on a free port.
-fn demo_upstream(version: &str) -> (Process, u16) {
-    let port = free_port();
-    let process = Process(
-        Command::new(binary("demo-upstream"))
-            .args(["--name", version, "--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn demo-upstream"),
-    );
-    (process, port)
 }
 
 /// A real nginx (`GATEHOUSE_TEST_NGINX`) serving `config` on a free port;

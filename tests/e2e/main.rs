@@ -17,6 +17,7 @@ mod forward_auth;
 mod http_basics;
 mod login_api;
 mod login_browser;
+mod proxy;
 mod readiness;
 mod revocation_load;
 mod routing;
@@ -306,4 +307,48 @@ pub(crate) fn hidden_field(html: &str, name: &str) -> String {
         + marker.len();
     let end = html[start..].find('"').unwrap() + start;
     html[start..end].to_owned()
+}
+
+/// A child process killed when dropped. (nginx runs with `master_process
+/// off`, one process, so killing it leaves no orphaned worker behind.)
+pub(crate) struct Process(pub(crate) tokio::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.start_kill();
+    }
+}
+
+/// Waits (at most 5 s) until something listens on the loopback `port`.
+pub(crate) async fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("nothing listens on 127.0.0.1:{port} after 5 s");
+}
+
+/// A `demo-upstream` reporting `version`, on a free port.
+pub(crate) fn demo_upstream(version: &str) -> (Process, u16) {
+    demo_upstream_on(version, gatehouse_testkit::free_port(), &[])
+}
+
+/// A `demo-upstream` reporting `version` on `port`, with extra flags
+/// (`--error-percent`, `--latency-ms`).
+pub(crate) fn demo_upstream_on(version: &str, port: u16, flags: &[&str]) -> (Process, u16) {
+    let process = Process(
+        tokio::process::Command::new(gatehouse_testkit::binary("demo-upstream"))
+            .args(["--name", version, "--listen", &format!("127.0.0.1:{port}")])
+            .args(flags)
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn demo-upstream"),
+    );
+    (process, port)
 }

@@ -9,12 +9,27 @@
 //! whoever makes it). Several instances mirroring at once cannot regress the
 //! mirror: each carries the outbox revision its snapshot includes, and
 //! `lua/route_mirror.lua` refuses an older one.
+//!
+//! **Redis away.** Each mirror also keeps the snapshot it read in memory
+//! (first, so a Redis failure does not lose it). When Redis fails, or its
+//! breaker is open after a failure, the proxy's picks come from that snapshot
+//! with a local weighted-random choice ([`Routing::pick`]): rollouts apply
+//! exactly as in Lua (same buckets), but heartbeats, breakers and leases live
+//! in Redis and are not seen, so an instance that stopped heart-beating is
+//! still chosen and a failing one is not ejected. The snapshot is as fresh as
+//! the last mirror: events arrive through Redis, so during an outage only the
+//! [`RESYNC`] from Postgres refreshes it (at most 60 s stale while Postgres
+//! answers; as old as the outage when both are down).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
+use gatehouse_ratelimit::Breaker;
 use gatehouse_routing::{
-    MirroredInstance, PickRequest, Picked, RoutingError, RoutingStore, Rule, RuleError, Strategy,
+    BreakerState, MirroredInstance, Pick, PickRequest, Picked, RoutingError, RoutingStore, Rule,
+    RuleError, Side, Strategy,
 };
 use gatehouse_store::StoreError;
 use gatehouse_store::routing as config;
@@ -43,16 +58,37 @@ pub enum RoutingServiceError {
     },
 }
 
+/// How long picks skip Redis after a failure (each attempt during an outage
+/// would cost a full command timeout); then one probe goes to Redis.
+const REDIS_BREAKER_OPEN: Duration = Duration::from_secs(1);
+
+/// What this gateway last read of one service: its strategy (every pick uses
+/// it) and the whole snapshot, for picking while Redis is away.
+#[derive(Debug)]
+struct LocalRoutes {
+    /// The outbox revision it was read at: an older snapshot never replaces it.
+    revision: i64,
+    strategy: Strategy,
+    default: Option<Rule>,
+    /// Tenant id -> rule.
+    tenants: HashMap<String, Rule>,
+    instances: Vec<MirroredInstance>,
+}
+
 /// Mirrors configuration and resolves requests.
 pub struct Routing {
     db: PgPool,
     store: RoutingStore,
     /// For services this instance has not mirrored yet.
     strategy: Strategy,
-    /// Each service's strategy and the revision it was read at (a slower
-    /// mirror of an older snapshot never replaces a newer one here either).
-    strategies: std::sync::RwLock<std::collections::HashMap<String, (i64, Strategy)>>,
+    local: std::sync::RwLock<HashMap<String, Arc<LocalRoutes>>>,
+    /// Open after a Redis failure: picks are local until a probe succeeds.
+    redis_breaker: Breaker,
 }
+
+/// Registered once: counted on every pick made without Redis.
+static LOCAL_PICKS: std::sync::LazyLock<metrics::Counter> =
+    std::sync::LazyLock::new(|| metrics::counter!("gatehouse_routing_local_picks_total"));
 
 impl std::fmt::Debug for Routing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -77,7 +113,8 @@ impl Routing {
             db,
             store,
             strategy,
-            strategies: std::sync::RwLock::new(std::collections::HashMap::new()),
+            local: std::sync::RwLock::new(HashMap::new()),
+            redis_breaker: Breaker::new(REDIS_BREAKER_OPEN),
         }
     }
 
@@ -95,7 +132,7 @@ impl Routing {
             service: service.to_owned(),
             error,
         };
-        let mut rules = Vec::with_capacity(routes.rollouts.len() + 1);
+        let mut rules: Vec<(Option<String>, Rule)> = Vec::with_capacity(routes.rollouts.len() + 1);
         if let Some(default) = &routes.default_version {
             rules.push((None, Rule::pin(default).map_err(rule_error)?));
         }
@@ -128,28 +165,58 @@ impl Routing {
             tracing::warn!(%service, strategy = %routes.strategy, "unknown strategy; using the default");
             self.strategy
         });
-        if let Ok(mut strategies) = self.strategies.write() {
-            let entry = strategies
-                .entry(service.to_owned())
-                .or_insert((routes.revision, strategy));
-            if routes.revision >= entry.0 {
-                *entry = (routes.revision, strategy);
-            }
-        }
+        self.keep_locally(
+            service,
+            LocalRoutes {
+                revision: routes.revision,
+                strategy,
+                default: rules
+                    .iter()
+                    .find(|(tenant, _)| tenant.is_none())
+                    .map(|(_, rule)| rule.clone()),
+                tenants: rules
+                    .iter()
+                    .filter_map(|(tenant, rule)| Some((tenant.clone()?, rule.clone())))
+                    .collect(),
+                instances: instances.clone(),
+            },
+        );
         Ok(self
             .store
             .mirror(service, routes.revision, &rules, &instances)
             .await?)
     }
 
+    /// Keeps `routes` unless a newer snapshot of the service is already kept.
+    fn keep_locally(&self, service: &str, routes: LocalRoutes) {
+        if let Ok(mut local) = self.local.write() {
+            match local.get(service) {
+                Some(kept) if kept.revision > routes.revision => {}
+                _ => {
+                    local.insert(service.to_owned(), Arc::new(routes));
+                }
+            }
+        }
+    }
+
+    fn local_routes(&self, service: &str) -> Option<Arc<LocalRoutes>> {
+        self.local.read().ok()?.get(service).cloned()
+    }
+
+    /// Whether `service` is known here and routes anyone (a default version
+    /// or a tenant rule), from memory: the proxy answers 404 for anything
+    /// else before spending a decision or a Redis round trip on it.
+    #[must_use]
+    pub fn routes_anyone(&self, service: &str) -> bool {
+        self.local_routes(service)
+            .is_some_and(|routes| routes.default.is_some() || !routes.tenants.is_empty())
+    }
+
     /// How `service`'s instances are chosen here.
     #[must_use]
     pub fn strategy_of(&self, service: &str) -> Strategy {
-        self.strategies
-            .read()
-            .ok()
-            .and_then(|s| s.get(service).map(|(_, strategy)| *strategy))
-            .unwrap_or(self.strategy)
+        self.local_routes(service)
+            .map_or(self.strategy, |routes| routes.strategy)
     }
 
     /// Mirrors every service; returns how many.
@@ -236,7 +303,249 @@ impl Routing {
             forced_version: None,
             now_ms: now_ms(),
             lease: false,
+            exclude: None,
         };
         Ok(self.store.pick(&request).await?)
+    }
+
+    /// The version and instance for one proxied request, with a
+    /// least-connections lease when the service's strategy keeps them (close
+    /// it with [`Routing::record`]); `exclude` leaves out an instance that
+    /// just failed before the request was sent. One Redis round trip; while
+    /// Redis is away (an error, or its breaker open), the pick comes from the
+    /// in-memory snapshot (see the module doc) and carries no lease.
+    pub async fn pick(
+        &self,
+        service: &str,
+        tenant_id: Uuid,
+        user_id: Option<Uuid>,
+        exclude: Option<&str>,
+    ) -> Result<Picked, RoutingServiceError> {
+        let tenant = tenant_id.to_string();
+        let user = user_id.map(|u| u.to_string());
+        if self.redis_breaker.allow_request() {
+            let request = PickRequest {
+                service,
+                strategy: self.strategy_of(service),
+                tenant: &tenant,
+                user: user.as_deref(),
+                forced_version: None,
+                now_ms: now_ms(),
+                lease: true,
+                exclude,
+            };
+            match self.store.pick(&request).await {
+                Ok(picked) => {
+                    self.redis_breaker.record_success();
+                    return Ok(picked);
+                }
+                Err(RoutingError::Redis(e)) => {
+                    self.redis_breaker.record_failure();
+                    tracing::warn!(%service, error = %e, "routing picks from the local snapshot while Redis is away");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let routes = self.local_routes(service).ok_or_else(|| {
+            RoutingServiceError::Routing(RoutingError::Answer(format!(
+                "Redis is away and service {service} has not been mirrored here yet"
+            )))
+        })?;
+        LOCAL_PICKS.increment(1);
+        Ok(pick_locally(
+            &routes,
+            service,
+            &tenant,
+            user.as_deref(),
+            exclude,
+            rand::random(),
+        ))
+    }
+
+    /// How a proxied request went on `instance`: closes its lease, moves its
+    /// health and drives its breaker. `None` when Redis could not take it
+    /// (logged; the breaker then misses one outcome).
+    pub async fn record(
+        &self,
+        service: &str,
+        instance: &str,
+        ok: bool,
+        lease: Option<&str>,
+    ) -> Option<BreakerState> {
+        if !self.redis_breaker.allow_request() {
+            return None;
+        }
+        match self
+            .store
+            .record(service, instance, ok, lease, now_ms())
+            .await
+        {
+            Ok(state) => {
+                self.redis_breaker.record_success();
+                if state.opened_now {
+                    tracing::warn!(%service, %instance, ejections = state.ejections, open_until_ms = state.open_until_ms, "instance ejected: its breaker opened");
+                    metrics::counter!("gatehouse_routing_ejections_total", "service" => service.to_owned()).increment(1);
+                }
+                Some(state)
+            }
+            Err(e) => {
+                if matches!(e, RoutingError::Redis(_)) {
+                    self.redis_breaker.record_failure();
+                }
+                tracing::warn!(%service, %instance, error = %e, "could not record a routing outcome");
+                None
+            }
+        }
+    }
+}
+
+/// A pick from the in-memory snapshot: the rollout as Lua applies it, then a
+/// weighted random choice among the version's instances (`random` in
+/// `[0, 2^32)`). No heartbeats, breakers or leases: those live in Redis.
+fn pick_locally(
+    routes: &LocalRoutes,
+    service: &str,
+    tenant: &str,
+    user: Option<&str>,
+    exclude: Option<&str>,
+    random: u32,
+) -> Picked {
+    let (rule, scope) = match routes.tenants.get(tenant) {
+        Some(rule) => (rule, "tenant_rule"),
+        None => match &routes.default {
+            Some(rule) => (rule, "default"),
+            None => return Picked::NoVersion,
+        },
+    };
+    let (version, side) = rule.version_for(service, tenant, user);
+    let candidates: Vec<&MirroredInstance> = routes
+        .instances
+        .iter()
+        .filter(|i| i.version == version && i.weight > 0 && Some(i.id.as_str()) != exclude)
+        .collect();
+    let total: u64 = candidates.iter().map(|i| u64::from(i.weight)).sum();
+    if total == 0 {
+        return Picked::NoInstance {
+            version: version.to_owned(),
+        };
+    }
+    let mut point = u64::from(random) % total;
+    let chosen = candidates
+        .iter()
+        .find(|i| {
+            if point < u64::from(i.weight) {
+                true
+            } else {
+                point -= u64::from(i.weight);
+                false
+            }
+        })
+        .unwrap_or(&candidates[0]);
+    let side = match side {
+        Side::Canary => ":canary",
+        Side::Stable => ":stable",
+        Side::Pinned => "",
+    };
+    Picked::Instance(Pick {
+        version: version.to_owned(),
+        instance: chosen.id.clone(),
+        address: chosen.address.clone(),
+        why: format!("local:{scope}{side}"),
+        lease: None,
+        panic: false,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic, reason = "test")]
+mod tests {
+    use super::*;
+
+    fn instance(id: &str, version: &str, weight: u32) -> MirroredInstance {
+        MirroredInstance {
+            id: id.to_owned(),
+            version: version.to_owned(),
+            weight,
+            address: format!("127.0.0.1:{}", 9000 + weight),
+            is_static: true,
+        }
+    }
+
+    fn routes() -> LocalRoutes {
+        let tenant_rule = Rule::split("v1", "v2", 10_000, "salt", false).unwrap();
+        LocalRoutes {
+            revision: 1,
+            strategy: Strategy::Weighted,
+            default: Some(Rule::pin("v1").unwrap()),
+            tenants: HashMap::from([("t-canary".to_owned(), tenant_rule)]),
+            instances: vec![
+                instance("a", "v1", 1),
+                instance("b", "v1", 3),
+                instance("c", "v2", 1),
+                instance("d", "v2", 0),
+            ],
+        }
+    }
+
+    fn picked(p: Picked) -> Pick {
+        match p {
+            Picked::Instance(pick) => pick,
+            other => panic!("expected an instance, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn local_picks_follow_the_rollout_and_the_weights() {
+        let routes = routes();
+        let mut counts = HashMap::new();
+        for n in 0..4_000u32 {
+            let pick = picked(pick_locally(
+                &routes,
+                "orders",
+                "t-other",
+                None,
+                None,
+                n.wrapping_mul(2_654_435_761),
+            ));
+            assert_eq!(pick.version, "v1");
+            assert_eq!(pick.why, "local:default");
+            assert!(pick.lease.is_none());
+            *counts.entry(pick.instance).or_insert(0u32) += 1;
+        }
+        assert_eq!(counts.len(), 2, "{counts:?}");
+        assert!(
+            (2_700..=3_300).contains(&counts["b"]),
+            "weights 1:3, {counts:?}"
+        );
+        let canary = picked(pick_locally(&routes, "orders", "t-canary", None, None, 7));
+        assert_eq!(
+            (canary.version.as_str(), canary.instance.as_str()),
+            ("v2", "c")
+        );
+        assert_eq!(canary.why, "local:tenant_rule:canary");
+    }
+
+    #[test]
+    fn local_picks_leave_out_the_excluded_and_weightless() {
+        let routes = routes();
+        for n in 0..50 {
+            let pick = picked(pick_locally(&routes, "orders", "t", None, Some("b"), n));
+            assert_eq!(pick.instance, "a");
+        }
+        assert_eq!(
+            pick_locally(&routes, "orders", "t-canary", None, Some("c"), 1),
+            Picked::NoInstance {
+                version: "v2".into()
+            }
+        );
+        let empty = LocalRoutes {
+            default: None,
+            tenants: HashMap::new(),
+            ..routes
+        };
+        assert_eq!(
+            pick_locally(&empty, "orders", "t", None, None, 1),
+            Picked::NoVersion
+        );
     }
 }

@@ -64,6 +64,7 @@ fn select(c: &mut Criterion) {
                     forced_version: None,
                     now_ms: NOW,
                     lease: true,
+                    exclude: None,
                 };
                 let picked = runtime.block_on(store.pick(&request)).unwrap();
                 if let Picked::Instance(pick) = &picked

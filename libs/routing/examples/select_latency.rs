@@ -67,6 +67,7 @@ async fn main() {
                 forced_version: None,
                 now_ms: NOW,
                 lease: true,
+                exclude: None,
             };
             let started = Instant::now();
             let picked = store.pick(&request).await.unwrap();

@@ -191,6 +191,9 @@ pub struct PickRequest<'a> {
     /// outcome). An advisory answer (`/v1/routing/resolve`) opens none: it
     /// would count against the instance for a whole lease TTL.
     pub lease: bool,
+    /// An instance to leave out: the proxy's retry after that one failed
+    /// before the request was sent.
+    pub exclude: Option<&'a str>,
 }
 
 /// The chosen instance.
@@ -542,7 +545,8 @@ impl RoutingStore {
                 0
             })
             .arg(settings.panic_percent)
-            .arg(ms(settings.breaker.probe_interval));
+            .arg(ms(settings.breaker.probe_interval))
+            .arg(request.exclude.unwrap_or(""));
         let invocation = &invocation;
         let (version, instance, why, address, lease, panic) = self
             .redis

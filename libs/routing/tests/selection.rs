@@ -60,6 +60,7 @@ fn request(strategy: Strategy, tenant: &str, now_ms: u64) -> PickRequest<'_> {
         forced_version: None,
         now_ms,
         lease: true,
+        exclude: None,
     }
 }
 
@@ -204,6 +205,49 @@ async fn weighted_round_robin_gives_each_instance_its_share() {
     }
     // Smooth: the heavy instance never takes a long burst.
     assert!(longest_run <= 3, "longest run {longest_run}");
+}
+
+/// The proxy's retry leaves out the instance that failed, whatever the
+/// strategy (user hashing would otherwise send it straight back); with no
+/// other instance there is none to retry on.
+#[tokio::test]
+async fn an_excluded_instance_is_never_picked_by_any_strategy() {
+    let (store, _pool, _prefix) = store();
+    instances(
+        &store,
+        &[("a", "v1", 100), ("b", "v1", 100), ("c", "v2", 100)],
+    )
+    .await;
+    store
+        .set_rule(SERVICE, None, &Rule::pin("v1").unwrap())
+        .await
+        .unwrap();
+    for strategy in Strategy::ALL {
+        for round in 0..20 {
+            let mut request = request(strategy, "t", NOW);
+            let user = format!("user-{round}");
+            request.user = Some(&user);
+            request.exclude = Some("a");
+            let pick = pick(&store, &request).await;
+            assert_eq!(pick.instance, "b", "{strategy:?}");
+            store
+                .record(SERVICE, &pick.instance, true, pick.lease.as_deref(), NOW)
+                .await
+                .unwrap();
+        }
+    }
+    let mut request = request(Strategy::RoundRobin, "t", NOW);
+    store
+        .set_rule(SERVICE, None, &Rule::pin("v2").unwrap())
+        .await
+        .unwrap();
+    request.exclude = Some("c");
+    assert_eq!(
+        store.pick(&request).await.unwrap(),
+        Picked::NoInstance {
+            version: "v2".into()
+        }
+    );
 }
 
 #[tokio::test]

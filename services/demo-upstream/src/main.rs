@@ -2,13 +2,14 @@
 //! tests and the benchmarks to prove which version a request was routed to.
 //!
 //! It answers every method and path with JSON naming its version, the method
-//! and path (with query) it saw, every `X-Gatehouse-*` header it received and
-//! how many body bytes it read (streamed and counted, never buffered, so a
+//! and path (with query) it saw, every `X-Gatehouse-*` and `X-Forwarded-*`
+//! header and the `Cookie` it received, and how many body bytes it read (streamed and counted, never buffered, so a
 //! large upload through the proxy costs this process nothing either).
 //!
 //! Faults for tests and the canary demo: `--error-percent N` answers 500 to
 //! exactly N of every 100 requests (deterministic, so a test can count), and
-//! `--latency-ms N` delays every answer.
+//! `--latency-ms N` delays every answer. A request asking to upgrade (any
+//! `Upgrade` protocol) is switched and its bytes echoed back.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,12 +20,12 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use clap::Parser;
 use futures_util::StreamExt as _;
+use hyper_util::rt::TokioIo;
 use serde_json::json;
 
 #[derive(Parser)]
@@ -56,13 +57,12 @@ struct Upstream {
     served: AtomicU64,
 }
 
-async fn echo(
-    State(upstream): State<Arc<Upstream>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn echo(State(upstream): State<Arc<Upstream>>, mut request: Request) -> Response {
+    if let Some(protocol) = request.headers().get(header::UPGRADE).cloned() {
+        return upgrade_echo(&mut request, protocol);
+    }
+    let (parts, body) = request.into_parts();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     let n = upstream.served.fetch_add(1, Ordering::Relaxed);
     let mut body_bytes: u64 = 0;
     let mut stream = body.into_data_stream();
@@ -77,16 +77,18 @@ async fn echo(
     if !upstream.latency.is_zero() {
         tokio::time::sleep(upstream.latency).await;
     }
-    let identity: BTreeMap<String, String> = headers
-        .iter()
-        .filter(|(name, _)| name.as_str().starts_with("x-gatehouse-"))
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let with_prefix = |prefix: &str| -> BTreeMap<String, String> {
+        headers
+            .iter()
+            .filter(|(name, _)| name.as_str().starts_with(prefix))
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect()
+    };
     let failing = n % 100 < u64::from(upstream.error_percent);
     let status = if failing {
         StatusCode::INTERNAL_SERVER_ERROR
@@ -100,10 +102,34 @@ async fn echo(
             "method": method.as_str(),
             "path": uri.path(),
             "query": uri.query(),
-            "headers": identity,
+            "headers": with_prefix("x-gatehouse-"),
+            "forwarded": with_prefix("x-forwarded-"),
+            "cookie": headers.get(header::COOKIE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
             "body_bytes": body_bytes,
             "injected_error": failing,
         })),
+    )
+        .into_response()
+}
+
+/// Any request asking to upgrade gets `101` and then every byte it sends
+/// echoed back: the proxy's upgrade pass-through is tested with it (the same
+/// path a WebSocket takes, without a WebSocket library).
+fn upgrade_echo(request: &mut Request, protocol: HeaderValue) -> Response {
+    let upgrade = hyper::upgrade::on(request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else {
+            return;
+        };
+        let (mut reader, mut writer) = tokio::io::split(TokioIo::new(upgraded));
+        let _ = tokio::io::copy(&mut reader, &mut writer).await;
+    });
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            (header::CONNECTION, HeaderValue::from_static("upgrade")),
+            (header::UPGRADE, protocol),
+        ],
     )
         .into_response()
 }

@@ -115,6 +115,7 @@ fn edge(c: &mut Criterion) {
                 security_headers: false,
                 catch_panic: false,
                 timeout: false,
+                problems: true,
             }),
         ),
     ];

@@ -3,7 +3,8 @@
 //! Outermost first: the edge (`middleware::edge`: request id, size guard,
 //! span, deadline, panic guard, problem+json, security headers, metrics,
 //! access line, in one pass) → handler, whose body extractors enforce the
-//! body limit (`DefaultBodyLimit`) while streaming.
+//! body limit (`DefaultBodyLimit`) while streaming. The reverse proxy
+//! (`/svc/...`, [`crate::proxy`]) is a router of its own with a lighter edge.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use axum::routing::{any, delete, get, patch, post, put};
 
 use crate::middleware;
 use crate::pages;
+use crate::proxy;
 use crate::routes;
 use crate::state::AppState;
 
@@ -208,8 +210,11 @@ pub fn app(state: AppState) -> Router {
         http.request_timeout.max(Duration::from_millis(1)),
         http.secure_transport,
     ));
-    router
+    let api = router
         .layer(DefaultBodyLimit::max(http.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(edge, middleware::edge))
-        .with_state(state)
+        .with_state(state.clone());
+    // The reverse proxy keeps its own edge: no body cap, no deadline, no
+    // rewriting of upstream answers (see `crate::proxy`).
+    proxy::router(state).merge(api)
 }

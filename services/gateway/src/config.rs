@@ -112,6 +112,124 @@ struct RawSettings {
     throttle: RawThrottle,
     tokens: RawTokens,
     cache: RawCache,
+    proxy: RawProxy,
+    routing: RawRouting,
+}
+
+/// `GATEHOUSE_ROUTING__*`: instance selection, breakers and leases.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct RawRouting {
+    /// Consecutive failures that open an instance's breaker.
+    breaker_failures: u32,
+    /// Cool-down of the first ejection; the n-th lasts n times as long.
+    breaker_cooldown_ms: u64,
+    /// The longest cool-down.
+    breaker_max_cooldown_ms: u64,
+    /// While half-open, one request per this interval is let through.
+    probe_interval_ms: u64,
+    /// Least-connections lease lifetime.
+    lease_ttl_ms: u64,
+    /// Below this share of healthy instances, all live ones are used.
+    panic_percent: u8,
+}
+
+impl Default for RawRouting {
+    fn default() -> Self {
+        let d = gatehouse_routing::SelectSettings::default();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            breaker_failures: d.breaker.failures,
+            breaker_cooldown_ms: ms(d.breaker.base_cooldown),
+            breaker_max_cooldown_ms: ms(d.breaker.max_cooldown),
+            probe_interval_ms: ms(d.breaker.probe_interval),
+            lease_ttl_ms: ms(d.lease_ttl),
+            panic_percent: d.panic_percent,
+        }
+    }
+}
+
+fn routing_settings(raw: &RawRouting) -> Result<gatehouse_routing::SelectSettings, ConfigError> {
+    let invalid = |detail: &str| ConfigError::new("GATEHOUSE_ROUTING__*", detail.to_owned());
+    if raw.breaker_failures == 0 {
+        return Err(invalid("breaker_failures must be at least 1"));
+    }
+    if raw.breaker_cooldown_ms == 0 || raw.breaker_max_cooldown_ms < raw.breaker_cooldown_ms {
+        return Err(invalid(
+            "breaker_cooldown_ms must be at least 1 and at most breaker_max_cooldown_ms",
+        ));
+    }
+    if raw.lease_ttl_ms == 0 || raw.probe_interval_ms == 0 {
+        return Err(invalid(
+            "lease_ttl_ms and probe_interval_ms must be at least 1",
+        ));
+    }
+    if raw.panic_percent > 100 {
+        return Err(invalid("panic_percent is a percentage (0-100)"));
+    }
+    Ok(gatehouse_routing::SelectSettings {
+        lease_ttl: Duration::from_millis(raw.lease_ttl_ms),
+        panic_percent: raw.panic_percent,
+        breaker: gatehouse_routing::BreakerSettings {
+            failures: raw.breaker_failures,
+            base_cooldown: Duration::from_millis(raw.breaker_cooldown_ms),
+            max_cooldown: Duration::from_millis(raw.breaker_max_cooldown_ms),
+            probe_interval: Duration::from_millis(raw.probe_interval_ms),
+        },
+    })
+}
+
+/// `GATEHOUSE_PROXY__*`: the reverse proxy (`/svc/...`).
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct RawProxy {
+    /// Deadline for connecting to an instance.
+    connect_timeout_ms: u64,
+    /// Deadline for an instance's response headers (the body then streams as
+    /// long as it needs).
+    response_timeout_ms: u64,
+    /// Idle pooled connections kept per instance.
+    max_idle_per_instance: usize,
+    /// Tenant whose sign-in page an unauthenticated browser is sent to.
+    login_tenant: Option<String>,
+}
+
+impl Default for RawProxy {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 1_000,
+            response_timeout_ms: 30_000,
+            max_idle_per_instance: 64,
+            login_tenant: None,
+        }
+    }
+}
+
+/// The reverse proxy's behaviour.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Deadline for connecting to an instance (a refused or timed-out connect
+    /// is a failure before sending: idempotent requests try another instance).
+    pub connect_timeout: Duration,
+    /// Deadline for an instance's response headers (504 when it passes).
+    pub response_timeout: Duration,
+    /// Idle pooled connections kept per instance.
+    pub max_idle_per_instance: usize,
+    /// Tenant whose sign-in page an unauthenticated browser is sent to; else
+    /// the forward-auth tenant; else the browser gets the 401.
+    pub login_tenant: Option<String>,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        let raw = RawProxy::default();
+        Self {
+            connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
+            response_timeout: Duration::from_millis(raw.response_timeout_ms),
+            max_idle_per_instance: raw.max_idle_per_instance,
+            login_tenant: None,
+        }
+    }
 }
 
 /// `GATEHOUSE_CACHE__*`: the tiered cache's sizes and lifetimes.
@@ -231,6 +349,8 @@ pub struct HttpSettings {
     pub forward_auth_tenant: Option<String>,
     /// Mount the load-test floor endpoint (`/_bench/floor`).
     pub bench_endpoints: bool,
+    /// The reverse proxy (`/svc/...`).
+    pub proxy: ProxySettings,
 }
 
 impl HttpSettings {
@@ -246,6 +366,7 @@ impl HttpSettings {
             forward_auth: config.forward_auth,
             forward_auth_tenant: config.forward_auth_tenant.clone(),
             bench_endpoints: config.bench_endpoints,
+            proxy: config.proxy.clone(),
         }
     }
 }
@@ -261,6 +382,7 @@ impl Default for HttpSettings {
             forward_auth: ForwardAuthMode::Nginx,
             forward_auth_tenant: None,
             bench_endpoints: false,
+            proxy: ProxySettings::default(),
         }
     }
 }
@@ -367,6 +489,8 @@ impl Default for RawSettings {
             throttle: RawThrottle::default(),
             tokens: RawTokens::default(),
             cache: RawCache::default(),
+            proxy: RawProxy::default(),
+            routing: RawRouting::default(),
         }
     }
 }
@@ -468,6 +592,10 @@ pub struct Config {
     pub tokens: TokenConfig,
     /// The tiered cache's sizes and lifetimes (`GATEHOUSE_CACHE__*`).
     pub cache: gatehouse_app::directory::DirectorySettings,
+    /// The reverse proxy (`GATEHOUSE_PROXY__*`).
+    pub proxy: ProxySettings,
+    /// Instance selection, breakers and leases (`GATEHOUSE_ROUTING__*`).
+    pub routing: gatehouse_routing::SelectSettings,
 }
 
 /// Half the cores (rounded up): a login flood can then take at most half the
@@ -688,6 +816,8 @@ impl Config {
             forward_auth_tenant,
             throttle: throttle_settings(&raw.throttle),
             tokens: token_config(&raw.tokens)?,
+            proxy: proxy_settings(raw.proxy)?,
+            routing: routing_settings(&raw.routing)?,
         })
     }
 }
@@ -711,6 +841,30 @@ fn forward_auth_tenant(raw: Option<String>) -> Result<Option<String>, ConfigErro
                 .map_err(|e| ConfigError::new("GATEHOUSE_FORWARD_AUTH_TENANT", e.to_string()))
         })
         .transpose()
+}
+
+fn proxy_settings(raw: RawProxy) -> Result<ProxySettings, ConfigError> {
+    let login_tenant = raw
+        .login_tenant
+        .filter(|t| !t.is_empty())
+        .map(|raw_slug| {
+            gatehouse_core::TenantSlug::parse(&raw_slug)
+                .map(|slug| slug.as_str().to_owned())
+                .map_err(|e| ConfigError::new("GATEHOUSE_PROXY__LOGIN_TENANT", e.to_string()))
+        })
+        .transpose()?;
+    if raw.response_timeout_ms == 0 || raw.connect_timeout_ms == 0 {
+        return Err(ConfigError::new(
+            "GATEHOUSE_PROXY__*",
+            "connect_timeout_ms and response_timeout_ms must be at least 1",
+        ));
+    }
+    Ok(ProxySettings {
+        connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
+        response_timeout: Duration::from_millis(raw.response_timeout_ms),
+        max_idle_per_instance: raw.max_idle_per_instance,
+        login_tenant,
+    })
 }
 
 fn throttle_settings(raw: &RawThrottle) -> gatehouse_ratelimit::ThrottleSettings {
@@ -972,6 +1126,8 @@ fn setting_of(error: &figment::Error) -> &'static str {
         Some("forward_auth_tenant") => "GATEHOUSE_FORWARD_AUTH_TENANT",
         Some("throttle") => "GATEHOUSE_THROTTLE__*",
         Some("cache") => "GATEHOUSE_CACHE__*",
+        Some("proxy") => "GATEHOUSE_PROXY__*",
+        Some("routing") => "GATEHOUSE_ROUTING__*",
         _ => "GATEHOUSE_*",
     }
 }

@@ -15,6 +15,7 @@ pub mod extract;
 pub mod middleware;
 pub mod operator;
 pub mod pages;
+pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod state;

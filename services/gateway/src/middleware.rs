@@ -45,6 +45,9 @@ pub struct EdgeParts {
     pub catch_panic: bool,
     /// The whole-request deadline (503 when it passes).
     pub timeout: bool,
+    /// Error answers that are not problem+json become problem+json. Off for
+    /// the reverse proxy, which never rewrites an upstream's answer.
+    pub problems: bool,
 }
 
 impl EdgeParts {
@@ -56,6 +59,21 @@ impl EdgeParts {
         security_headers: true,
         catch_panic: true,
         timeout: true,
+        problems: true,
+    };
+
+    /// The reverse proxy's edge (`/svc/...`): no whole-request deadline (an
+    /// upload or a WebSocket lives as long as it needs; the proxy has its own
+    /// connect and response deadlines), no security headers or problem
+    /// rewriting on the upstream's answer.
+    pub const PROXY: Self = Self {
+        span: true,
+        metrics: true,
+        access_log: true,
+        security_headers: false,
+        catch_panic: true,
+        timeout: false,
+        problems: false,
     };
 }
 
@@ -226,7 +244,7 @@ pub async fn edge(State(edge): State<Arc<Edge>>, mut request: Request, next: Nex
         None => handle(&edge, &id, request, next).await,
     };
     let status = response.status();
-    if status.is_client_error() || status.is_server_error() {
+    if edge.parts.problems && (status.is_client_error() || status.is_server_error()) {
         response = as_problem(response).await;
     }
     let headers = response.headers_mut();

@@ -304,11 +304,7 @@ async fn wire_cache_and_events(
     ));
     let routing = Arc::new(gatehouse_app::routing::Routing::new(
         db.clone(),
-        gatehouse_routing::RoutingStore::new(
-            redis.clone(),
-            keys.clone(),
-            gatehouse_routing::SelectSettings::default(),
-        ),
+        gatehouse_routing::RoutingStore::new(redis.clone(), keys.clone(), config.routing.clone()),
         gatehouse_routing::Strategy::Weighted,
     ));
     let invalidation: Arc<dyn gatehouse_events::EventConsumer> =

@@ -6,4 +6,5 @@ pub mod cookies;
 pub mod csrf;
 pub mod device;
 pub mod login;
+pub mod request_access;
 pub mod return_to;

@@ -37,17 +37,15 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use gatehouse_authz::http::HttpMapping;
 use gatehouse_core::{ServiceName, TenantSlug};
-use serde_json::{Map, json};
 
 use crate::auth::client::ClientInfo;
+use crate::auth::request_access::{HttpRequest, Refused, authorise};
 use crate::config::ForwardAuthMode;
 use crate::error::ApiError;
 use crate::extract::session::admit;
 use crate::state::AppState;
 use gatehouse_app::admission::{Expect, Need};
-use gatehouse_app::authz::{self, Question};
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
@@ -218,56 +216,35 @@ pub async fn verify(
         ));
     };
     let tenant = caller.tenant;
-    let mapping: HttpMapping = match tenant.settings.get("verify") {
-        Some(raw) => serde_json::from_value(raw.clone()).map_err(|e| {
-            tracing::error!(tenant = %tenant.slug, error = %e, "invalid verify settings; refusing");
-            outcome("error", started);
-            ApiError::internal(&e)
-        })?,
-        None => HttpMapping::default(),
+    let request = HttpRequest {
+        method: original.method,
+        uri: original.uri,
+        client_ip: &client.ip,
+        host: original.host,
     };
-    let (action, resource) = mapping
-        .map(original.method, original.uri)
-        .map_err(|e| bad_request(e.to_string()))?;
-    let mut context = authz::client_context(&client.ip);
-    if let Some(host) = original.host {
-        context.insert("host".into(), json!(host));
-    }
-    let question = Question {
-        resource: resource.clone(),
-        resource_attributes: Map::new(),
-        action: action.clone(),
-        context,
-        now: state.auth.clock.now().unix_timestamp(),
+    let granted = match authorise(&state, &tenant, caller.user_id, request).await {
+        Ok(granted) => granted,
+        Err(refused) => {
+            outcome(
+                match &refused {
+                    Refused::Unmappable(_) => "bad_request",
+                    Refused::Denied { .. } => "denied",
+                    Refused::Failed(_) => "error",
+                },
+                started,
+            );
+            return Err(refused.into());
+        }
     };
-    let answer = state
-        .authz
-        .ask_as_caller(tenant.id, caller.user_id, question)
-        .await?;
-    if !answer.decision.allowed {
-        outcome("denied", started);
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("{action} on {resource} is not allowed"),
-        ));
-    }
     outcome("allowed", started);
     let upstream_version = match &service {
         Some(service) => upstream_version(&state, service, tenant.id, caller.user_id).await,
         None => None,
     };
-    let effective_roles = answer.rules.set.effective_roles(&answer.request).join(",");
     let mut response = StatusCode::OK.into_response();
     let out = response.headers_mut();
-    for (name, value) in [
-        ("x-gatehouse-user", answer.subject.username.as_str()),
-        ("x-gatehouse-user-id", &answer.subject.id.to_string()),
-        ("x-gatehouse-tenant", tenant.slug.as_str()),
-        ("x-gatehouse-roles", effective_roles.as_str()),
-    ] {
-        let value = HeaderValue::from_str(value).map_err(|e| ApiError::internal(&e))?;
-        out.insert(HeaderName::from_static(name), value);
+    for (name, value) in granted.identity_headers()? {
+        out.insert(name, value);
     }
     if let Some(version) = upstream_version
         && let Ok(value) = HeaderValue::from_str(&version)

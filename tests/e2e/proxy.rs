@@ -1,0 +1,584 @@
+//! The authenticating reverse proxy (`/svc/{service}/...`) through the real
+//! binary, to real `demo-upstream` instances on loopback: each tenant reaches
+//! its version with our identity and nothing a client forged; who may pass;
+//! a dead instance (idempotent requests retried elsewhere, a POST never;
+//! ejected by its breaker, readmitted when it recovers); a 100 MiB upload in
+//! bounded memory; an upgraded connection spliced through; routing from the
+//! in-memory snapshot while Redis is away.
+
+#![allow(
+    clippy::too_many_lines,
+    reason = "end-to-end scenarios read best as one story each"
+)]
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::{
+    DEMO_PASSWORD, Process, client, demo_upstream, demo_upstream_on, expect_problem, json_login,
+    seeded_app, until_in_force, wait_for_port,
+};
+use gatehouse_routing::Rule;
+use gatehouse_testkit::{Gateway, TestDatabase, free_port};
+
+/// Registers a static instance of `orders` `version` at `address`.
+async fn register(pool: &sqlx::PgPool, version: &str, address: &str) {
+    sqlx::query(
+        "INSERT INTO service_instances (id, service_id, version_id, address)
+         SELECT gen_random_uuid(), s.id, v.id, $2
+           FROM services s JOIN service_versions v ON v.service_id = s.id
+          WHERE s.name = 'orders' AND v.version = $1",
+    )
+    .bind(version)
+    .bind(address)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// acme's share of the `orders` canary (v2), in buckets of 10 000.
+async fn set_canary(pool: &sqlx::PgPool, buckets: i32) {
+    sqlx::query("UPDATE tenant_rollouts SET canary_buckets = $1")
+        .bind(buckets)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// A seeded gateway with `orders` v1 and v2 on two real upstreams.
+struct Proxied {
+    gateway: Gateway,
+    db: TestDatabase,
+    _upstreams: Vec<Process>,
+    /// bob's access token (acme, member).
+    bob: String,
+}
+
+async fn proxied(extra: &[(&str, &str)]) -> Proxied {
+    let (gateway, db, _) = seeded_app(extra).await;
+    let (v1, v1_port) = demo_upstream("v1");
+    let (v2, v2_port) = demo_upstream("v2");
+    register(&db.pool, "v1", &format!("127.0.0.1:{v1_port}")).await;
+    register(&db.pool, "v2", &format!("127.0.0.1:{v2_port}")).await;
+    wait_for_port(v1_port).await;
+    wait_for_port(v2_port).await;
+    let bob = access_token(&gateway, "acme", "bob").await;
+    Proxied {
+        gateway,
+        db,
+        _upstreams: vec![v1, v2],
+        bob,
+    }
+}
+
+async fn access_token(gateway: &Gateway, tenant: &str, user: &str) -> String {
+    let password = if tenant == "system" {
+        crate::ADMIN_PASSWORD
+    } else {
+        DEMO_PASSWORD
+    };
+    let response = json_login(gateway, tenant, user, password).await;
+    assert_eq!(response.status(), 200, "sign-in of {user}@{tenant}");
+    let body: Value = response.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+/// GET through the proxy as `token`: status, the version header, the body.
+async fn get(gateway: &Gateway, path: &str, token: &str) -> (StatusCode, Option<String>, Value) {
+    let response = client()
+        .get(gateway.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let version = response
+        .headers()
+        .get("x-gatehouse-upstream-version")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, version, body)
+}
+
+#[tokio::test]
+async fn each_tenant_reaches_its_version_with_our_identity_and_nothing_forged() {
+    let p = proxied(&[]).await;
+    let acme: String = sqlx::query_scalar("SELECT id::text FROM tenants WHERE slug = 'acme'")
+        .fetch_one(&p.db.pool)
+        .await
+        .unwrap();
+    let demo = Rule::split("v1", "v2", 2000, "r1", false).unwrap();
+    let expected = demo.version_for("orders", &acme, None).0.to_owned();
+    until_in_force("the demo rollout is mirrored", || async {
+        get(&p.gateway, "/svc/orders/items", &p.bob)
+            .await
+            .1
+            .as_deref()
+            == Some(expected.as_str())
+    })
+    .await;
+
+    let response = client()
+        .get(p.gateway.url("/svc/orders/items/7?x=1&y=%20z"))
+        .bearer_auth(&p.bob)
+        .header("x-gatehouse-user", "admin")
+        .header("X-Gatehouse-Roles", "platform-admin")
+        .header("x-gatehouse-upstream-version", "v9")
+        .header("x-forwarded-prefix", "/elsewhere")
+        .header("cookie", "gh_session=not-for-upstreams; theme=dark")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "dropped")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["x-gatehouse-upstream-version"],
+        expected.as_str()
+    );
+    assert!(response.headers().contains_key("x-request-id"));
+    let seen: Value = response.json().await.unwrap();
+    assert_eq!(seen["version"], expected.as_str(), "{seen}");
+    assert_eq!(
+        seen["path"], "/items/7",
+        "the /svc/orders prefix is removed"
+    );
+    assert_eq!(seen["query"], "x=1&y=%20z");
+    let identity = seen["headers"].as_object().unwrap();
+    assert_eq!(identity["x-gatehouse-user"], "bob");
+    assert_eq!(identity["x-gatehouse-tenant"], "acme");
+    assert!(
+        identity["x-gatehouse-roles"]
+            .as_str()
+            .unwrap()
+            .contains("member")
+    );
+    assert!(identity.contains_key("x-gatehouse-user-id"));
+    assert_eq!(
+        identity.len(),
+        4,
+        "only our four identity headers reach the upstream: {seen}"
+    );
+    let forwarded = seen["forwarded"].as_object().unwrap();
+    assert_eq!(forwarded["x-forwarded-prefix"], "/svc/orders");
+    assert!(
+        forwarded["x-forwarded-for"]
+            .as_str()
+            .unwrap()
+            .ends_with("127.0.0.1")
+    );
+    assert_eq!(forwarded["x-forwarded-proto"], "http");
+    assert_eq!(
+        seen["cookie"], "theme=dark",
+        "our session cookie stays with us"
+    );
+
+    // A body goes through as sent.
+    let body = vec![b'x'; 300_000];
+    let posted = client()
+        .post(p.gateway.url("/svc/orders/items"))
+        .bearer_auth(&p.bob)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+    let posted: Value = posted.json().await.unwrap();
+    assert_eq!(
+        (posted["method"].as_str(), posted["body_bytes"].as_u64()),
+        (Some("POST"), Some(300_000)),
+        "no 64 KiB cap on the proxy: {posted}"
+    );
+
+    // 100% canary: v2; the rollout removed: the default, v1.
+    set_canary(&p.db.pool, 10_000).await;
+    until_in_force("100% canary", || async {
+        get(&p.gateway, "/svc/orders/items", &p.bob)
+            .await
+            .1
+            .as_deref()
+            == Some("v2")
+    })
+    .await;
+    sqlx::query("DELETE FROM tenant_rollouts")
+        .execute(&p.db.pool)
+        .await
+        .unwrap();
+    until_in_force("rolled back", || async {
+        let (status, version, body) = get(&p.gateway, "/svc/orders/items", &p.bob).await;
+        status == 200 && version.as_deref() == Some("v1") && body["version"] == "v1"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn who_may_pass_and_what_bad_requests_get() {
+    let p = proxied(&[("GATEHOUSE_PROXY__LOGIN_TENANT", "acme")]).await;
+    until_in_force("mirrored", || async {
+        get(&p.gateway, "/svc/orders/items", &p.bob).await.0 == 200
+    })
+    .await;
+    // Nobody: an API client gets 401, a browser the sign-in page and back.
+    let anonymous = client()
+        .get(p.gateway.url("/svc/orders/items"))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(anonymous, 401).await;
+    let browser = client()
+        .get(p.gateway.url("/svc/orders/items?x=1"))
+        .header("accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(browser.status(), 303);
+    assert_eq!(
+        browser.headers()["location"],
+        "/t/acme/login?return_to=%2Fsvc%2Forders%2Fitems%3Fx%3D1"
+    );
+    let forged = client()
+        .get(p.gateway.url("/svc/orders/items"))
+        .header("x-gatehouse-user", "bob")
+        .header("x-gatehouse-tenant", "acme")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(forged, 401).await;
+    // bob may read orders but not delete them (the same decision as forward auth).
+    let delete = client()
+        .delete(p.gateway.url("/svc/orders/1"))
+        .bearer_auth(&p.bob)
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(delete, 403).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("delete on orders:1")
+    );
+    // Another tenant's platform admin has no grant on acme's orders app either.
+    let admin = access_token(&p.gateway, "system", "admin").await;
+    expect_problem(
+        client()
+            .get(p.gateway.url("/svc/orders/items"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap(),
+        403,
+    )
+    .await;
+    // Dot segments, sent as they are (an HTTP library would resolve them).
+    for path in ["/svc/orders/a/../../billing", "/svc/orders/%2e%2e/billing"] {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port_of(&p.gateway)))
+            .await
+            .unwrap();
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {}\r\nconnection: close\r\n\r\n",
+            p.bob
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+        assert!(answer.contains("dot segments"), "{path}: {answer}");
+    }
+    // Bad names, unknown services.
+    for (path, status, says) in [
+        ("/svc/Orders!/x", 400, "service"),
+        ("/svc/billing/x", 404, "no service billing is routed here"),
+    ] {
+        let response = client()
+            .get(p.gateway.url(path))
+            .bearer_auth(&p.bob)
+            .send()
+            .await
+            .unwrap();
+        let problem = expect_problem(response, status).await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains(says),
+            "{path}: {problem}"
+        );
+    }
+    // A session cookie works for pages, and an unsafe method needs our origin.
+    let session = crate::session_token(&p.gateway, "acme", "bob", DEMO_PASSWORD).await;
+    let cookie = format!("gh_session={session}");
+    let page = client()
+        .get(p.gateway.url("/svc/orders/items"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let cross_site = client()
+        .post(p.gateway.url("/svc/orders/items"))
+        .header("cookie", &cookie)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(cross_site, 403).await;
+    let same_site = client()
+        .post(p.gateway.url("/svc/orders/items"))
+        .header("cookie", &cookie)
+        .header("origin", &p.gateway.base_url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same_site.status(), 200);
+    // Signed out everywhere: the token is refused at once.
+    let out = client()
+        .post(p.gateway.url("/v1/auth/logout-all"))
+        .bearer_auth(&p.bob)
+        .send()
+        .await
+        .unwrap();
+    assert!(out.status().is_success(), "{}", out.status());
+    expect_problem(
+        client()
+            .get(p.gateway.url("/svc/orders/items"))
+            .bearer_auth(&p.bob)
+            .send()
+            .await
+            .unwrap(),
+        401,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_dead_instance_costs_idempotent_requests_nothing_is_ejected_and_comes_back() {
+    // Breakers open after 3 failures for 5 s (then 10 s, ...), probing every 100 ms.
+    let p = proxied(&[
+        ("GATEHOUSE_ROUTING__BREAKER_FAILURES", "3"),
+        ("GATEHOUSE_ROUTING__BREAKER_COOLDOWN_MS", "5000"),
+        ("GATEHOUSE_ROUTING__PROBE_INTERVAL_MS", "100"),
+    ])
+    .await;
+    // acme on v1, chosen round robin between the live instance and a dead one.
+    let dead_port = free_port();
+    register(&p.db.pool, "v1", &format!("127.0.0.1:{dead_port}")).await;
+    set_canary(&p.db.pool, 0).await;
+    sqlx::query("UPDATE services SET strategy = 'round_robin' WHERE name = 'orders'")
+        .execute(&p.db.pool)
+        .await
+        .unwrap();
+    let post = || async {
+        client()
+            .post(p.gateway.url("/svc/orders/items"))
+            .bearer_auth(&p.bob)
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+    };
+    // Wait until both v1 instances are mirrored: a POST then fails on the dead
+    // one (502) instead of being retried, since a POST is not idempotent.
+    let started = std::time::Instant::now();
+    loop {
+        let response = post().await;
+        if response.status() == StatusCode::BAD_GATEWAY {
+            let problem = expect_problem(response, 502).await;
+            assert!(
+                problem["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("could not connect"),
+                "{problem}"
+            );
+            break;
+        }
+        assert_eq!(response.status(), 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the dead instance was never picked"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // GETs are idempotent and bodyless: one on the dead instance is tried
+    // again on the live one. They keep failing there, so its breaker opens.
+    for _ in 0..6 {
+        let (status, version, body) = get(&p.gateway, "/svc/orders/items", &p.bob).await;
+        assert_eq!(
+            (status, version.as_deref()),
+            (StatusCode::OK, Some("v1")),
+            "{body}"
+        );
+    }
+    let metrics = crate::metrics_text(&p.gateway).await;
+    assert!(
+        metrics.contains("gatehouse_routing_ejections_total{service=\"orders\"} 1"),
+        "the dead instance was ejected once"
+    );
+    // Ejected: POSTs no longer reach it. (A half-open probe could only land if
+    // this loop outlasted the 5 s cool-down; one failed probe re-opens it for
+    // 10 s, so at most one POST could fail even on a stalled host.)
+    let mut failed = 0;
+    for _ in 0..20 {
+        if post().await.status() != StatusCode::OK {
+            failed += 1;
+        }
+    }
+    assert!(failed <= 1, "{failed} POSTs reached the ejected instance");
+    // It comes back (under another label, to tell it apart): a half-open
+    // probe succeeds after the cool-down and it takes requests again.
+    let (_revived, _) = demo_upstream_on("v1-revived", dead_port, &[]);
+    wait_for_port(dead_port).await;
+    let started = std::time::Instant::now();
+    loop {
+        let (_, _, body) = get(&p.gateway, "/svc/orders/items", &p.bob).await;
+        if body["version"] == "v1-revived" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "the recovered instance was not readmitted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The gateway's peak resident memory so far (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The gateway's port.
+fn port_of(gateway: &Gateway) -> u16 {
+    gateway
+        .base_url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Reads one HTTP/1.1 response head (up to the blank line).
+async fn read_head(stream: &mut tokio::net::TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).await.unwrap(),
+            1,
+            "connection closed"
+        );
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+#[tokio::test]
+async fn a_100_mib_upload_streams_through_in_bounded_memory() {
+    const SIZE: u64 = 100 * 1024 * 1024;
+    let p = proxied(&[]).await;
+    until_in_force("mirrored", || async {
+        get(&p.gateway, "/svc/orders/items", &p.bob).await.0 == 200
+    })
+    .await;
+    let before = peak_rss_kib(p.gateway.pid());
+    let port = port_of(&p.gateway);
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /svc/orders/upload HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {}\r\ncontent-length: {SIZE}\r\ncontent-type: application/octet-stream\r\nconnection: close\r\n\r\n",
+        p.bob
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![7u8; 1024 * 1024];
+    for _ in 0..100 {
+        stream.write_all(&chunk).await.unwrap();
+    }
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
+    assert!(
+        answer.contains(&format!("\"body_bytes\":{SIZE}")),
+        "every byte reached the upstream: {answer}"
+    );
+    let after = peak_rss_kib(p.gateway.pid());
+    let grown_mib = after.saturating_sub(before) / 1024;
+    assert!(
+        grown_mib < 32,
+        "the gateway's peak memory grew by {grown_mib} MiB for a 100 MiB upload"
+    );
+}
+
+#[tokio::test]
+async fn an_upgraded_connection_is_spliced_through_both_ways() {
+    let p = proxied(&[]).await;
+    until_in_force("mirrored", || async {
+        get(&p.gateway, "/svc/orders/items", &p.bob).await.0 == 200
+    })
+    .await;
+    let port = port_of(&p.gateway);
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let head = format!(
+        "GET /svc/orders/echo HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {}\r\nconnection: Upgrade\r\nupgrade: gatehouse-echo\r\n\r\n",
+        p.bob
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_head(&mut stream).await.to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 101"), "{answer}");
+    assert!(answer.contains("upgrade: gatehouse-echo"), "{answer}");
+    assert!(
+        answer.contains("x-gatehouse-upstream-version: v"),
+        "{answer}"
+    );
+    for message in ["ping", "a longer message, both ways"] {
+        stream.write_all(message.as_bytes()).await.unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        stream.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(echoed, message.as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn with_redis_away_requests_are_routed_from_the_last_snapshot() {
+    let mut redis = gatehouse_testkit::PrivateRedis::start().await;
+    let (gateway, db, _) = crate::cache::private_app(&redis, &[]).await;
+    let (_v1, v1_port) = demo_upstream("v1");
+    let (_v2, v2_port) = demo_upstream("v2");
+    register(&db.pool, "v1", &format!("127.0.0.1:{v1_port}")).await;
+    register(&db.pool, "v2", &format!("127.0.0.1:{v2_port}")).await;
+    set_canary(&db.pool, 10_000).await;
+    wait_for_port(v1_port).await;
+    wait_for_port(v2_port).await;
+    let bob = access_token(&gateway, "acme", "bob").await;
+    until_in_force("acme on v2", || async {
+        get(&gateway, "/svc/orders/items", &bob).await.1.as_deref() == Some("v2")
+    })
+    .await;
+    redis.stop().await;
+    for _ in 0..5 {
+        let (status, version, body) = get(&gateway, "/svc/orders/items", &bob).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(version.as_deref(), Some("v2"), "the rollout still applies");
+        assert_eq!(body["version"], "v2");
+    }
+    let metrics = crate::metrics_text(&gateway).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("gatehouse_routing_local_picks_total ") && !l.ends_with(" 0")),
+        "picks were counted as local"
+    );
+}
