@@ -210,13 +210,15 @@ gw_env=(
   "GATEHOUSE_LOG=info"
   "GATEHOUSE_ADMIN_PASSWORD=$ADMIN_PASSWORD"
   "GATEHOUSE_DEMO_PASSWORD=$DEMO_PASSWORD"
+  "GATEHOUSE_PROXY__LOGIN_TENANT=acme"
 )
 
 gh_log "gatehouse migrate"
 timeout 120 env "${unset_env[@]}" "${gw_env[@]}" "$BIN_DIR/gatehouse" migrate >"$RUN/migrate.log" 2>&1 ||
   { cat "$RUN/migrate.log" >&2; gh_err "gatehouse migrate failed"; exit 1; }
 gh_log "gatehouse bootstrap --demo"
-timeout 120 env "${unset_env[@]}" "${gw_env[@]}" "$BIN_DIR/gatehouse" bootstrap --demo >"$RUN/bootstrap.log" 2>&1 ||
+timeout 120 env "${unset_env[@]}" "${gw_env[@]}" "$BIN_DIR/gatehouse" bootstrap --demo \
+  --upstream "v1=127.0.0.1:$up_port" --upstream "v2=127.0.0.1:$up_port" >"$RUN/bootstrap.log" 2>&1 ||
   { cat "$RUN/bootstrap.log" >&2; gh_err "gatehouse bootstrap failed"; exit 1; }
 
 # The demo tenant may send people back to its own origin (bootstrap sets the issuer's);
