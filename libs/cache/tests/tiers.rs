@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use gatehouse_cache::{CacheKey, CacheSettings, CacheValue, RemoteTier, Tier, TieredCache};
-use gatehouse_redis::{Keyspace, RedisPool, RedisSettings};
+use gatehouse_redis::{Keyspace, RedisPool};
 use gatehouse_testkit::TestRedis;
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +38,7 @@ impl CacheValue for Value {
 
 fn remote() -> (RemoteTier, RedisPool) {
     let redis = TestRedis::shared();
-    let pool = RedisPool::new(&RedisSettings::new(redis.url.clone())).unwrap();
+    let pool = RedisPool::new(&gatehouse_testkit::redis_settings(redis.url.clone())).unwrap();
     (
         RemoteTier::new(pool.clone(), Keyspace::new(redis.prefix)),
         pool,

@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use gatehouse_events::{
     EventStream, Revocation, RevocationMirror, StreamSettings, TokenFacts, spawn_tailer,
 };
-use gatehouse_redis::{Keyspace, RedisPool, RedisSettings, redis};
+use gatehouse_redis::{Keyspace, RedisPool, redis};
 use gatehouse_testkit::{PrivateRedis, TestRedis};
 use uuid::Uuid;
 
 const NOW: i64 = 1_795_424_400;
 
 fn instance(redis: &TestRedis, settings: StreamSettings) -> EventStream {
-    let pool = RedisPool::new(&RedisSettings::new(redis.url.clone())).unwrap();
+    let pool = RedisPool::new(&gatehouse_testkit::redis_settings(redis.url.clone())).unwrap();
     EventStream::new(pool, Keyspace::new(redis.prefix.clone()), settings)
 }
 
@@ -347,7 +347,7 @@ async fn an_unreadable_revocation_event_reloads_the_mirror_instead_of_being_skip
 async fn mirrors_load_from_the_index_and_legacy_entries_are_indexed_once() {
     let redis = TestRedis::shared();
     let stream = instance(&redis, StreamSettings::default());
-    let pool = RedisPool::new(&RedisSettings::new(redis.url.clone())).unwrap();
+    let pool = RedisPool::new(&gatehouse_testkit::redis_settings(redis.url.clone())).unwrap();
     let keys = Keyspace::new(redis.prefix.clone());
     // A deny-list entry as an older build wrote it: no index member.
     let legacy = keys.events_key("deny:jti:legacy-1");

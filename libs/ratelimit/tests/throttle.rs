@@ -15,7 +15,7 @@ use gatehouse_core::ManualClock;
 use gatehouse_ratelimit::{
     Attempt, Decision, LimitKind, LoginLimits, Throttle, ThrottleSettings, Ticket,
 };
-use gatehouse_redis::{Keyspace, RedisPool, RedisSettings};
+use gatehouse_redis::{Keyspace, RedisPool};
 use gatehouse_testkit::{PrivateRedis, TestRedis};
 use uuid::Uuid;
 
@@ -24,7 +24,7 @@ fn clock() -> ManualClock {
 }
 
 fn throttle_on(url: &str, prefix: &str, clock: &ManualClock) -> Throttle {
-    let pool = RedisPool::new(&RedisSettings::new(url)).unwrap();
+    let pool = RedisPool::new(&gatehouse_testkit::redis_settings(url)).unwrap();
     let settings = ThrottleSettings {
         // Generous for a loaded CI machine; production default is 50 ms.
         redis_timeout: Duration::from_millis(500),
@@ -348,7 +348,7 @@ async fn decisions_survive_a_flushed_script_cache() {
     let limits = LoginLimits::default();
     let a = attempt(Uuid::new_v4(), "gina", "198.51.100.13");
     assert!(!allowed(t.begin(&a, &limits).await).fallback);
-    let pool = RedisPool::new(&RedisSettings::new(redis.url())).unwrap();
+    let pool = RedisPool::new(&gatehouse_testkit::redis_settings(redis.url())).unwrap();
     pool.run(|mut c| async move {
         gatehouse_redis::redis::cmd("SCRIPT")
             .arg("FLUSH")

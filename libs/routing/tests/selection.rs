@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use gatehouse_redis::{Keyspace, RedisPool, RedisSettings};
+use gatehouse_redis::{Keyspace, RedisPool};
 use gatehouse_routing::{
     Pick, PickRequest, Picked, RoutingStore, Rule, SelectSettings, Side, Strategy,
 };
@@ -22,7 +22,7 @@ const SERVICE: &str = "orders";
 
 fn store() -> (RoutingStore, RedisPool, String) {
     let redis = TestRedis::shared();
-    let pool = RedisPool::new(&RedisSettings::new(redis.url.clone())).unwrap();
+    let pool = RedisPool::new(&gatehouse_testkit::redis_settings(redis.url.clone())).unwrap();
     let store = RoutingStore::new(
         pool.clone(),
         Keyspace::new(redis.prefix.clone()),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use gatehouse_core::ManualClock;
 use gatehouse_redis::redis;
-use gatehouse_redis::{Keyspace, RedisPool, RedisSettings};
+use gatehouse_redis::{Keyspace, RedisPool};
 use gatehouse_session::{
     NewSession, RefreshKey, RefreshLimits, RefreshStore, RefreshToken, Rotation, Session,
     SessionConfig, SessionStore,
@@ -34,7 +34,7 @@ fn fixture() -> Fixture {
 
 fn fixture_with(limits: RefreshLimits) -> Fixture {
     let redis = TestRedis::shared();
-    let pool = RedisPool::new(&RedisSettings::new(redis.url.clone())).unwrap();
+    let pool = RedisPool::new(&gatehouse_testkit::redis_settings(redis.url.clone())).unwrap();
     let clock = Arc::new(ManualClock::at(
         time::macros::datetime!(2026-03-01 09:00 UTC),
     ));

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use gatehouse_core::ManualClock;
 use gatehouse_redis::redis;
-use gatehouse_redis::{Keyspace, RedisPool, RedisSettings};
+use gatehouse_redis::{Keyspace, RedisPool};
 use gatehouse_session::{NewSession, SessionConfig, SessionId, SessionStore, SessionToken};
 use gatehouse_testkit::TestRedis;
 use uuid::Uuid;
@@ -25,7 +25,7 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let redis = TestRedis::shared();
-    let pool = RedisPool::new(&RedisSettings::new(redis.url.clone())).unwrap();
+    let pool = RedisPool::new(&gatehouse_testkit::redis_settings(redis.url.clone())).unwrap();
     let clock = ManualClock::at(time::macros::datetime!(2026-03-01 09:00 UTC));
     let config = SessionConfig {
         idle_timeout: Duration::from_secs(IDLE),

@@ -342,6 +342,18 @@ pub fn gateway_env(db: &TestDatabase, redis_url: &str, prefix: &str) -> Vec<(Str
     .collect()
 }
 
+/// Redis settings for library tests: the production deadlines (250 ms per
+/// call) are for a gateway next to its Redis, not for a 2-core machine running
+/// the whole suite at once, where one slow call failed a selection test. Tests
+/// of outages stop the server (calls fail at once), never rely on a deadline.
+#[must_use]
+pub fn redis_settings(url: impl Into<String>) -> gatehouse_redis::RedisSettings {
+    let mut settings = gatehouse_redis::RedisSettings::new(url);
+    settings.command_timeout = std::time::Duration::from_secs(5);
+    settings.connect_timeout = std::time::Duration::from_secs(2);
+    settings
+}
+
 /// A running `gatehouse serve`, killed when dropped.
 pub struct Gateway {
     child: Child,
