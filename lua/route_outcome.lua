@@ -4,14 +4,31 @@
 -- ARGV[6]); once that has passed, route_common.lua lets one probe through per
 -- interval; a probe that succeeds closes it, one that fails opens it again,
 -- longer.
+-- It also counts the request in its version's statistics for canary analysis
+-- (when ARGV[8] names the version): one HASH per time slot, fields
+-- '<version>:n' requests, '<version>:e' failures, '<version>:l<k>' latency
+-- histogram (k = floor(4 * log2(ms + 1)): four buckets per doubling).
 -- KEYS[1] breakers HASH (see route_common.lua); KEYS[2] leases ZSET;
--- KEYS[3] in-flight HASH.
+-- KEYS[3] in-flight HASH; KEYS[4] this time slot's statistics HASH.
 -- ARGV[1] instance id; ARGV[2] '1' success, '0' failure; ARGV[3] now (ms);
 -- ARGV[4] failures that open the breaker; ARGV[5] base cool-down (ms);
--- ARGV[6] longest cool-down (ms); ARGV[7] lease to close, or ''.
+-- ARGV[6] longest cool-down (ms); ARGV[7] lease to close, or '';
+-- ARGV[8] the version, or '' (no statistics); ARGV[9] latency (ms);
+-- ARGV[10] lifetime of a statistics slot (ms).
 -- Returns {state, open until, ejections, health}: state 0 closed, 1 just
 -- opened, 2 open.
 local id, ok, now = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
+local version = ARGV[8] or ''
+if version ~= '' then
+  local latency = math.max(0, tonumber(ARGV[9]) or 0)
+  local k = math.floor(4 * math.log(latency + 1) / math.log(2))
+  redis.call('HINCRBY', KEYS[4], version .. ':n', 1)
+  if not ok then
+    redis.call('HINCRBY', KEYS[4], version .. ':e', 1)
+  end
+  redis.call('HINCRBY', KEYS[4], version .. ':l' .. k, 1)
+  redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[10]))
+end
 if ARGV[7] ~= '' and redis.call('ZREM', KEYS[2], ARGV[7]) == 1 then
   if redis.call('HINCRBY', KEYS[3], id, -1) < 0 then
     redis.call('HSET', KEYS[3], id, 0)

@@ -12,6 +12,7 @@
 
 pub mod admission;
 pub mod authz;
+pub mod canary;
 pub mod clients;
 pub mod directory;
 pub mod outbox;

@@ -28,8 +28,8 @@ use std::collections::HashMap;
 
 use gatehouse_ratelimit::Breaker;
 use gatehouse_routing::{
-    BreakerState, MirroredInstance, Pick, PickRequest, Picked, RoutingError, RoutingStore, Rule,
-    RuleError, Side, Strategy,
+    BreakerState, MirroredInstance, Outcome, Pick, PickRequest, Picked, RoutingError, RoutingStore,
+    Rule, RuleError, Side, Strategy,
 };
 use gatehouse_store::StoreError;
 use gatehouse_store::routing as config;
@@ -98,7 +98,10 @@ impl std::fmt::Debug for Routing {
     }
 }
 
-fn now_ms() -> u64 {
+/// Now, in milliseconds since the Unix epoch (the clock selection and
+/// statistics use).
+#[must_use]
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -362,24 +365,31 @@ impl Routing {
         ))
     }
 
-    /// How a proxied request went on `instance`: closes its lease, moves its
-    /// health and drives its breaker. `None` when Redis could not take it
-    /// (logged; the breaker then misses one outcome).
+    /// How a proxied request went on the picked instance: closes its lease,
+    /// moves its health, drives its breaker and counts it in its version's
+    /// statistics (canary analysis). `None` when Redis could not take it
+    /// (logged; the breaker and the statistics then miss one outcome).
     pub async fn record(
         &self,
+        pick: &Pick,
         service: &str,
-        instance: &str,
         ok: bool,
-        lease: Option<&str>,
+        latency: Duration,
     ) -> Option<BreakerState> {
         if !self.redis_breaker.allow_request() {
             return None;
         }
-        match self
-            .store
-            .record(service, instance, ok, lease, now_ms())
-            .await
-        {
+        let instance = pick.instance.as_str();
+        let outcome = Outcome {
+            service,
+            instance,
+            version: &pick.version,
+            ok,
+            latency,
+            lease: pick.lease.as_deref(),
+            now_ms: now_ms(),
+        };
+        match self.store.record_request(&outcome).await {
             Ok(state) => {
                 self.redis_breaker.record_success();
                 if state.opened_now {

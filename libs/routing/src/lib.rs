@@ -11,13 +11,17 @@
 //!   smooth weighted round robin, least connections with expiring leases,
 //!   health-aware weighted random, consistent hashing by user), skipping
 //!   instances whose heartbeat lapsed or whose breaker is open; another script
-//!   records each proxied request's outcome (breakers, health, leases).
+//!   records each proxied request's outcome (breakers, health, leases, and
+//!   per-version statistics).
+//! - [`canary`]: automatic canary analysis over those statistics.
 
+pub mod canary;
 pub mod rollout;
 pub mod select;
 
+pub use canary::{Analysis, Verdict, VersionStats, judge};
 pub use rollout::{BUCKETS, Rule, RuleError, Side, bucket, check_salt};
 pub use select::{
-    BreakerSettings, BreakerState, MirroredInstance, Pick, PickRequest, Picked, RoutingError,
-    RoutingStore, SelectSettings, Strategy,
+    BreakerSettings, BreakerState, MirroredInstance, Outcome, Pick, PickRequest, Picked,
+    RoutingError, RoutingStore, STATS_SLOT_MS, SelectSettings, Strategy,
 };

@@ -15,12 +15,14 @@
 //! - one state key per strategy (round-robin counters, smooth-WRR current
 //!   weights, least-connections leases) and the in-flight counts.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use gatehouse_redis::{Keyspace, RedisError, RedisPool};
 
+use crate::canary::VersionStats;
 use crate::rollout::Rule;
 
 /// How a version's instance is chosen.
@@ -194,6 +196,31 @@ pub struct PickRequest<'a> {
     /// An instance to leave out: the proxy's retry after that one failed
     /// before the request was sent.
     pub exclude: Option<&'a str>,
+}
+
+/// Width of one statistics slot (canary analysis sums the slots of its window).
+pub const STATS_SLOT_MS: u64 = 10_000;
+/// How long a statistics slot is kept: the longest analysis window (1 h) and
+/// one slot more.
+const STATS_LIFETIME_MS: u64 = 3_600_000 + STATS_SLOT_MS;
+
+/// How one proxied request went.
+#[derive(Debug, Clone)]
+pub struct Outcome<'a> {
+    /// The service.
+    pub service: &'a str,
+    /// The instance that took it.
+    pub instance: &'a str,
+    /// Its version, for the statistics ('' for none).
+    pub version: &'a str,
+    /// Whether it succeeded (an answer below 500).
+    pub ok: bool,
+    /// Until the response headers arrived (or the failure).
+    pub latency: Duration,
+    /// The least-connections lease to close.
+    pub lease: Option<&'a str>,
+    /// Now, in milliseconds.
+    pub now_ms: u64,
 }
 
 /// The chosen instance.
@@ -572,7 +599,8 @@ impl RoutingStore {
     }
 
     /// Records how a request on `instance` went: closes its lease, moves its
-    /// health and drives its breaker.
+    /// health and drives its breaker (no version statistics: see
+    /// [`RoutingStore::record_request`]).
     pub async fn record(
         &self,
         service: &str,
@@ -581,10 +609,80 @@ impl RoutingStore {
         lease: Option<&str>,
         now_ms: u64,
     ) -> Result<BreakerState, RoutingError> {
+        self.record_request(&Outcome {
+            service,
+            instance,
+            version: "",
+            ok,
+            latency: Duration::ZERO,
+            lease,
+            now_ms,
+        })
+        .await
+    }
+
+    /// The statistics key of the slot holding `now_ms`.
+    fn stats_key(&self, service: &str, now_ms: u64) -> String {
+        let slot = now_ms / STATS_SLOT_MS;
+        self.key(service, &format!("stats:{slot}"))
+    }
+
+    /// Each version's counts over the last `window` (whole slots of
+    /// [`STATS_SLOT_MS`], the current one included): one round trip.
+    pub async fn version_stats(
+        &self,
+        service: &str,
+        window: Duration,
+        now_ms: u64,
+    ) -> Result<HashMap<String, VersionStats>, RoutingError> {
+        let slots = ms(window).div_ceil(STATS_SLOT_MS).max(1);
+        let mut pipe = redis::pipe();
+        for back in 0..slots {
+            pipe.cmd("HGETALL")
+                .arg(self.stats_key(service, now_ms.saturating_sub(back * STATS_SLOT_MS)));
+        }
+        let pipe = &pipe;
+        let slots: Vec<HashMap<String, u64>> = self
+            .redis
+            .run(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await?;
+        let mut stats: HashMap<String, VersionStats> = HashMap::new();
+        for slot in slots {
+            for (field, count) in slot {
+                let Some((version, what)) = field.rsplit_once(':') else {
+                    continue;
+                };
+                let entry = stats.entry(version.to_owned()).or_default();
+                match what {
+                    "n" => entry.requests += count,
+                    "e" => entry.errors += count,
+                    _ => {
+                        if let Some(bucket) = what.strip_prefix('l').and_then(|k| k.parse().ok()) {
+                            *entry.latency.entry(bucket).or_default() += count;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Records how a proxied request went: closes its lease, moves its
+    /// instance's health, drives its breaker and, when `version` is named,
+    /// counts it in the version's statistics for canary analysis. One round
+    /// trip.
+    pub async fn record_request(
+        &self,
+        outcome: &Outcome<'_>,
+    ) -> Result<BreakerState, RoutingError> {
+        let service = outcome.service;
+        let (instance, ok, lease, now_ms) =
+            (outcome.instance, outcome.ok, outcome.lease, outcome.now_ms);
         let keys = [
             self.key(service, "breakers"),
             self.key(service, "leases"),
             self.key(service, "inflight"),
+            self.stats_key(service, now_ms),
         ];
         let breaker = &self.settings.breaker;
         let mut invocation = self.outcome.prepare_invoke();
@@ -598,7 +696,10 @@ impl RoutingStore {
             .arg(breaker.failures)
             .arg(ms(breaker.base_cooldown))
             .arg(ms(breaker.max_cooldown))
-            .arg(lease.unwrap_or(""));
+            .arg(lease.unwrap_or(""))
+            .arg(outcome.version)
+            .arg(ms(outcome.latency))
+            .arg(STATS_LIFETIME_MS);
         let invocation = &invocation;
         let (state, open_until, ejections, health) = self
             .redis

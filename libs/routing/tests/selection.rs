@@ -643,3 +643,51 @@ async fn a_mirror_replaces_everything_but_never_with_an_older_snapshot() {
         "the default went with the old snapshot"
     );
 }
+
+/// Canary analysis reads what the outcomes counted: per version, over the
+/// slots of its window, failures and the latency histogram included.
+#[tokio::test]
+async fn outcomes_are_counted_per_version_over_the_window() {
+    use gatehouse_routing::{Outcome, STATS_SLOT_MS};
+    let (store, _pool, _prefix) = store();
+    let record = |version: &'static str, ok: bool, ms: u64, now_ms: u64| {
+        let store = store.clone();
+        async move {
+            store
+                .record_request(&Outcome {
+                    service: SERVICE,
+                    instance: "a",
+                    version,
+                    ok,
+                    latency: Duration::from_millis(ms),
+                    lease: None,
+                    now_ms,
+                })
+                .await
+                .unwrap();
+        }
+    };
+    // An old slot, outside a 20 s window.
+    record("v2", false, 5, NOW - 5 * STATS_SLOT_MS).await;
+    for n in 0..10 {
+        record("v2", n % 5 != 0, 8, NOW - STATS_SLOT_MS).await;
+        record("v1", true, 4, NOW).await;
+    }
+    record("v2", true, 900, NOW).await;
+    let stats = store
+        .version_stats(SERVICE, Duration::from_secs(20), NOW)
+        .await
+        .unwrap();
+    let (v1, v2) = (&stats["v1"], &stats["v2"]);
+    assert_eq!((v1.requests, v1.errors), (10, 0));
+    assert_eq!((v2.requests, v2.errors), (11, 2), "{v2:?}");
+    assert!(v1.p99_ms().unwrap() < 8.0);
+    assert!(v2.p99_ms().unwrap() >= 900.0, "{:?}", v2.p99_ms());
+    // A plain record (no version) counts nowhere.
+    store.record(SERVICE, "a", true, None, NOW).await.unwrap();
+    let again = store
+        .version_stats(SERVICE, Duration::from_secs(20), NOW)
+        .await
+        .unwrap();
+    assert_eq!(again["v1"].requests + again["v2"].requests, 21);
+}

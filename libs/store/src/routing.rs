@@ -388,7 +388,7 @@ pub async fn deregister_instance(
 }
 
 /// A tenant's rollout as the admin API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
 pub struct RolloutView {
     /// The service.
     pub service: String,
@@ -404,19 +404,36 @@ pub struct RolloutView {
     pub per_user: bool,
     /// Bumped by every change.
     pub revision: i32,
+    /// `steady`, `ramping`, `completed` or `rolled_back`.
+    pub state: String,
+    /// Why it is in that state (the analysis's finding, the step taken).
+    pub state_reason: Option<String>,
+    /// Canary buckets of each ramp step (empty: no ramp).
+    pub ramp_steps: Vec<i32>,
+    /// Seconds between ramp steps.
+    pub ramp_interval_s: Option<i32>,
+    /// When the next ramp step is due.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub next_step_at: Option<time::OffsetDateTime>,
+    /// How the canary is judged (`gatehouse_routing::canary::Analysis`).
+    pub analysis: Option<serde_json::Value>,
 }
+
+/// The columns of [`RolloutView`], for every query that returns one.
+const ROLLOUT_VIEW: &str = "sv.name AS service, s.version AS stable, c.version AS canary,
+    r.canary_buckets, r.salt, r.per_user, r.revision, r.state, r.state_reason, r.ramp_steps,
+    r.ramp_interval_s, r.next_step_at, r.analysis";
 
 /// The tenant's rollouts.
 pub async fn list_rollouts(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<RolloutView>, StoreError> {
-    Ok(sqlx::query_as::<_, RolloutView>(
-        "SELECT sv.name AS service, s.version AS stable, c.version AS canary, r.canary_buckets,
-                r.salt, r.per_user, r.revision
+    Ok(sqlx::query_as::<_, RolloutView>(&format!(
+        "SELECT {ROLLOUT_VIEW}
            FROM tenant_rollouts r
            JOIN services sv ON sv.id = r.service_id
            JOIN service_versions s ON s.id = r.stable_version_id
            LEFT JOIN service_versions c ON c.id = r.canary_version_id
-          WHERE r.tenant_id = $1 ORDER BY sv.name",
-    )
+          WHERE r.tenant_id = $1 ORDER BY sv.name"
+    ))
     .bind(tenant_id)
     .fetch_all(pool)
     .await?)
@@ -435,10 +452,18 @@ pub struct NewRollout<'a> {
     pub salt: &'a str,
     /// Split per user.
     pub per_user: bool,
+    /// A ramp: canary buckets of each step (the first applies at once) and
+    /// the seconds between steps. Empty: no ramp.
+    pub ramp_steps: &'a [i32],
+    /// Seconds between ramp steps (with `ramp_steps`).
+    pub ramp_interval_s: Option<i32>,
+    /// How the canary is judged (checked by the caller), or `None`.
+    pub analysis: Option<&'a serde_json::Value>,
 }
 
 /// Creates or replaces the tenant's rollout of `service`, keeping the
-/// previous one in `previous`.
+/// previous one in `previous`. With a ramp, the canary starts at the first
+/// step and the rollout is `ramping`; else it is `steady`.
 pub async fn put_rollout(
     pool: &PgPool,
     tenant_id: Uuid,
@@ -473,8 +498,14 @@ pub async fn put_rollout(
     };
     sqlx::query(
         "INSERT INTO tenant_rollouts (tenant_id, service_id, stable_version_id, canary_version_id,
-                                      canary_buckets, salt, per_user, updated_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                      canary_buckets, salt, per_user, updated_by, ramp_steps,
+                                      ramp_interval_s, next_step_at, analysis, state, state_reason)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::integer,
+                 CASE WHEN cardinality($9::integer[]) > 1
+                      THEN now() + make_interval(secs => $10::integer) END,
+                 $11,
+                 CASE WHEN cardinality($9::integer[]) > 0 THEN 'ramping' ELSE 'steady' END,
+                 NULL)
          ON CONFLICT (tenant_id, service_id) DO UPDATE
             SET previous = jsonb_build_object(
                     'stable_version_id', tenant_rollouts.stable_version_id,
@@ -486,20 +517,26 @@ pub async fn put_rollout(
                 canary_buckets = EXCLUDED.canary_buckets,
                 salt = EXCLUDED.salt, per_user = EXCLUDED.per_user,
                 updated_by = EXCLUDED.updated_by,
+                ramp_steps = EXCLUDED.ramp_steps, ramp_interval_s = EXCLUDED.ramp_interval_s,
+                next_step_at = EXCLUDED.next_step_at, analysis = EXCLUDED.analysis,
+                state = EXCLUDED.state, state_reason = NULL,
                 revision = tenant_rollouts.revision + 1, updated_at = now()",
     )
     .bind(tenant_id)
     .bind(service_id)
     .bind(stable)
     .bind(canary)
-    .bind(if canary.is_some() {
-        rollout.canary_buckets
-    } else {
-        0
+    .bind(match (canary, rollout.ramp_steps.first()) {
+        (None, _) => 0,
+        (Some(_), Some(first)) => *first,
+        (Some(_), None) => rollout.canary_buckets,
     })
     .bind(rollout.salt)
     .bind(rollout.per_user)
     .bind(actor)
+    .bind(rollout.ramp_steps)
+    .bind(rollout.ramp_interval_s)
+    .bind(rollout.analysis)
     .execute(pool)
     .await
     .map_err(StoreError::from)?;
@@ -521,7 +558,9 @@ pub async fn roll_back(
     let done = sqlx::query(
         "UPDATE tenant_rollouts r
             SET previous = jsonb_build_object('canary_buckets', r.canary_buckets),
-                canary_buckets = 0, updated_by = $3, revision = r.revision + 1, updated_at = now()
+                canary_buckets = 0, updated_by = $3, revision = r.revision + 1, updated_at = now(),
+                state = 'rolled_back', state_reason = 'rolled back by an operator',
+                next_step_at = NULL
            FROM services s
           WHERE s.id = r.service_id AND r.tenant_id = $1 AND s.name = $2",
     )
@@ -554,4 +593,120 @@ pub async fn delete_rollout(
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// A rollout the canary controller watches: ramping, or judged by an analysis.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct WatchedRollout {
+    /// The tenant.
+    pub tenant_id: Uuid,
+    /// The service.
+    pub service: String,
+    /// The version most traffic stays on.
+    pub stable: String,
+    /// The version being rolled out.
+    pub canary: String,
+    /// Buckets (of 10 000) on the canary now.
+    pub canary_buckets: i32,
+    /// Canary buckets of each ramp step.
+    pub ramp_steps: Vec<i32>,
+    /// Seconds between ramp steps.
+    pub ramp_interval_s: Option<i32>,
+    /// Whether the next step is due now (by the database's clock).
+    pub step_due: bool,
+    /// How the canary is judged, if at all.
+    pub analysis: Option<serde_json::Value>,
+    /// `ramping` or `steady`.
+    pub state: String,
+    /// The revision read: a transition applies only if it is still current.
+    pub revision: i32,
+}
+
+/// Rollouts with a canary that are ramping, or that have an analysis and
+/// traffic on the canary.
+pub async fn watched_rollouts(pool: &PgPool) -> Result<Vec<WatchedRollout>, StoreError> {
+    Ok(sqlx::query_as::<_, WatchedRollout>(
+        "SELECT r.tenant_id, sv.name AS service, s.version AS stable, c.version AS canary,
+                r.canary_buckets, r.ramp_steps, r.ramp_interval_s,
+                COALESCE(r.next_step_at <= now(), false) AS step_due, r.analysis, r.state,
+                r.revision
+           FROM tenant_rollouts r
+           JOIN services sv ON sv.id = r.service_id
+           JOIN service_versions s ON s.id = r.stable_version_id
+           JOIN service_versions c ON c.id = r.canary_version_id
+          WHERE (r.state = 'ramping' OR r.analysis IS NOT NULL)
+            AND r.state IN ('ramping', 'steady', 'completed') AND r.canary_buckets > 0
+          ORDER BY sv.name, r.tenant_id",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// What the canary controller does to a rollout.
+#[derive(Debug, Clone)]
+pub struct Transition<'a> {
+    /// Canary buckets from now on.
+    pub canary_buckets: i32,
+    /// The new state.
+    pub state: &'a str,
+    /// Why (shown in the admin API and the audit event).
+    pub reason: &'a str,
+    /// Seconds until the next ramp step, if another one follows.
+    pub next_step_in_s: Option<i32>,
+    /// The audit action (`rollout.step`, `rollout.completed`, `rollout.rolled_back`).
+    pub action: &'a str,
+}
+
+/// Applies `transition` to the rollout as read at `watched.revision` and
+/// audits it (actor: system), in one transaction. `false` when the rollout
+/// changed since it was read (an operator, or another gateway, got there
+/// first): nothing is written.
+pub async fn transition_rollout(
+    pool: &PgPool,
+    watched: &WatchedRollout,
+    transition: &Transition<'_>,
+) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    let done = sqlx::query(
+        "UPDATE tenant_rollouts r
+            SET previous = jsonb_build_object('canary_buckets', r.canary_buckets, 'state', r.state),
+                canary_buckets = $4, state = $5, state_reason = $6,
+                next_step_at = CASE WHEN $7::integer IS NULL THEN NULL
+                                    ELSE now() + make_interval(secs => $7::integer) END,
+                updated_by = NULL, revision = r.revision + 1, updated_at = now()
+           FROM services s
+          WHERE s.id = r.service_id AND r.tenant_id = $1 AND s.name = $2 AND r.revision = $3",
+    )
+    .bind(watched.tenant_id)
+    .bind(&watched.service)
+    .bind(watched.revision)
+    .bind(transition.canary_buckets)
+    .bind(transition.state)
+    .bind(transition.reason)
+    .bind(transition.next_step_in_s)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO audit_events (tenant_id, actor_kind, action, target, outcome, details)
+         VALUES ($1, 'system', $2, $3, 'success', $4)",
+    )
+    .bind(watched.tenant_id)
+    .bind(transition.action)
+    .bind(format!("rollout:{}", watched.service))
+    .bind(serde_json::json!({
+        "service": watched.service,
+        "stable": watched.stable,
+        "canary": watched.canary,
+        "from_buckets": watched.canary_buckets,
+        "to_buckets": transition.canary_buckets,
+        "state": transition.state,
+        "reason": transition.reason,
+    }))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
 }

@@ -132,6 +132,8 @@ struct RawRouting {
     lease_ttl_ms: u64,
     /// Below this share of healthy instances, all live ones are used.
     panic_percent: u8,
+    /// How often the canary controller ramps and judges rollouts.
+    canary_tick_ms: u64,
 }
 
 impl Default for RawRouting {
@@ -145,6 +147,7 @@ impl Default for RawRouting {
             probe_interval_ms: ms(d.breaker.probe_interval),
             lease_ttl_ms: ms(d.lease_ttl),
             panic_percent: d.panic_percent,
+            canary_tick_ms: 1_000,
         }
     }
 }
@@ -163,6 +166,9 @@ fn routing_settings(raw: &RawRouting) -> Result<gatehouse_routing::SelectSetting
         return Err(invalid(
             "lease_ttl_ms and probe_interval_ms must be at least 1",
         ));
+    }
+    if !(100..=3_600_000).contains(&raw.canary_tick_ms) {
+        return Err(invalid("canary_tick_ms must be 100-3600000"));
     }
     if raw.panic_percent > 100 {
         return Err(invalid("panic_percent is a percentage (0-100)"));
@@ -596,6 +602,8 @@ pub struct Config {
     pub proxy: ProxySettings,
     /// Instance selection, breakers and leases (`GATEHOUSE_ROUTING__*`).
     pub routing: gatehouse_routing::SelectSettings,
+    /// How often the canary controller runs (`GATEHOUSE_ROUTING__CANARY_TICK_MS`).
+    pub canary_tick: Duration,
 }
 
 /// Half the cores (rounded up): a login flood can then take at most half the
@@ -759,21 +767,7 @@ impl Config {
                 )
             })?;
 
-        let trusted_proxies = raw
-            .trusted_proxies
-            .items()
-            .iter()
-            .map(|item| {
-                item.parse::<ipnet::IpNet>()
-                    .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| {
-                        ConfigError::new(
-                            "GATEHOUSE_TRUSTED_PROXIES",
-                            format!("{item:?} is not an IP address or CIDR (e.g. 10.0.0.0/8)"),
-                        )
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let trusted_proxies = trusted_proxies(&raw.trusted_proxies)?;
         let forward_auth_tenant = forward_auth_tenant(raw.forward_auth_tenant)?;
         let key_encryption_key = key_encryption_key(
             raw.key_encryption_key,
@@ -818,6 +812,7 @@ impl Config {
             tokens: token_config(&raw.tokens)?,
             proxy: proxy_settings(raw.proxy)?,
             routing: routing_settings(&raw.routing)?,
+            canary_tick: Duration::from_millis(raw.routing.canary_tick_ms),
         })
     }
 }
@@ -830,6 +825,23 @@ fn socket_addr(raw: &str, setting: &'static str, example: &str) -> Result<Socket
             format!("{raw:?} is not a socket address like {example}"),
         )
     })
+}
+
+/// The trusted proxies' addresses and networks.
+fn trusted_proxies(raw: &ListOrCsv) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    raw.items()
+        .iter()
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    ConfigError::new(
+                        "GATEHOUSE_TRUSTED_PROXIES",
+                        format!("{item:?} is not an IP address or CIDR (e.g. 10.0.0.0/8)"),
+                    )
+                })
+        })
+        .collect()
 }
 
 /// The default forward-auth tenant, checked to be a tenant slug.

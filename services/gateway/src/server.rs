@@ -95,6 +95,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     shutdown_grace: Duration,
+    canary_tick: Duration,
 }
 
 impl Application {
@@ -202,6 +203,7 @@ impl Application {
             listener,
             state,
             shutdown_grace: config.shutdown_grace,
+            canary_tick: config.canary_tick,
         })
     }
 
@@ -229,6 +231,12 @@ impl Application {
         let _relay = self.state.relay.spawn();
         let cache_gauges = tokio::spawn(report_cache_sizes(self.state.directory.clone()));
         let routing_task = self.state.routing.spawn_resync();
+        let canary_task = Arc::new(gatehouse_app::canary::CanaryController::new(
+            self.state.db.clone(),
+            self.state.routing.clone(),
+            self.canary_tick,
+        ))
+        .spawn();
         let metrics_addr = self.metrics_listener.local_addr()?;
         let metrics_task = tokio::spawn({
             let router = crate::app::metrics_app(self.state.clone());
@@ -268,6 +276,7 @@ impl Application {
         upkeep_task.abort();
         cache_gauges.abort();
         routing_task.abort();
+        canary_task.abort();
         result
     }
 }

@@ -230,20 +230,21 @@ async fn proxy_request(
         } else {
             std::mem::take(&mut outgoing)
         };
+        let sent = Instant::now();
         match proxy.upstreams.send(upstream_request).await {
             Ok(response) => {
                 let ok = !response.status().is_server_error();
-                record(state, &target.service, &pick, ok);
+                record(state, &target.service, &pick, ok, sent);
                 return Ok(answer(response, &pick, client_upgrade));
             }
             Err(SendError::Connect(e)) if retryable && exclude.is_none() => {
                 tracing::warn!(service = %target.service, instance = %pick.instance, error = %e, "instance unreachable; trying another");
-                record(state, &target.service, &pick, false);
+                record(state, &target.service, &pick, false, sent);
                 exclude = Some(pick.instance);
             }
             Err(e) => {
                 tracing::warn!(service = %target.service, instance = %pick.instance, address = %pick.address, error = %e, "proxied request failed");
-                record(state, &target.service, &pick, false);
+                record(state, &target.service, &pick, false, sent);
                 return Err(upstream_failure(&target.service, &pick, &e));
             }
         }
@@ -323,17 +324,11 @@ async fn pick(
 }
 
 /// Reports the outcome after the answer has left (off the request's path).
-fn record(state: &AppState, service: &ServiceName, pick: &Pick, ok: bool) {
+fn record(state: &AppState, service: &ServiceName, pick: &Pick, ok: bool, sent: Instant) {
     let routing = Arc::clone(&state.routing);
-    let (service, instance, lease) = (
-        service.to_string(),
-        pick.instance.clone(),
-        pick.lease.clone(),
-    );
+    let (service, pick, latency) = (service.to_string(), pick.clone(), sent.elapsed());
     tokio::spawn(async move {
-        routing
-            .record(&service, &instance, ok, lease.as_deref())
-            .await;
+        routing.record(&pick, &service, ok, latency).await;
     });
 }
 

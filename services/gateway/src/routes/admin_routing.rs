@@ -475,6 +475,54 @@ pub struct RolloutBody {
     salt: String,
     #[serde(default)]
     per_user: bool,
+    /// Ramp the canary through these shares on a schedule.
+    #[serde(default)]
+    ramp: Option<RampBody>,
+    /// Judge the canary against the stable version, and roll it back by
+    /// itself when it does worse (`gatehouse_routing::canary`).
+    #[serde(default)]
+    analysis: Option<gatehouse_routing::Analysis>,
+}
+
+/// A ramp: `percents` ascending to 100 (the first applies at once), one step
+/// every `interval_s` seconds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RampBody {
+    percents: Vec<f64>,
+    interval_s: i32,
+}
+
+/// The ramp's steps in buckets, checked: 1-20 steps, each above the one
+/// before, the last 100%.
+fn ramp_steps(ramp: &RampBody) -> Result<Vec<i32>, ApiError> {
+    if ramp.percents.is_empty() || ramp.percents.len() > 20 {
+        return Err(invalid("ramp.percents needs 1-20 steps"));
+    }
+    if !(1..=604_800).contains(&ramp.interval_s) {
+        return Err(invalid("ramp.interval_s must be 1-604800 (a week)"));
+    }
+    let mut steps = Vec::with_capacity(ramp.percents.len());
+    for p in &ramp.percents {
+        if !(p.is_finite() && *p > 0.0 && *p <= 100.0) {
+            return Err(invalid(
+                "ramp.percents must each be above 0 and at most 100",
+            ));
+        }
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "1..=10000 after the range check"
+        )]
+        let buckets = ((p * 100.0).round() as i32).max(1);
+        if steps.last().is_some_and(|last| *last >= buckets) {
+            return Err(invalid("ramp.percents must rise with every step"));
+        }
+        steps.push(buckets);
+    }
+    if steps.last() != Some(&10_000) {
+        return Err(invalid("ramp.percents must end at 100"));
+    }
+    Ok(steps)
 }
 
 fn default_salt() -> String {
@@ -483,6 +531,19 @@ fn default_salt() -> String {
 
 /// The canary share in buckets, from exactly one of `percent` and `canary_buckets`.
 fn canary_share(body: &RolloutBody) -> Result<i32, ApiError> {
+    if body.ramp.is_some() || body.analysis.is_some() {
+        if body.canary.is_none() {
+            return Err(invalid("ramp and analysis need a canary version"));
+        }
+        if body.ramp.is_some() {
+            if body.percent.is_some() || body.canary_buckets.is_some() {
+                return Err(invalid(
+                    "give ramp or percent/canary_buckets, not both (the ramp's first step is the share)",
+                ));
+            }
+            return Ok(0);
+        }
+    }
     match (&body.canary, body.percent, body.canary_buckets) {
         (None, None, None) => Ok(0),
         (None, _, _) => Err(invalid("percent and canary_buckets need a canary version")),
@@ -522,6 +583,19 @@ pub async fn rollout_put(
     }
     let buckets = canary_share(&body)?;
     gatehouse_routing::check_salt(&body.salt).map_err(|e| invalid(format!("salt: {e}")))?;
+    let steps = body
+        .ramp
+        .as_ref()
+        .map(ramp_steps)
+        .transpose()?
+        .unwrap_or_default();
+    if let Some(analysis) = &body.analysis {
+        analysis.check().map_err(invalid)?;
+    }
+    let analysis = body
+        .analysis
+        .map(|a| serde_json::to_value(a).map_err(|e| ApiError::internal(&e)))
+        .transpose()?;
     let tenant = op.tenant(&tenant, Access::Write, "rollout.put").await?;
     let service = service_name(&service)?;
     let rollout = NewRollout {
@@ -530,6 +604,9 @@ pub async fn rollout_put(
         canary_buckets: buckets,
         salt: &body.salt,
         per_user: body.per_user,
+        ramp_steps: &steps,
+        ramp_interval_s: body.ramp.as_ref().map(|r| r.interval_s),
+        analysis: analysis.as_ref(),
     };
     let view = config::put_rollout(
         &op.state.db,
