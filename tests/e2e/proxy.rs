@@ -817,3 +817,369 @@ async fn a_rollback_on_one_gateway_is_in_force_on_another_at_once() {
     // The figure (target: 100 ms) is measured, not asserted: see BENCHMARKS.md.
     eprintln!("rollback on A in force on B after {} ms", lag.as_millis());
 }
+
+/// An admin API call as `admin`.
+async fn admin_call(
+    gateway: &Gateway,
+    admin: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut request = client()
+        .request(method, gateway.url(path))
+        .bearer_auth(admin);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn beta_testers_reach_the_new_version_whatever_the_rollout() {
+    use reqwest::Method;
+    let p = proxied(&[]).await;
+    let admin = alice(&p.gateway).await;
+    // acme pinned to v1 for everyone.
+    let pinned = put_rollout(&p.gateway, &admin, &serde_json::json!({"stable": "v1"})).await;
+    assert_eq!(pinned.status(), 200);
+    let rules = "/admin/api/v1/tenants/acme/rollouts/orders/subject-rules";
+    // Bad rules are refused, naming the field; none is written.
+    for (body, says) in [
+        (serde_json::json!({"version": "v2"}), "either role"),
+        (
+            serde_json::json!({"version": "v2", "role": "beta", "attribute": "x", "equals": 1}),
+            "either role",
+        ),
+        (
+            serde_json::json!({"version": "v2", "attribute": "beta"}),
+            "equals",
+        ),
+        (
+            serde_json::json!({"version": "v2", "role": "Beta Testers"}),
+            "role",
+        ),
+        (
+            serde_json::json!({"version": "v2", "attribute": "1x", "equals": true}),
+            "attribute",
+        ),
+        (serde_json::json!({"version": "v9", "role": "beta"}), "v9"),
+    ] {
+        let response =
+            admin_call(&p.gateway, &admin, Method::POST, rules, Some(body.clone())).await;
+        let problem = expect_problem(response, 422).await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains(says),
+            "{body}: {problem}"
+        );
+    }
+    let bob_admin = crate::session_token(&p.gateway, "acme", "bob", DEMO_PASSWORD).await;
+    expect_problem(
+        admin_call(
+            &p.gateway,
+            &bob_admin,
+            Method::POST,
+            rules,
+            Some(serde_json::json!({"version": "v2", "role": "member"})),
+        )
+        .await,
+        403,
+    )
+    .await;
+
+    // Beta testers (a role) go to v2.
+    let added = admin_call(
+        &p.gateway,
+        &admin,
+        Method::POST,
+        rules,
+        Some(serde_json::json!({"version": "v2", "role": "beta-tester"})),
+    )
+    .await;
+    assert_eq!(added.status(), 201);
+    let added: Value = added.json().await.unwrap();
+    let rule_id = added["subject_rule"]["id"].as_str().unwrap().to_owned();
+    let role = admin_call(
+        &p.gateway,
+        &admin,
+        Method::POST,
+        "/admin/api/v1/tenants/acme/roles",
+        Some(serde_json::json!({"name": "beta-tester", "description": "Tries new versions first", "parent": "member"})),
+    )
+    .await;
+    assert_eq!(role.status(), 201);
+    until_in_force("bob, no beta tester yet, on v1", || async {
+        get(&p.gateway, "/svc/orders/items", &p.bob)
+            .await
+            .1
+            .as_deref()
+            == Some("v1")
+    })
+    .await;
+    let assigned = admin_call(
+        &p.gateway,
+        &admin,
+        Method::PUT,
+        "/admin/api/v1/tenants/acme/users/bob/roles/beta-tester",
+        Some(serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(assigned.status(), 200);
+    until_in_force("bob the beta tester on v2", || async {
+        let (_, version, body) = get(&p.gateway, "/svc/orders/items", &p.bob).await;
+        version.as_deref() == Some("v2") && body["version"] == "v2"
+    })
+    .await;
+    // Forward auth names the same version for nginx.
+    let verify = client()
+        .get(p.gateway.url("/v1/verify?tenant=acme&service=orders"))
+        .bearer_auth(&p.bob)
+        .header("x-original-method", "GET")
+        .header("x-original-uri", "/orders/1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verify.status(), 200);
+    assert_eq!(verify.headers()["x-gatehouse-upstream-version"], "v2");
+    // alice is no beta tester: v1.
+    let alice_jwt = access_token(&p.gateway, "acme", "alice").await;
+    assert_eq!(
+        get(&p.gateway, "/svc/orders/items", &alice_jwt)
+            .await
+            .1
+            .as_deref(),
+        Some("v1")
+    );
+    // The rule listed, then deleted: bob is back on the rollout's version.
+    let listed: Value = admin_call(&p.gateway, &admin, Method::GET, rules, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["subject_rules"][0]["role"], "beta-tester");
+    let deleted = admin_call(
+        &p.gateway,
+        &admin,
+        Method::DELETE,
+        &format!("{rules}/{rule_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status(), 204);
+    until_in_force("bob back on v1", || async {
+        get(&p.gateway, "/svc/orders/items", &p.bob)
+            .await
+            .1
+            .as_deref()
+            == Some("v1")
+    })
+    .await;
+    expect_problem(
+        admin_call(
+            &p.gateway,
+            &admin,
+            Method::DELETE,
+            &format!("{rules}/{rule_id}"),
+            None,
+        )
+        .await,
+        404,
+    )
+    .await;
+    // An attribute rule: users whose plan is "gold".
+    sqlx::query(
+        "UPDATE users SET attributes = '{\"plan\": \"gold\"}' WHERE username_normalized = 'alice'",
+    )
+    .execute(&p.db.pool)
+    .await
+    .unwrap();
+    let gold = admin_call(
+        &p.gateway,
+        &admin,
+        Method::POST,
+        rules,
+        Some(serde_json::json!({"version": "v2", "attribute": "plan", "equals": "gold"})),
+    )
+    .await;
+    assert_eq!(gold.status(), 201);
+    until_in_force("alice (gold) on v2", || async {
+        get(&p.gateway, "/svc/orders/items", &alice_jwt)
+            .await
+            .1
+            .as_deref()
+            == Some("v2")
+    })
+    .await;
+    let audited: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM audit_events WHERE action LIKE 'subject_rule.%' AND outcome = 'success' ORDER BY id",
+    )
+    .fetch_all(&p.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audited,
+        [
+            "subject_rule.add",
+            "subject_rule.delete",
+            "subject_rule.add"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_version_drains_then_retires_only_when_nothing_names_it() {
+    use reqwest::Method;
+    let p = proxied(&[]).await;
+    let platform = crate::session_token(&p.gateway, "system", "admin", crate::ADMIN_PASSWORD).await;
+    let tenant_admin = alice(&p.gateway).await;
+    let patch = |version: &'static str, body: Value| {
+        let (gateway, platform) = (&p.gateway, platform.clone());
+        async move {
+            admin_call(
+                gateway,
+                &platform,
+                Method::PATCH,
+                &format!("/admin/api/v1/services/orders/versions/{version}"),
+                Some(body),
+            )
+            .await
+        }
+    };
+    // The demo rollout names v1 (stable) and v2 (canary); v1 is the default.
+    let problem = expect_problem(
+        patch("v2", serde_json::json!({"status": "retired"})).await,
+        409,
+    )
+    .await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("tenant rollout"),
+        "{problem}"
+    );
+    let problem = expect_problem(
+        patch("v1", serde_json::json!({"status": "retired"})).await,
+        409,
+    )
+    .await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("default"),
+        "{problem}"
+    );
+    expect_problem(
+        patch("v2", serde_json::json!({"status": "gone"})).await,
+        422,
+    )
+    .await;
+    expect_problem(patch("v2", serde_json::json!({})).await, 422).await;
+    // A tenant admin may not change versions (the platform tenant is not theirs: 404).
+    expect_problem(
+        admin_call(
+            &p.gateway,
+            &tenant_admin,
+            Method::PATCH,
+            "/admin/api/v1/services/orders/versions/v2",
+            Some(serde_json::json!({"status": "draining"})),
+        )
+        .await,
+        404,
+    )
+    .await;
+
+    // Draining: the tenants it has keep it, nobody new gets it.
+    let drained = patch("v2", serde_json::json!({"status": "draining"})).await;
+    assert_eq!(drained.status(), 200);
+    let drained: Value = drained.json().await.unwrap();
+    assert_eq!(drained["status"], "draining");
+    let kept = put_rollout(
+        &p.gateway,
+        &tenant_admin,
+        &serde_json::json!({"stable": "v1", "canary": "v2", "percent": 50}),
+    )
+    .await;
+    assert_eq!(
+        kept.status(),
+        200,
+        "a rollout already naming v2 may keep it"
+    );
+    let problem = expect_problem(
+        admin_call(
+            &p.gateway,
+            &tenant_admin,
+            Method::POST,
+            "/admin/api/v1/tenants/acme/rollouts/orders/subject-rules",
+            Some(serde_json::json!({"version": "v2", "role": "member"})),
+        )
+        .await,
+        409,
+    )
+    .await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("draining"),
+        "{problem}"
+    );
+    expect_problem(patch("v2", serde_json::json!({"default": true})).await, 409).await;
+
+    // Once no rollout names it, it retires (its instances leave the mirror),
+    // and nothing can name it again, not even SQL by hand (the trigger).
+    let removed = admin_call(
+        &p.gateway,
+        &tenant_admin,
+        Method::DELETE,
+        "/admin/api/v1/tenants/acme/rollouts/orders",
+        None,
+    )
+    .await;
+    assert_eq!(removed.status(), 204);
+    let retired = patch("v2", serde_json::json!({"status": "retired"})).await;
+    assert_eq!(retired.status(), 200);
+    let problem = expect_problem(
+        put_rollout(
+            &p.gateway,
+            &tenant_admin,
+            &serde_json::json!({"stable": "v2"}),
+        )
+        .await,
+        409,
+    )
+    .await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("retired"),
+        "{problem}"
+    );
+    let listed: Value = admin_call(
+        &p.gateway,
+        &platform,
+        Method::GET,
+        "/admin/api/v1/services",
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let orders = listed["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "orders")
+        .unwrap()
+        .clone();
+    assert_eq!(orders["version_status"]["v2"], "retired", "{orders}");
+    until_in_force("acme on the default", || async {
+        get(&p.gateway, "/svc/orders/items", &p.bob)
+            .await
+            .1
+            .as_deref()
+            == Some("v1")
+    })
+    .await;
+    let audited: Vec<String> = sqlx::query_scalar(
+        "SELECT target FROM audit_events WHERE action = 'service_version.status' ORDER BY id",
+    )
+    .fetch_all(&p.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, ["orders@v2: draining", "orders@v2: retired"]);
+}

@@ -73,6 +73,25 @@ struct LocalRoutes {
     /// Tenant id -> rule.
     tenants: HashMap<String, Rule>,
     instances: Vec<MirroredInstance>,
+    /// Tenant id -> its subject rules, in the order they are tried.
+    subject_rules: HashMap<String, Vec<SubjectRule>>,
+}
+
+/// A subject rule as kept in memory.
+#[derive(Debug, Clone)]
+struct SubjectRule {
+    role: Option<String>,
+    attribute: Option<(String, serde_json::Value)>,
+    version: String,
+}
+
+/// What subject rules look at: the caller's effective roles and attributes.
+#[derive(Debug, Clone, Copy)]
+pub struct SubjectFacts<'a> {
+    /// Effective roles (assigned or inherited, unexpired).
+    pub roles: &'a [String],
+    /// The user's attributes.
+    pub attributes: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 /// Mirrors configuration and resolves requests.
@@ -182,6 +201,7 @@ impl Routing {
                     .filter_map(|(tenant, rule)| Some((tenant.clone()?, rule.clone())))
                     .collect(),
                 instances: instances.clone(),
+                subject_rules: subject_rules_by_tenant(&routes.subject_rules),
             },
         );
         Ok(self
@@ -213,6 +233,20 @@ impl Routing {
     pub fn routes_anyone(&self, service: &str) -> bool {
         self.local_routes(service)
             .is_some_and(|routes| routes.default.is_some() || !routes.tenants.is_empty())
+    }
+
+    /// The version a subject rule of the tenant sends this caller to, if
+    /// any (first match wins), from memory.
+    #[must_use]
+    pub fn forced_version(
+        &self,
+        service: &str,
+        tenant_id: Uuid,
+        facts: &SubjectFacts<'_>,
+    ) -> Option<String> {
+        let routes = self.local_routes(service)?;
+        let rules = routes.subject_rules.get(&tenant_id.to_string())?;
+        matching_version(rules, facts).map(str::to_owned)
     }
 
     /// How `service`'s instances are chosen here.
@@ -278,12 +312,13 @@ impl Routing {
         service: &str,
         tenant_id: Uuid,
         user_id: Option<Uuid>,
+        forced: Option<&str>,
     ) -> Result<Option<String>, RoutingServiceError> {
         let tenant = tenant_id.to_string();
         let user = user_id.map(|u| u.to_string());
         Ok(self
             .store
-            .version(service, &tenant, user.as_deref(), None)
+            .version(service, &tenant, user.as_deref(), forced)
             .await?
             .map(|(version, _)| version))
     }
@@ -322,6 +357,7 @@ impl Routing {
         service: &str,
         tenant_id: Uuid,
         user_id: Option<Uuid>,
+        forced: Option<&str>,
         exclude: Option<&str>,
     ) -> Result<Picked, RoutingServiceError> {
         let tenant = tenant_id.to_string();
@@ -332,7 +368,7 @@ impl Routing {
                 strategy: self.strategy_of(service),
                 tenant: &tenant,
                 user: user.as_deref(),
-                forced_version: None,
+                forced_version: forced,
                 now_ms: now_ms(),
                 lease: true,
                 exclude,
@@ -357,10 +393,13 @@ impl Routing {
         LOCAL_PICKS.increment(1);
         Ok(pick_locally(
             &routes,
-            service,
-            &tenant,
-            user.as_deref(),
-            exclude,
+            &LocalPick {
+                service,
+                tenant: &tenant,
+                user: user.as_deref(),
+                forced,
+                exclude,
+            },
             rand::random(),
         ))
     }
@@ -409,25 +448,68 @@ impl Routing {
     }
 }
 
+/// One pick from memory.
+#[derive(Debug, Clone, Copy)]
+struct LocalPick<'a> {
+    service: &'a str,
+    tenant: &'a str,
+    user: Option<&'a str>,
+    forced: Option<&'a str>,
+    exclude: Option<&'a str>,
+}
+
+/// The version of the first rule the caller matches.
+fn matching_version<'r>(rules: &'r [SubjectRule], facts: &SubjectFacts<'_>) -> Option<&'r str> {
+    rules
+        .iter()
+        .find(|rule| match (&rule.role, &rule.attribute) {
+            (Some(role), _) => facts.roles.iter().any(|r| r == role),
+            (None, Some((name, value))) => facts.attributes.get(name) == Some(value),
+            (None, None) => false,
+        })
+        .map(|rule| rule.version.as_str())
+}
+
+/// Subject rules grouped by tenant, in the order they are tried.
+fn subject_rules_by_tenant(rows: &[config::SubjectRuleRow]) -> HashMap<String, Vec<SubjectRule>> {
+    let mut by_tenant: HashMap<String, Vec<SubjectRule>> = HashMap::new();
+    for row in rows {
+        by_tenant
+            .entry(row.tenant_id.to_string())
+            .or_default()
+            .push(SubjectRule {
+                role: row.role.clone(),
+                attribute: row.attribute.clone().zip(row.equals.clone()),
+                version: row.version.clone(),
+            });
+    }
+    by_tenant
+}
+
 /// A pick from the in-memory snapshot: the rollout as Lua applies it, then a
 /// weighted random choice among the version's instances (`random` in
 /// `[0, 2^32)`). No heartbeats, breakers or leases: those live in Redis.
-fn pick_locally(
-    routes: &LocalRoutes,
-    service: &str,
-    tenant: &str,
-    user: Option<&str>,
-    exclude: Option<&str>,
-    random: u32,
-) -> Picked {
-    let (rule, scope) = match routes.tenants.get(tenant) {
-        Some(rule) => (rule, "tenant_rule"),
-        None => match &routes.default {
-            Some(rule) => (rule, "default"),
-            None => return Picked::NoVersion,
-        },
+fn pick_locally(routes: &LocalRoutes, request: &LocalPick<'_>, random: u32) -> Picked {
+    let LocalPick {
+        service,
+        tenant,
+        user,
+        forced,
+        exclude,
+    } = *request;
+    let (version, scope, side) = if let Some(forced) = forced {
+        (forced, "subject_rule", Side::Pinned)
+    } else {
+        let (rule, scope) = match routes.tenants.get(tenant) {
+            Some(rule) => (rule, "tenant_rule"),
+            None => match &routes.default {
+                Some(rule) => (rule, "default"),
+                None => return Picked::NoVersion,
+            },
+        };
+        let (version, side) = rule.version_for(service, tenant, user);
+        (version, scope, side)
     };
-    let (version, side) = rule.version_for(service, tenant, user);
     let candidates: Vec<&MirroredInstance> = routes
         .instances
         .iter()
@@ -488,6 +570,7 @@ mod tests {
             strategy: Strategy::Weighted,
             default: Some(Rule::pin("v1").unwrap()),
             tenants: HashMap::from([("t-canary".to_owned(), tenant_rule)]),
+            subject_rules: HashMap::new(),
             instances: vec![
                 instance("a", "v1", 1),
                 instance("b", "v1", 3),
@@ -495,6 +578,82 @@ mod tests {
                 instance("d", "v2", 0),
             ],
         }
+    }
+
+    fn at<'a>(tenant: &'a str, forced: Option<&'a str>, exclude: Option<&'a str>) -> LocalPick<'a> {
+        LocalPick {
+            service: "orders",
+            tenant,
+            user: None,
+            forced,
+            exclude,
+        }
+    }
+
+    #[test]
+    fn a_subject_rule_wins_over_the_rollout_and_the_first_match_wins() {
+        let mut routes = routes();
+        let rows = [
+            ("beta-tester", None, "v2"),
+            ("", Some(("plan", serde_json::json!("gold"))), "v1"),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(n, (role, attribute, version))| config::SubjectRuleRow {
+            id: Uuid::new_v4(),
+            tenant_id: Uuid::nil(),
+            service: "orders".into(),
+            version: version.into(),
+            role: (!role.is_empty()).then(|| role.to_owned()),
+            attribute: attribute.as_ref().map(|(a, _)| (*a).to_owned()),
+            equals: attribute.map(|(_, v)| v),
+            position: i32::try_from(n).unwrap(),
+        })
+        .collect::<Vec<_>>();
+        routes.subject_rules = subject_rules_by_tenant(&rows);
+        let tried = &routes.subject_rules[&Uuid::nil().to_string()];
+        let mut attributes = serde_json::Map::new();
+        let none: [String; 0] = [];
+        let facts = |roles: &'static [&'static str],
+                     attributes: &serde_json::Map<String, serde_json::Value>| {
+            let held: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+            matching_version(
+                tried,
+                &SubjectFacts {
+                    roles: &held,
+                    attributes,
+                },
+            )
+            .map(str::to_owned)
+        };
+        assert_eq!(facts(&["member"], &attributes), None);
+        assert_eq!(
+            facts(&["member", "beta-tester"], &attributes).as_deref(),
+            Some("v2")
+        );
+        attributes.insert("plan".into(), serde_json::json!("gold"));
+        assert_eq!(facts(&[], &attributes).as_deref(), Some("v1"));
+        assert_eq!(
+            facts(&["beta-tester"], &attributes).as_deref(),
+            Some("v2"),
+            "the first rule wins"
+        );
+        attributes.insert("plan".into(), serde_json::json!("silver"));
+        assert_eq!(
+            matching_version(
+                tried,
+                &SubjectFacts {
+                    roles: &none,
+                    attributes: &attributes
+                }
+            ),
+            None
+        );
+        let forced = picked(pick_locally(&routes, &at("t-other", Some("v2"), None), 1));
+        assert_eq!(
+            (forced.version.as_str(), forced.why.as_str()),
+            ("v2", "local:subject_rule")
+        );
     }
 
     fn picked(p: Picked) -> Pick {
@@ -511,10 +670,7 @@ mod tests {
         for n in 0..4_000u32 {
             let pick = picked(pick_locally(
                 &routes,
-                "orders",
-                "t-other",
-                None,
-                None,
+                &at("t-other", None, None),
                 n.wrapping_mul(2_654_435_761),
             ));
             assert_eq!(pick.version, "v1");
@@ -527,7 +683,7 @@ mod tests {
             (2_700..=3_300).contains(&counts["b"]),
             "weights 1:3, {counts:?}"
         );
-        let canary = picked(pick_locally(&routes, "orders", "t-canary", None, None, 7));
+        let canary = picked(pick_locally(&routes, &at("t-canary", None, None), 7));
         assert_eq!(
             (canary.version.as_str(), canary.instance.as_str()),
             ("v2", "c")
@@ -539,11 +695,11 @@ mod tests {
     fn local_picks_leave_out_the_excluded_and_weightless() {
         let routes = routes();
         for n in 0..50 {
-            let pick = picked(pick_locally(&routes, "orders", "t", None, Some("b"), n));
+            let pick = picked(pick_locally(&routes, &at("t", None, Some("b")), n));
             assert_eq!(pick.instance, "a");
         }
         assert_eq!(
-            pick_locally(&routes, "orders", "t-canary", None, Some("c"), 1),
+            pick_locally(&routes, &at("t-canary", None, Some("c")), 1),
             Picked::NoInstance {
                 version: "v2".into()
             }
@@ -554,7 +710,7 @@ mod tests {
             ..routes
         };
         assert_eq!(
-            pick_locally(&empty, "orders", "t", None, None, 1),
+            pick_locally(&empty, &at("t", None, None), 1),
             Picked::NoVersion
         );
     }

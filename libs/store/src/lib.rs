@@ -87,8 +87,12 @@ impl From<sqlx::Error> for StoreError {
         }
         match &e {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => Self::Unavailable(e.to_string()),
+            // 23001 restrict_violation: a trigger refusing a change that
+            // something depends on (e.g. retiring a version in use).
             sqlx::Error::Database(db)
-                if db.is_unique_violation() || db.is_foreign_key_violation() =>
+                if db.is_unique_violation()
+                    || db.is_foreign_key_violation()
+                    || db.code().is_some_and(|c| c == "23001") =>
             {
                 Self::Conflict(db.message().to_owned())
             }

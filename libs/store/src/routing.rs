@@ -40,7 +40,7 @@ pub struct RolloutRow {
 }
 
 /// Everything the gateways mirror for one service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServiceRoutes {
     /// The service name.
     pub name: String,
@@ -55,7 +55,38 @@ pub struct ServiceRoutes {
     pub instances: Vec<InstanceRow>,
     /// Per-tenant rollouts.
     pub rollouts: Vec<RolloutRow>,
+    /// Per-tenant subject rules, in the order they are tried.
+    pub subject_rules: Vec<SubjectRuleRow>,
 }
+
+/// A subject rule: the tenant's users holding `role`, or whose `attribute`
+/// equals `equals`, go to `version`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+pub struct SubjectRuleRow {
+    /// The rule's id.
+    pub id: Uuid,
+    /// The tenant.
+    pub tenant_id: Uuid,
+    /// The service.
+    pub service: String,
+    /// The version its users go to.
+    pub version: String,
+    /// A role the user holds (effective: assigned or inherited, unexpired).
+    pub role: Option<String>,
+    /// An attribute of the user...
+    pub attribute: Option<String>,
+    /// ...equal to this value.
+    pub equals: Option<serde_json::Value>,
+    /// Tried in ascending order.
+    pub position: i32,
+}
+
+/// The columns of [`SubjectRuleRow`].
+const SUBJECT_RULE: &str = "r.id, r.tenant_id, sv.name AS service, v.version, r.role, r.attribute,
+    r.equals, r.position
+    FROM service_subject_rules r
+    JOIN services sv ON sv.id = r.service_id
+    JOIN service_versions v ON v.id = r.version_id";
 
 /// Every service name (for a full mirror at start-up).
 pub async fn service_names(pool: &PgPool) -> Result<Vec<String>, StoreError> {
@@ -91,6 +122,7 @@ pub async fn service_routes(pool: &PgPool, name: &str) -> Result<ServiceRoutes, 
             default_version: None,
             instances: Vec::new(),
             rollouts: Vec::new(),
+            subject_rules: Vec::new(),
         });
     };
     let default_version: Option<String> = sqlx::query_scalar(
@@ -102,7 +134,7 @@ pub async fn service_routes(pool: &PgPool, name: &str) -> Result<ServiceRoutes, 
     let instances = sqlx::query_as::<_, InstanceRow>(
         "SELECT i.id, v.version, i.address, i.weight, i.heartbeat_ttl_ms
            FROM service_instances i JOIN service_versions v ON v.id = i.version_id
-          WHERE i.service_id = $1 AND i.status = 'active'
+          WHERE i.service_id = $1 AND i.status = 'active' AND v.status <> 'retired'
           ORDER BY i.id",
     )
     .bind(service_id)
@@ -120,6 +152,12 @@ pub async fn service_routes(pool: &PgPool, name: &str) -> Result<ServiceRoutes, 
     .bind(service_id)
     .fetch_all(&mut *tx)
     .await?;
+    let subject_rules = sqlx::query_as::<_, SubjectRuleRow>(&format!(
+        "SELECT {SUBJECT_RULE} WHERE r.service_id = $1 ORDER BY r.tenant_id, r.position, r.created_at, r.id"
+    ))
+    .bind(service_id)
+    .fetch_all(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(ServiceRoutes {
         name: name.to_owned(),
@@ -128,6 +166,7 @@ pub async fn service_routes(pool: &PgPool, name: &str) -> Result<ServiceRoutes, 
         default_version,
         instances,
         rollouts,
+        subject_rules,
     })
 }
 
@@ -152,6 +191,59 @@ pub struct ServiceView {
     pub default_version: Option<String>,
     /// Registered (not deregistered) instances.
     pub instances: i64,
+    /// Each version's status (`active`, `draining`, `retired`).
+    pub version_status: Option<serde_json::Value>,
+}
+
+/// One version of a service.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct VersionView {
+    /// The label.
+    pub version: String,
+    /// Tenants without a rule get it.
+    pub is_default: bool,
+    /// `active`, `draining` or `retired`.
+    pub status: String,
+}
+
+/// The service's versions, oldest first (empty for an unknown service).
+pub async fn list_versions(pool: &PgPool, service: &str) -> Result<Vec<VersionView>, StoreError> {
+    Ok(sqlx::query_as::<_, VersionView>(
+        "SELECT v.version, v.is_default, v.status
+           FROM service_versions v JOIN services s ON s.id = v.service_id
+          WHERE s.name = $1 ORDER BY v.created_at",
+    )
+    .bind(service)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Moves a version to `status`; `false` when there is no such version.
+/// The triggers of migration 20261203000008 refuse (`Conflict`, with the
+/// reason) retiring a version in use.
+pub async fn set_version_status(
+    pool: &PgPool,
+    service: &str,
+    version: &str,
+    status: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE service_versions v SET status = $3
+           FROM services s
+          WHERE s.id = v.service_id AND s.name = $1 AND v.version = $2 AND v.status <> $3",
+    )
+    .bind(service)
+    .bind(version)
+    .bind(status)
+    .execute(pool)
+    .await?;
+    if done.rows_affected() == 1 {
+        return Ok(true);
+    }
+    Ok(list_versions(pool, service)
+        .await?
+        .iter()
+        .any(|v| v.version == version))
 }
 
 /// Every service with its versions.
@@ -161,7 +253,8 @@ pub async fn list_services(pool: &PgPool) -> Result<Vec<ServiceView>, StoreError
                 COALESCE(array_agg(v.version ORDER BY v.created_at) FILTER (WHERE v.id IS NOT NULL), '{}') AS versions,
                 max(v.version) FILTER (WHERE v.is_default) AS default_version,
                 (SELECT count(*) FROM service_instances i
-                  WHERE i.service_id = s.id AND i.status <> 'deregistered') AS instances
+                  WHERE i.service_id = s.id AND i.status <> 'deregistered') AS instances,
+                jsonb_object_agg(v.version, v.status) FILTER (WHERE v.id IS NOT NULL) AS version_status
            FROM services s LEFT JOIN service_versions v ON v.service_id = s.id
           GROUP BY s.id ORDER BY s.name",
     )
@@ -709,4 +802,107 @@ pub async fn transition_rollout(
     .await?;
     tx.commit().await?;
     Ok(true)
+}
+
+/// The tenant's subject rules for `service`, in the order they are tried.
+pub async fn list_subject_rules(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    service: &str,
+) -> Result<Vec<SubjectRuleRow>, StoreError> {
+    Ok(sqlx::query_as::<_, SubjectRuleRow>(&format!(
+        "SELECT {SUBJECT_RULE} WHERE r.tenant_id = $1 AND sv.name = $2
+          ORDER BY r.position, r.created_at, r.id"
+    ))
+    .bind(tenant_id)
+    .bind(service)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// What a subject rule matches.
+#[derive(Debug, Clone)]
+pub enum SubjectMatch<'a> {
+    /// Users holding this role.
+    Role(&'a str),
+    /// Users whose attribute equals the value.
+    Attribute(&'a str, &'a serde_json::Value),
+}
+
+/// Adds a subject rule sending matching users of the tenant to `version`.
+pub async fn add_subject_rule(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    service: &str,
+    version: &str,
+    matches: &SubjectMatch<'_>,
+    position: i32,
+    actor: Option<Uuid>,
+) -> Result<SubjectRuleRow, WriteError> {
+    let service_id = service_id(pool, service)
+        .await?
+        .ok_or_else(|| WriteError::NoService(service.to_owned()))?;
+    let version_id: Uuid = sqlx::query_scalar(
+        "SELECT id FROM service_versions WHERE service_id = $1 AND version = $2",
+    )
+    .bind(service_id)
+    .bind(version)
+    .fetch_optional(pool)
+    .await
+    .map_err(StoreError::from)?
+    .ok_or_else(|| WriteError::NoVersion {
+        service: service.to_owned(),
+        version: version.to_owned(),
+    })?;
+    let (role, attribute, equals) = match matches {
+        SubjectMatch::Role(role) => (Some(*role), None, None),
+        SubjectMatch::Attribute(name, value) => (None, Some(*name), Some(*value)),
+    };
+    let id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO service_subject_rules (id, tenant_id, service_id, version_id, role, attribute,
+                                            equals, position, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(id)
+    .bind(tenant_id)
+    .bind(service_id)
+    .bind(version_id)
+    .bind(role)
+    .bind(attribute)
+    .bind(equals)
+    .bind(position)
+    .bind(actor)
+    .execute(pool)
+    .await
+    .map_err(StoreError::from)?;
+    Ok(SubjectRuleRow {
+        id,
+        tenant_id,
+        service: service.to_owned(),
+        version: version.to_owned(),
+        role: role.map(str::to_owned),
+        attribute: attribute.map(str::to_owned),
+        equals: equals.cloned(),
+        position,
+    })
+}
+
+/// Removes one of the tenant's subject rules; `false` when there was none.
+pub async fn delete_subject_rule(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    service: &str,
+    id: Uuid,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "DELETE FROM service_subject_rules r USING services s
+          WHERE s.id = r.service_id AND r.tenant_id = $1 AND s.name = $2 AND r.id = $3",
+    )
+    .bind(tenant_id)
+    .bind(service)
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }

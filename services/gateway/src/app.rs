@@ -64,6 +64,15 @@ fn routing_admin_routes() -> Router<AppState> {
             "/admin/api/v1/tenants/{tenant}/rollouts/{service}/rollback",
             post(routes::admin_routing::rollout_rollback),
         )
+        .route(
+            "/admin/api/v1/tenants/{tenant}/rollouts/{service}/subject-rules",
+            get(routes::admin_routing::subject_rules_list)
+                .post(routes::admin_routing::subject_rule_add),
+        )
+        .route(
+            "/admin/api/v1/tenants/{tenant}/rollouts/{service}/subject-rules/{id}",
+            delete(routes::admin_routing::subject_rule_delete),
+        )
 }
 
 /// The admin API (`/admin/api/v1`): every handler passes the admin guard.

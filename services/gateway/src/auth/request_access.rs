@@ -22,11 +22,22 @@ pub struct Granted {
     pub user_id: Uuid,
     /// The caller's tenant slug.
     pub tenant: String,
-    /// Effective roles, comma-separated.
-    pub roles: String,
+    /// Effective roles (assigned or inherited, unexpired).
+    pub roles: Vec<String>,
+    /// The caller's attributes (subject rules of routing match on them).
+    pub attributes: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Granted {
+    /// What routing's subject rules look at.
+    #[must_use]
+    pub fn facts(&self) -> gatehouse_app::routing::SubjectFacts<'_> {
+        gatehouse_app::routing::SubjectFacts {
+            roles: &self.roles,
+            attributes: &self.attributes,
+        }
+    }
+
     /// `X-Gatehouse-User`, `-User-Id`, `-Tenant` and `-Roles`.
     pub fn identity_headers(&self) -> Result<[(HeaderName, HeaderValue); 4], ApiError> {
         let value = |text: &str| HeaderValue::from_str(text).map_err(|e| ApiError::internal(&e));
@@ -45,7 +56,7 @@ impl Granted {
             ),
             (
                 HeaderName::from_static("x-gatehouse-roles"),
-                value(&self.roles)?,
+                value(&self.roles.join(","))?,
             ),
         ])
     }
@@ -135,6 +146,7 @@ pub async fn authorise(
         username: answer.subject.username.clone(),
         user_id: answer.subject.id,
         tenant: tenant.slug.clone(),
-        roles: answer.rules.set.effective_roles(&answer.request).join(","),
+        roles: answer.rules.set.effective_roles(&answer.request),
+        attributes: answer.subject.attributes.clone(),
     })
 }

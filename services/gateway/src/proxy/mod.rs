@@ -166,37 +166,13 @@ async fn proxy_request(
     let Ok(caller) = verdict else {
         return Ok(unauthenticated(state, &parts));
     };
-    refuse_cross_site(state, &parts, &caller)?;
-    // Only a signed-in caller learns which services exist.
-    if !state.routing.routes_anyone(target.service.as_str()) {
-        return Err(ApiError::not_found(format!(
-            "no service {} is routed here",
-            target.service
-        )));
-    }
+    let granted = decide(state, &parts, &client, &target, &caller).await?;
+    *service_label = Some(target.service.to_string());
     let query = parts
         .uri
         .query()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
-    let decided_uri = format!("/{}{}{query}", target.service, target.path);
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok());
-    let granted = authorise(
-        state,
-        &caller.tenant,
-        caller.user_id,
-        HttpRequest {
-            method: parts.method.as_str(),
-            uri: &decided_uri,
-            client_ip: &client.ip,
-            host,
-        },
-    )
-    .await?;
-    *service_label = Some(target.service.to_string());
 
     let upgrade = headers::upgrade_protocol(&parts.headers);
     let retryable = upgrade.is_none() && idempotent(&parts.method) && bodyless(&parts.headers);
@@ -216,8 +192,19 @@ async fn proxy_request(
     let path_and_query = format!("{}{query}", target.path);
     let mut body = Some(body);
     let mut exclude: Option<String> = None;
+    let forced =
+        state
+            .routing
+            .forced_version(target.service.as_str(), caller.tenant.id, &granted.facts());
     loop {
-        let pick = pick(state, &target.service, &caller, exclude.as_deref()).await?;
+        let pick = pick(
+            state,
+            &target.service,
+            &caller,
+            forced.as_deref(),
+            exclude.as_deref(),
+        )
+        .await?;
         let uri: Uri = format!("http://{}{path_and_query}", pick.address)
             .parse()
             .map_err(|e| ApiError::bad_request(format!("path: {e}")))?;
@@ -249,6 +236,48 @@ async fn proxy_request(
             }
         }
     }
+}
+
+/// May this signed-in caller make this request? The origin check for
+/// cookies, the service known here, then the decision forward auth gives on
+/// `/{service}/{path}`.
+async fn decide(
+    state: &AppState,
+    parts: &Parts,
+    client: &ClientInfo,
+    target: &Target,
+    caller: &Admitted,
+) -> Result<Granted, ApiError> {
+    refuse_cross_site(state, parts, caller)?;
+    // Only a signed-in caller learns which services exist.
+    if !state.routing.routes_anyone(target.service.as_str()) {
+        return Err(ApiError::not_found(format!(
+            "no service {} is routed here",
+            target.service
+        )));
+    }
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let decided_uri = format!("/{}{}{query}", target.service, target.path);
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
+    Ok(authorise(
+        state,
+        &caller.tenant,
+        caller.user_id,
+        HttpRequest {
+            method: parts.method.as_str(),
+            uri: &decided_uri,
+            client_ip: &client.ip,
+            host,
+        },
+    )
+    .await?)
 }
 
 /// The headers the instance gets: see [`headers`] for what changes and why.
@@ -290,11 +319,12 @@ fn outgoing_headers(
     Ok(outgoing)
 }
 
-/// The tenant's version of `service` and an instance of it.
+/// The tenant's (or a subject rule's) version of `service` and an instance of it.
 async fn pick(
     state: &AppState,
     service: &ServiceName,
     caller: &Admitted,
+    forced: Option<&str>,
     exclude: Option<&str>,
 ) -> Result<Pick, ApiError> {
     let picked = state
@@ -303,6 +333,7 @@ async fn pick(
             service.as_str(),
             caller.tenant.id,
             Some(caller.user_id),
+            forced,
             exclude,
         )
         .await

@@ -272,40 +272,83 @@ pub async fn versions_create(
 #[serde(deny_unknown_fields)]
 pub struct VersionChange {
     /// `true` makes it the default (there is always exactly one).
-    default: bool,
+    #[serde(default)]
+    default: Option<bool>,
+    /// `active`, `draining` or `retired` (see migration 20261203000008).
+    #[serde(default)]
+    status: Option<String>,
 }
 
-/// `PATCH /admin/api/v1/services/{service}/versions/{version}`
+/// `PATCH /admin/api/v1/services/{service}/versions/{version}`: make it the
+/// default, or move it through its life (active, draining, retired). A
+/// change the version's users forbid (retiring the default, or a version a
+/// rollout or subject rule names) is 409 with the reason.
 pub async fn version_update(
     op: Operator,
     Path((service, version)): Path<(String, String)>,
     Json(body): Json<VersionChange>,
 ) -> Result<Json<Value>, ApiError> {
-    if !body.default {
+    if body.default == Some(false) {
         return Err(invalid(
             "default: a service always has a default version; make another one the default instead",
         ));
     }
-    let tenant = op
-        .platform(Access::Write, "service_version.default")
-        .await?;
+    if let Some(status) = &body.status
+        && !["active", "draining", "retired"].contains(&status.as_str())
+    {
+        return Err(invalid("status must be active, draining or retired"));
+    }
+    if body.default.is_none() && body.status.is_none() {
+        return Err(invalid("give default: true, or a status"));
+    }
+    let tenant = op.platform(Access::Write, "service_version.update").await?;
     let service = service_name(&service)?;
     let version = VersionLabel::parse(&version)
         .map_err(|e| ApiError::not_found(format!("no version: {e}")))?;
-    if !config::set_default_version(&op.state.db, service.as_str(), version.as_str()).await? {
-        return Err(ApiError::not_found(format!(
-            "no version {version} of service {service}"
-        )));
+    let missing = || ApiError::not_found(format!("no version {version} of service {service}"));
+    let refused = |e: gatehouse_store::StoreError| match e {
+        gatehouse_store::StoreError::Conflict(reason) => conflict(reason),
+        other => other.into(),
+    };
+    if let Some(status) = &body.status {
+        if !config::set_version_status(&op.state.db, service.as_str(), version.as_str(), status)
+            .await
+            .map_err(refused)?
+        {
+            return Err(missing());
+        }
+        op.done(
+            &tenant,
+            "service_version.status",
+            format!("{service}@{version}: {status}"),
+        )
+        .await;
     }
-    op.done(
-        &tenant,
-        "service_version.default",
-        format!("{service}@{version}"),
-    )
-    .await;
-    Ok(Json(
-        json!({ "service": service.as_str(), "version": version.as_str(), "default": true }),
-    ))
+    if body.default == Some(true) {
+        if !config::set_default_version(&op.state.db, service.as_str(), version.as_str())
+            .await
+            .map_err(refused)?
+        {
+            return Err(missing());
+        }
+        op.done(
+            &tenant,
+            "service_version.default",
+            format!("{service}@{version}"),
+        )
+        .await;
+    }
+    let view = config::list_versions(&op.state.db, service.as_str())
+        .await?
+        .into_iter()
+        .find(|v| v.version == version.as_str())
+        .ok_or_else(missing)?;
+    Ok(Json(json!({
+        "service": service.as_str(),
+        "version": view.version,
+        "default": view.is_default,
+        "status": view.status,
+    })))
 }
 
 /// The body of `POST /admin/api/v1/services/{service}/instances`.
@@ -679,6 +722,140 @@ pub async fn rollout_delete(
         )));
     }
     op.done(&tenant, "rollout.delete", service.to_string())
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------- subject rules
+
+/// The body of `POST .../rollouts/{service}/subject-rules`: users holding
+/// `role`, or whose `attribute` equals `equals`, go to `version`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectRuleBody {
+    version: String,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    attribute: Option<String>,
+    #[serde(default)]
+    equals: Option<Value>,
+    #[serde(default)]
+    position: i32,
+}
+
+/// What the rule matches, checked: exactly one of a role name or an
+/// attribute name with a value of at most 1 KiB.
+fn subject_match(body: &SubjectRuleBody) -> Result<config::SubjectMatch<'_>, ApiError> {
+    let name_ok = |name: &str, first: fn(char) -> bool, rest: fn(char) -> bool| {
+        name.len() <= 63 && name.chars().next().is_some_and(first) && name.chars().all(rest)
+    };
+    match (&body.role, &body.attribute, &body.equals) {
+        (Some(role), None, None) => {
+            let ok = name_ok(
+                role,
+                |c| c.is_ascii_lowercase() || c.is_ascii_digit(),
+                |c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c),
+            );
+            if !ok {
+                return Err(invalid("role: a role name (a-z, 0-9, _ . -, at most 63)"));
+            }
+            Ok(config::SubjectMatch::Role(role))
+        }
+        (None, Some(attribute), Some(equals)) => {
+            let ok = name_ok(
+                attribute,
+                |c| c.is_ascii_alphabetic() || c == '_',
+                |c| c.is_ascii_alphanumeric() || c == '_',
+            );
+            if !ok {
+                return Err(invalid("attribute: an attribute name (letters, digits, _)"));
+            }
+            if equals.to_string().len() > 1024 {
+                return Err(invalid("equals: at most 1 KiB of JSON"));
+            }
+            Ok(config::SubjectMatch::Attribute(attribute, equals))
+        }
+        (None, Some(_), None) => Err(invalid("attribute needs equals (the value to match)")),
+        _ => Err(invalid(
+            "give either role, or attribute with equals (not both, not neither)",
+        )),
+    }
+}
+
+/// `GET /admin/api/v1/tenants/{tenant}/rollouts/{service}/subject-rules`
+pub async fn subject_rules_list(
+    op: Operator,
+    Path((tenant, service)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = op
+        .tenant(&tenant, Access::Read, "subject_rule.list")
+        .await?;
+    let service = service_name(&service)?;
+    let rules = config::list_subject_rules(&op.state.db, tenant.id, service.as_str()).await?;
+    Ok(Json(json!({ "subject_rules": rules })))
+}
+
+/// `POST /admin/api/v1/tenants/{tenant}/rollouts/{service}/subject-rules`
+pub async fn subject_rule_add(
+    op: Operator,
+    Path((tenant, service)): Path<(String, String)>,
+    Json(body): Json<SubjectRuleBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let version = version_label("version", &body.version)?;
+    let matches = subject_match(&body)?;
+    if !(0..=1_000_000).contains(&body.position) {
+        return Err(invalid("position must be 0-1000000"));
+    }
+    let tenant = op
+        .tenant(&tenant, Access::Write, "subject_rule.add")
+        .await?;
+    let service = service_name(&service)?;
+    let rule = config::add_subject_rule(
+        &op.state.db,
+        tenant.id,
+        service.as_str(),
+        version.as_str(),
+        &matches,
+        body.position,
+        Some(op.me.0.session.user_id),
+    )
+    .await
+    .map_err(write_error)?;
+    let what = match (&rule.role, &rule.attribute) {
+        (Some(name), _) => format!("role {name}"),
+        (None, Some(attribute)) => {
+            format!("{attribute} = {}", rule.equals.clone().unwrap_or_default())
+        }
+        (None, None) => String::new(),
+    };
+    op.done(
+        &tenant,
+        "subject_rule.add",
+        format!("{service}: {what} -> {}", rule.version),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(json!({ "subject_rule": rule }))))
+}
+
+/// `DELETE /admin/api/v1/tenants/{tenant}/rollouts/{service}/subject-rules/{id}`
+pub async fn subject_rule_delete(
+    op: Operator,
+    Path((tenant, service, id)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = op
+        .tenant(&tenant, Access::Write, "subject_rule.delete")
+        .await?;
+    let service = service_name(&service)?;
+    let id = uuid::Uuid::parse_str(&id)
+        .map_err(|_| ApiError::not_found(format!("no subject rule {id}")))?;
+    if !config::delete_subject_rule(&op.state.db, tenant.id, service.as_str(), id).await? {
+        return Err(ApiError::not_found(format!(
+            "tenant {} has no subject rule {id} for {service}",
+            tenant.slug
+        )));
+    }
+    op.done(&tenant, "subject_rule.delete", format!("{service} {id}"))
         .await;
     Ok(StatusCode::NO_CONTENT)
 }

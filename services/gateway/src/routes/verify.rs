@@ -40,7 +40,7 @@ use axum::response::{IntoResponse, Response};
 use gatehouse_core::{ServiceName, TenantSlug};
 
 use crate::auth::client::ClientInfo;
-use crate::auth::request_access::{HttpRequest, Refused, authorise};
+use crate::auth::request_access::{Granted, HttpRequest, Refused, authorise};
 use crate::config::ForwardAuthMode;
 use crate::error::ApiError;
 use crate::extract::session::admit;
@@ -238,7 +238,7 @@ pub async fn verify(
     };
     outcome("allowed", started);
     let upstream_version = match &service {
-        Some(service) => upstream_version(&state, service, tenant.id, caller.user_id).await,
+        Some(service) => upstream_version(&state, service, tenant.id, &granted).await,
         None => None,
     };
     let mut response = StatusCode::OK.into_response();
@@ -257,17 +257,26 @@ pub async fn verify(
     Ok(response)
 }
 
-/// The caller's version of `service`; `None` (logged and counted) when
+/// The caller's version of `service` (a subject rule's, else the rollout's);
+/// `None` (logged and counted) when
 /// routing has no rule for it or cannot answer, so the proxy's default applies.
 async fn upstream_version(
     state: &AppState,
     service: &ServiceName,
     tenant: uuid::Uuid,
-    user: uuid::Uuid,
+    granted: &Granted,
 ) -> Option<String> {
+    let forced = state
+        .routing
+        .forced_version(service.as_str(), tenant, &granted.facts());
     match state
         .routing
-        .version(service.as_str(), tenant, Some(user))
+        .version(
+            service.as_str(),
+            tenant,
+            Some(granted.user_id),
+            forced.as_deref(),
+        )
         .await
     {
         Ok(Some(version)) => Some(version),
