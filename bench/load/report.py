@@ -93,16 +93,19 @@ def main():
                     f"| {ms(med(rows, 'p50_us'))} | {ms(med(rows, 'p99_us'))} "
                     f"| {ms(min(p99s))}–{ms(max(p99s))} | {steal(rows)} |"
                 )
-    direct, proxied, nginx = (group(runs, n, "max") for n in ("upstream_direct", "proxy", "nginx_proxy"))
-    if proxied and (direct or nginx):
+    direct, nginx = group(runs, "upstream_direct", "max"), group(runs, "nginx_proxy", "max")
+    for name, label in (("proxy", "Lua pick"), ("proxy_memory", "in-memory pick")):
+        proxied = group(runs, name, "max")
+        if not proxied or not (direct or nginx):
+            continue
         b = med(proxied, "rps")
         parts = []
         if nginx:
-            parts.append(f"(b)/(c) Gatehouse vs nginx proxy_pass: {b / med(nginx, 'rps'):.0%} (goal ≥ 70%)")
+            parts.append(f"(b)/(c) vs nginx proxy_pass: {b / med(nginx, 'rps'):.0%} (goal ≥ 70%)")
         if direct:
-            parts.append(f"(b)/(a) Gatehouse vs the upstream alone: {b / med(direct, 'rps'):.0%}")
+            parts.append(f"(b)/(a) vs the upstream alone: {b / med(direct, 'rps'):.0%}")
         print()
-        print("; ".join(parts) + ".")
+        print(f"{name} ({label}): " + "; ".join(parts) + ".")
     quiet, flood = group(runs, "verify_jwt", "quiet"), group(runs, "verify_jwt", "flood")
     if quiet and flood:
         q, f = med(quiet, "p99_us"), med(flood, "p99_us")

@@ -28,8 +28,8 @@ use std::collections::HashMap;
 
 use gatehouse_ratelimit::Breaker;
 use gatehouse_routing::{
-    BreakerState, MirroredInstance, Outcome, Pick, PickRequest, Picked, RoutingError, RoutingStore,
-    Rule, RuleError, Side, Strategy,
+    BreakerState, HealthView, LocalRequest, MirroredInstance, Outcome, Pick, PickRequest, Picked,
+    RoutingError, RoutingStore, Rule, RuleError, Side, Strategy, VersionStats,
 };
 use gatehouse_store::StoreError;
 use gatehouse_store::routing as config;
@@ -103,7 +103,32 @@ pub struct Routing {
     local: std::sync::RwLock<HashMap<String, Arc<LocalRoutes>>>,
     /// Open after a Redis failure: picks are local until a probe succeeds.
     redis_breaker: Breaker,
+    /// Per service, what Redis last said about its instances, and when (ms):
+    /// the fast path's input, read every [`UPKEEP`].
+    views: std::sync::RwLock<HashMap<String, (u64, Arc<HealthView>)>>,
+    /// Successful outcomes not yet written to Redis, per service.
+    pending: std::sync::Mutex<HashMap<String, PendingOutcomes>>,
 }
+
+/// How often batched outcomes are written and health views are read.
+pub const UPKEEP: Duration = Duration::from_millis(200);
+
+/// A health view older than this is not used by the fast path (the Lua path
+/// answers until the next read succeeds).
+const VIEW_MAX_AGE_MS: u64 = 2_000;
+
+/// Successes gathered in the gateway since the last flush.
+#[derive(Debug, Default)]
+struct PendingOutcomes {
+    /// Instance → successes.
+    successes: HashMap<String, u32>,
+    /// Version → counts for canary analysis.
+    stats: HashMap<String, VersionStats>,
+}
+
+/// Registered once: picks made in memory with a fresh health view.
+static MEMORY_PICKS: std::sync::LazyLock<metrics::Counter> =
+    std::sync::LazyLock::new(|| metrics::counter!("gatehouse_routing_memory_picks_total"));
 
 /// Registered once: counted on every pick made without Redis.
 static LOCAL_PICKS: std::sync::LazyLock<metrics::Counter> =
@@ -137,6 +162,8 @@ impl Routing {
             strategy,
             local: std::sync::RwLock::new(HashMap::new()),
             redis_breaker: Breaker::new(REDIS_BREAKER_OPEN),
+            views: std::sync::RwLock::new(HashMap::new()),
+            pending: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -362,14 +389,40 @@ impl Routing {
     ) -> Result<Picked, RoutingServiceError> {
         let tenant = tenant_id.to_string();
         let user = user_id.map(|u| u.to_string());
+        let strategy = self.strategy_of(service);
+        let now = now_ms();
+        let local = |why_prefix| LocalPick {
+            service,
+            tenant: &tenant,
+            user: user.as_deref(),
+            forced,
+            exclude,
+            strategy,
+            now_ms: now,
+            panic_percent: self.store.settings().panic_percent,
+            why_prefix,
+        };
+        // The fast path: no state shared between gateways, a fresh view.
+        if matches!(strategy, Strategy::Random | Strategy::UserHash)
+            && let Some(routes) = self.local_routes(service)
+            && let Some(view) = self.fresh_view(service, now)
+        {
+            MEMORY_PICKS.increment(1);
+            return Ok(pick_locally(
+                &routes,
+                &local(""),
+                Some(&view),
+                rand::random(),
+            ));
+        }
         if self.redis_breaker.allow_request() {
             let request = PickRequest {
                 service,
-                strategy: self.strategy_of(service),
+                strategy,
                 tenant: &tenant,
                 user: user.as_deref(),
                 forced_version: forced,
-                now_ms: now_ms(),
+                now_ms: now,
                 lease: true,
                 exclude,
             };
@@ -393,15 +446,88 @@ impl Routing {
         LOCAL_PICKS.increment(1);
         Ok(pick_locally(
             &routes,
-            &LocalPick {
-                service,
-                tenant: &tenant,
-                user: user.as_deref(),
-                forced,
-                exclude,
-            },
+            &local("local:"),
+            None,
             rand::random(),
         ))
+    }
+
+    /// What this gateway learnt itself goes into its health view at once (other
+    /// gateways read it within [`UPKEEP`]): the breaker of `instance` is open.
+    fn mark_open(&self, service: &str, instance: &str, until_ms: u64) {
+        if let Ok(mut views) = self.views.write()
+            && let Some((read_at, view)) = views.get(service)
+        {
+            let mut updated = HealthView::clone(view);
+            updated.open_until.insert(instance.to_owned(), until_ms);
+            let read_at = *read_at;
+            views.insert(service.to_owned(), (read_at, Arc::new(updated)));
+        }
+    }
+
+    /// `service`'s health view, if it was read within [`VIEW_MAX_AGE_MS`].
+    fn fresh_view(&self, service: &str, now: u64) -> Option<Arc<HealthView>> {
+        let views = self.views.read().ok()?;
+        let (read_at, view) = views.get(service)?;
+        (now.saturating_sub(*read_at) <= VIEW_MAX_AGE_MS).then(|| Arc::clone(view))
+    }
+
+    /// Writes the batched successes and statistics, and reads the health
+    /// views of the services picked in memory: every [`UPKEEP`] until the
+    /// handle drops.
+    #[must_use]
+    pub fn spawn_upkeep(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let routing = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(UPKEEP).await;
+                routing.upkeep().await;
+            }
+        })
+    }
+
+    /// One round of [`Routing::spawn_upkeep`]'s work.
+    pub async fn upkeep(&self) {
+        let pending = std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let now = now_ms();
+        for (service, outcomes) in pending {
+            for (instance, successes) in &outcomes.successes {
+                // One success resets the consecutive failures and moves the
+                // health one step; the rest of the batch adds nothing more.
+                if let Err(e) = self.store.record(&service, instance, true, None, now).await {
+                    tracing::warn!(%service, %instance, %successes, error = %e, "batched outcomes not written");
+                }
+            }
+            if let Err(e) = self.store.add_stats(&service, &outcomes.stats, now).await {
+                tracing::warn!(%service, error = %e, "batched statistics not written");
+            }
+        }
+        let in_memory: Vec<String> = self
+            .local
+            .read()
+            .map(|local| {
+                local
+                    .iter()
+                    .filter(|(_, r)| matches!(r.strategy, Strategy::Random | Strategy::UserHash))
+                    .map(|(name, _)| name.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for service in in_memory {
+            match self.store.health_view(&service, now).await {
+                Ok(view) => {
+                    if let Ok(mut views) = self.views.write() {
+                        views.insert(service, (now, Arc::new(view)));
+                    }
+                }
+                Err(e) => tracing::debug!(%service, error = %e, "health view not read"),
+            }
+        }
     }
 
     /// How a proxied request went on the picked instance: closes its lease,
@@ -415,6 +541,21 @@ impl Routing {
         ok: bool,
         latency: Duration,
     ) -> Option<BreakerState> {
+        if ok && pick.lease.is_none() {
+            // A success with no lease to close: batched, written within UPKEEP.
+            let mut pending = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let service = pending.entry(service.to_owned()).or_default();
+            *service.successes.entry(pick.instance.clone()).or_default() += 1;
+            service
+                .stats
+                .entry(pick.version.clone())
+                .or_default()
+                .count(true, latency);
+            return None;
+        }
         if !self.redis_breaker.allow_request() {
             return None;
         }
@@ -434,6 +575,9 @@ impl Routing {
                 if state.opened_now {
                     tracing::warn!(%service, %instance, ejections = state.ejections, open_until_ms = state.open_until_ms, "instance ejected: its breaker opened");
                     metrics::counter!("gatehouse_routing_ejections_total", "service" => service.to_owned()).increment(1);
+                }
+                if state.open {
+                    self.mark_open(service, instance, state.open_until_ms);
                 }
                 Some(state)
             }
@@ -456,6 +600,11 @@ struct LocalPick<'a> {
     user: Option<&'a str>,
     forced: Option<&'a str>,
     exclude: Option<&'a str>,
+    strategy: Strategy,
+    now_ms: u64,
+    panic_percent: u8,
+    /// `local:` for the fallback while Redis is away, empty for the fast path.
+    why_prefix: &'static str,
 }
 
 /// The version of the first rule the caller matches.
@@ -489,13 +638,19 @@ fn subject_rules_by_tenant(rows: &[config::SubjectRuleRow]) -> HashMap<String, V
 /// A pick from the in-memory snapshot: the rollout as Lua applies it, then a
 /// weighted random choice among the version's instances (`random` in
 /// `[0, 2^32)`). No heartbeats, breakers or leases: those live in Redis.
-fn pick_locally(routes: &LocalRoutes, request: &LocalPick<'_>, random: u32) -> Picked {
+fn pick_locally(
+    routes: &LocalRoutes,
+    request: &LocalPick<'_>,
+    view: Option<&HealthView>,
+    random: u32,
+) -> Picked {
     let LocalPick {
         service,
         tenant,
         user,
         forced,
         exclude,
+        ..
     } = *request;
     let (version, scope, side) = if let Some(forced) = forced {
         (forced, "subject_rule", Side::Pinned)
@@ -510,29 +665,24 @@ fn pick_locally(routes: &LocalRoutes, request: &LocalPick<'_>, random: u32) -> P
         let (version, side) = rule.version_for(service, tenant, user);
         (version, scope, side)
     };
-    let candidates: Vec<&MirroredInstance> = routes
-        .instances
-        .iter()
-        .filter(|i| i.version == version && i.weight > 0 && Some(i.id.as_str()) != exclude)
-        .collect();
-    let total: u64 = candidates.iter().map(|i| u64::from(i.weight)).sum();
-    if total == 0 {
+    let choice = gatehouse_routing::local::choose(
+        &routes.instances,
+        view,
+        &LocalRequest {
+            strategy: request.strategy,
+            version,
+            key: user.unwrap_or(tenant),
+            exclude,
+            now_ms: request.now_ms,
+            random,
+            panic_percent: request.panic_percent,
+        },
+    );
+    let Some(choice) = choice else {
         return Picked::NoInstance {
             version: version.to_owned(),
         };
-    }
-    let mut point = u64::from(random) % total;
-    let chosen = candidates
-        .iter()
-        .find(|i| {
-            if point < u64::from(i.weight) {
-                true
-            } else {
-                point -= u64::from(i.weight);
-                false
-            }
-        })
-        .unwrap_or(&candidates[0]);
+    };
     let side = match side {
         Side::Canary => ":canary",
         Side::Stable => ":stable",
@@ -540,11 +690,11 @@ fn pick_locally(routes: &LocalRoutes, request: &LocalPick<'_>, random: u32) -> P
     };
     Picked::Instance(Pick {
         version: version.to_owned(),
-        instance: chosen.id.clone(),
-        address: chosen.address.clone(),
-        why: format!("local:{scope}{side}"),
+        instance: choice.instance.id.clone(),
+        address: choice.instance.address.clone(),
+        why: format!("{}{scope}{side}", request.why_prefix),
         lease: None,
-        panic: false,
+        panic: choice.panic,
     })
 }
 
@@ -587,6 +737,10 @@ mod tests {
             user: None,
             forced,
             exclude,
+            strategy: Strategy::Random,
+            now_ms: 0,
+            panic_percent: 50,
+            why_prefix: "local:",
         }
     }
 
@@ -649,7 +803,12 @@ mod tests {
             ),
             None
         );
-        let forced = picked(pick_locally(&routes, &at("t-other", Some("v2"), None), 1));
+        let forced = picked(pick_locally(
+            &routes,
+            &at("t-other", Some("v2"), None),
+            None,
+            1,
+        ));
         assert_eq!(
             (forced.version.as_str(), forced.why.as_str()),
             ("v2", "local:subject_rule")
@@ -671,6 +830,7 @@ mod tests {
             let pick = picked(pick_locally(
                 &routes,
                 &at("t-other", None, None),
+                None,
                 n.wrapping_mul(2_654_435_761),
             ));
             assert_eq!(pick.version, "v1");
@@ -683,7 +843,7 @@ mod tests {
             (2_700..=3_300).contains(&counts["b"]),
             "weights 1:3, {counts:?}"
         );
-        let canary = picked(pick_locally(&routes, &at("t-canary", None, None), 7));
+        let canary = picked(pick_locally(&routes, &at("t-canary", None, None), None, 7));
         assert_eq!(
             (canary.version.as_str(), canary.instance.as_str()),
             ("v2", "c")
@@ -695,11 +855,11 @@ mod tests {
     fn local_picks_leave_out_the_excluded_and_weightless() {
         let routes = routes();
         for n in 0..50 {
-            let pick = picked(pick_locally(&routes, &at("t", None, Some("b")), n));
+            let pick = picked(pick_locally(&routes, &at("t", None, Some("b")), None, n));
             assert_eq!(pick.instance, "a");
         }
         assert_eq!(
-            pick_locally(&routes, &at("t-canary", None, Some("c")), 1),
+            pick_locally(&routes, &at("t-canary", None, Some("c")), None, 1),
             Picked::NoInstance {
                 version: "v2".into()
             }
@@ -710,7 +870,7 @@ mod tests {
             ..routes
         };
         assert_eq!(
-            pick_locally(&empty, &at("t", None, None), 1),
+            pick_locally(&empty, &at("t", None, None), None, 1),
             Picked::NoVersion
         );
     }

@@ -110,6 +110,24 @@ impl VersionStats {
         None
     }
 
+    /// Counts one request of `latency` (failed or not), in the histogram's
+    /// bucket as `lua/route_outcome.lua` would place it.
+    pub fn count(&mut self, ok: bool, latency: std::time::Duration) {
+        self.requests += 1;
+        if !ok {
+            self.errors += 1;
+        }
+        let ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "a bucket index below 256"
+        )]
+        let bucket = (f64::from(BUCKETS_PER_DOUBLING) * ((ms as f64) + 1.0).log2()).floor() as u32;
+        *self.latency.entry(bucket).or_default() += 1;
+    }
+
     /// Adds another slot's counts.
     pub fn add(&mut self, other: &Self) {
         self.requests += other.requests;

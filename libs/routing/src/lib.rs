@@ -14,12 +14,16 @@
 //!   records each proxied request's outcome (breakers, health, leases, and
 //!   per-version statistics).
 //! - [`canary`]: automatic canary analysis over those statistics.
+//! - [`local`]: selection in the gateway's memory (the fast path for
+//!   strategies without shared state, and the fallback while Redis is away).
 
 pub mod canary;
+pub mod local;
 pub mod rollout;
 pub mod select;
 
 pub use canary::{Analysis, Verdict, VersionStats, judge};
+pub use local::{HealthView, LocalRequest};
 pub use rollout::{BUCKETS, Rule, RuleError, Side, bucket, check_salt};
 pub use select::{
     BreakerSettings, BreakerState, MirroredInstance, Outcome, Pick, PickRequest, Picked,

@@ -667,6 +667,97 @@ impl RoutingStore {
         Ok(stats)
     }
 
+    /// What Redis says about `service`'s instances now (liveness, open
+    /// breakers, health), for selection in the gateway's memory: one round
+    /// trip.
+    pub async fn health_view(
+        &self,
+        service: &str,
+        now_ms: u64,
+    ) -> Result<crate::local::HealthView, RoutingError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZRANGEBYSCORE")
+            .arg(self.key(service, "alive"))
+            .arg(now_ms)
+            .arg("+inf")
+            .cmd("HGETALL")
+            .arg(self.key(service, "breakers"));
+        let pipe = &pipe;
+        let (alive, breakers): (Vec<String>, HashMap<String, u64>) = self
+            .redis
+            .run(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await?;
+        let mut view = crate::local::HealthView {
+            alive: alive.into_iter().collect(),
+            ..crate::local::HealthView::default()
+        };
+        for (field, value) in breakers {
+            match field.rsplit_once(':') {
+                Some((id, "o")) if value > 0 => {
+                    view.open_until.insert(id.to_owned(), value);
+                }
+                Some((id, "h")) => {
+                    view.health.insert(
+                        id.to_owned(),
+                        u8::try_from(value.clamp(1, 100)).unwrap_or(100),
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(view)
+    }
+
+    /// Adds counts gathered in the gateway to the statistics slot of
+    /// `now_ms` (successes batched off the request path): one round trip.
+    pub async fn add_stats(
+        &self,
+        service: &str,
+        stats: &HashMap<String, VersionStats>,
+        now_ms: u64,
+    ) -> Result<(), RoutingError> {
+        let key = self.stats_key(service, now_ms);
+        let mut pipe = redis::pipe();
+        for (version, counts) in stats {
+            if counts.requests > 0 {
+                pipe.cmd("HINCRBY")
+                    .arg(&key)
+                    .arg(format!("{version}:n"))
+                    .arg(counts.requests)
+                    .ignore();
+            }
+            if counts.errors > 0 {
+                pipe.cmd("HINCRBY")
+                    .arg(&key)
+                    .arg(format!("{version}:e"))
+                    .arg(counts.errors)
+                    .ignore();
+            }
+            for (bucket, count) in &counts.latency {
+                pipe.cmd("HINCRBY")
+                    .arg(&key)
+                    .arg(format!("{version}:l{bucket}"))
+                    .arg(*count)
+                    .ignore();
+            }
+        }
+        pipe.cmd("PEXPIRE")
+            .arg(&key)
+            .arg(STATS_LIFETIME_MS)
+            .ignore();
+        let pipe = &pipe;
+        self.redis
+            .run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+            .await?;
+        Ok(())
+    }
+
+    /// The settings selection runs with.
+    #[must_use]
+    pub fn settings(&self) -> &SelectSettings {
+        &self.settings
+    }
+
     /// Records how a proxied request went: closes its lease, moves its
     /// instance's health, drives its breaker and, when `version` is named,
     /// counts it in the version's statistics for canary analysis. One round

@@ -691,3 +691,51 @@ async fn outcomes_are_counted_per_version_over_the_window() {
         .unwrap();
     assert_eq!(again["v1"].requests + again["v2"].requests, 21);
 }
+
+/// The gateway's in-memory fast path chooses as the Lua script does: the same
+/// user lands on the same instance either way (so switching paths moves nobody).
+#[tokio::test]
+async fn memory_and_lua_user_hashing_agree() {
+    use gatehouse_routing::MirroredInstance;
+    use gatehouse_routing::local::{LocalRequest, choose};
+    let (store, _pool, _prefix) = store();
+    let list = [("a", "v1", 100), ("b", "v1", 100), ("c", "v1", 300)];
+    instances(&store, &list).await;
+    store
+        .set_rule(SERVICE, None, &Rule::pin("v1").unwrap())
+        .await
+        .unwrap();
+    let mirrored: Vec<MirroredInstance> = list
+        .iter()
+        .map(|(id, version, weight)| MirroredInstance {
+            id: (*id).to_owned(),
+            version: (*version).to_owned(),
+            weight: *weight,
+            address: format!("127.0.0.1:{}", 9000 + id.len()),
+            is_static: false,
+        })
+        .collect();
+    let view = store.health_view(SERVICE, NOW).await.unwrap();
+    assert_eq!(view.alive.len(), 3);
+    for n in 0..40 {
+        let user = format!("user-{n}");
+        let mut lua = request(Strategy::UserHash, "t", NOW);
+        lua.user = Some(&user);
+        let from_lua = pick(&store, &lua).await.instance;
+        let local = LocalRequest {
+            strategy: Strategy::UserHash,
+            version: "v1",
+            key: &user,
+            exclude: None,
+            now_ms: NOW,
+            random: 0,
+            panic_percent: 50,
+        };
+        let from_memory = choose(&mirrored, Some(&view), &local)
+            .unwrap()
+            .instance
+            .id
+            .clone();
+        assert_eq!(from_lua, from_memory, "{user}");
+    }
+}

@@ -231,6 +231,7 @@ impl Application {
         let _relay = self.state.relay.spawn();
         let cache_gauges = tokio::spawn(report_cache_sizes(self.state.directory.clone()));
         let routing_task = self.state.routing.spawn_resync();
+        let routing_upkeep = self.state.routing.spawn_upkeep();
         let canary_task = Arc::new(gatehouse_app::canary::CanaryController::new(
             self.state.db.clone(),
             self.state.routing.clone(),
@@ -276,6 +277,7 @@ impl Application {
         upkeep_task.abort();
         cache_gauges.abort();
         routing_task.abort();
+        routing_upkeep.abort();
         canary_task.abort();
         result
     }
