@@ -530,6 +530,38 @@ impl Routing {
         }
     }
 
+    /// A success with no lease to close is batched (written within
+    /// [`UPKEEP`]) without waiting for anything: `true` when this outcome was
+    /// one; anything else needs [`Routing::record`].
+    pub fn batch_success(&self, pick: &Pick, service: &str, ok: bool, latency: Duration) -> bool {
+        if !ok || pick.lease.is_some() {
+            return false;
+        }
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let service = match pending.get_mut(service) {
+            Some(existing) => existing,
+            None => pending.entry(service.to_owned()).or_default(),
+        };
+        match service.successes.get_mut(&pick.instance) {
+            Some(count) => *count += 1,
+            None => {
+                service.successes.insert(pick.instance.clone(), 1);
+            }
+        }
+        match service.stats.get_mut(&pick.version) {
+            Some(stats) => stats.count(true, latency),
+            None => service
+                .stats
+                .entry(pick.version.clone())
+                .or_default()
+                .count(true, latency),
+        }
+        true
+    }
+
     /// How a proxied request went on the picked instance: closes its lease,
     /// moves its health, drives its breaker and counts it in its version's
     /// statistics (canary analysis). `None` when Redis could not take it
@@ -541,19 +573,7 @@ impl Routing {
         ok: bool,
         latency: Duration,
     ) -> Option<BreakerState> {
-        if ok && pick.lease.is_none() {
-            // A success with no lease to close: batched, written within UPKEEP.
-            let mut pending = self
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let service = pending.entry(service.to_owned()).or_default();
-            *service.successes.entry(pick.instance.clone()).or_default() += 1;
-            service
-                .stats
-                .entry(pick.version.clone())
-                .or_default()
-                .count(true, latency);
+        if self.batch_success(pick, service, ok, latency) {
             return None;
         }
         if !self.redis_breaker.allow_request() {

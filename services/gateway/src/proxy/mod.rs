@@ -355,9 +355,18 @@ async fn pick(
 }
 
 /// Reports the outcome after the answer has left (off the request's path).
+/// A plain success is only counted in memory (batched); anything else goes
+/// to Redis in a task of its own.
 fn record(state: &AppState, service: &ServiceName, pick: &Pick, ok: bool, sent: Instant) {
+    let latency = sent.elapsed();
+    if state
+        .routing
+        .batch_success(pick, service.as_str(), ok, latency)
+    {
+        return;
+    }
     let routing = Arc::clone(&state.routing);
-    let (service, pick, latency) = (service.to_string(), pick.clone(), sent.elapsed());
+    let (service, pick) = (service.to_string(), pick.clone());
     tokio::spawn(async move {
         routing.record(&pick, &service, ok, latency).await;
     });
