@@ -101,6 +101,8 @@ struct Target {
     prefix: String,
     /// The rest of the path (at least `/`), as the client encoded it.
     path: String,
+    /// `path` and the query (`?…`, if any): what the instance is asked for.
+    forward: String,
 }
 
 /// Splits `/svc/{service}{rest}`. Dot segments (also percent-encoded) are
@@ -123,10 +125,15 @@ fn target(uri: &Uri) -> Result<Target, ApiError> {
             "path: dot segments (. and ..) are not accepted through the proxy",
         ));
     }
+    let forward = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
     Ok(Target {
         prefix: format!("/svc/{service}"),
         service,
         path: path.to_owned(),
+        forward,
     })
 }
 
@@ -168,11 +175,6 @@ async fn proxy_request(
     };
     let granted = decide(state, &parts, &client, &target, &caller).await?;
     *service_label = Some(target.service.to_string());
-    let query = parts
-        .uri
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
 
     let upgrade = headers::upgrade_protocol(&parts.headers);
     let retryable = upgrade.is_none() && idempotent(&parts.method) && bodyless(&parts.headers);
@@ -189,7 +191,6 @@ async fn proxy_request(
     if let Some(protocol) = &upgrade {
         headers::keep_upgrade(&mut outgoing, protocol.clone());
     }
-    let path_and_query = format!("{}{query}", target.path);
     let mut body = Some(body);
     let mut exclude: Option<String> = None;
     let forced =
@@ -205,7 +206,7 @@ async fn proxy_request(
             exclude.as_deref(),
         )
         .await?;
-        let uri: Uri = format!("http://{}{path_and_query}", pick.address)
+        let uri: Uri = format!("http://{}{}", pick.address, target.forward)
             .parse()
             .map_err(|e| ApiError::bad_request(format!("path: {e}")))?;
         let mut upstream_request =
@@ -256,12 +257,7 @@ async fn decide(
             target.service
         )));
     }
-    let query = parts
-        .uri
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
-    let decided_uri = format!("/{}{}{query}", target.service, target.path);
+    let decided_uri = format!("/{}{}", target.service, target.forward);
     let host = parts
         .headers
         .get(header::HOST)
