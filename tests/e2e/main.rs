@@ -18,6 +18,7 @@ mod http_basics;
 mod login_api;
 mod login_browser;
 mod proxy;
+mod proxy_security;
 mod readiness;
 mod revocation_load;
 mod routing;

@@ -25,7 +25,7 @@ use gatehouse_routing::Rule;
 use gatehouse_testkit::{Gateway, TestDatabase, free_port};
 
 /// Registers a static instance of `orders` `version` at `address`.
-async fn register(pool: &sqlx::PgPool, version: &str, address: &str) {
+pub(crate) async fn register(pool: &sqlx::PgPool, version: &str, address: &str) {
     sqlx::query(
         "INSERT INTO service_instances (id, service_id, version_id, address)
          SELECT gen_random_uuid(), s.id, v.id, $2
@@ -57,8 +57,18 @@ struct Proxied {
     bob: String,
 }
 
+/// The proxy's same-origin mode (`/svc/...` on the main listener).
+pub(crate) const SAME_ORIGIN: (&str, &str) = ("GATEHOUSE_PROXY_SAME_ORIGIN", "true");
+
+/// `extra` with the same-origin proxy switched on.
+fn with_same_origin<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut vars = vec![SAME_ORIGIN];
+    vars.extend_from_slice(extra);
+    vars
+}
+
 async fn proxied(extra: &[(&str, &str)]) -> Proxied {
-    let (gateway, db, _) = seeded_app(extra).await;
+    let (gateway, db, _) = seeded_app(&with_same_origin(extra)).await;
     let (v1, v1_port) = demo_upstream("v1");
     let (v2, v2_port) = demo_upstream("v2");
     register(&db.pool, "v1", &format!("127.0.0.1:{v1_port}")).await;
@@ -74,7 +84,7 @@ async fn proxied(extra: &[(&str, &str)]) -> Proxied {
     }
 }
 
-async fn access_token(gateway: &Gateway, tenant: &str, user: &str) -> String {
+pub(crate) async fn access_token(gateway: &Gateway, tenant: &str, user: &str) -> String {
     let password = if tenant == "system" {
         crate::ADMIN_PASSWORD
     } else {
@@ -454,7 +464,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 }
 
 /// The gateway's port.
-fn port_of(gateway: &Gateway) -> u16 {
+pub(crate) fn port_of(gateway: &Gateway) -> u16 {
     gateway
         .base_url
         .rsplit(':')
@@ -465,7 +475,7 @@ fn port_of(gateway: &Gateway) -> u16 {
 }
 
 /// Reads one HTTP/1.1 response head (up to the blank line).
-async fn read_head(stream: &mut tokio::net::TcpStream) -> String {
+pub(crate) async fn read_head(stream: &mut tokio::net::TcpStream) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -522,7 +532,7 @@ async fn a_100_mib_upload_streams_through_in_bounded_memory() {
 
 #[tokio::test]
 async fn an_upgraded_connection_is_spliced_through_both_ways() {
-    let p = proxied(&[]).await;
+    let p = proxied(&[("GATEHOUSE_PROXY__UPGRADES", "orders=gatehouse-echo")]).await;
     until_in_force("mirrored", || async {
         get(&p.gateway, "/svc/orders/items", &p.bob).await.0 == 200
     })
@@ -554,7 +564,7 @@ async fn an_upgraded_connection_is_spliced_through_both_ways() {
 #[tokio::test]
 async fn with_redis_away_requests_are_routed_from_the_last_snapshot() {
     let mut redis = gatehouse_testkit::PrivateRedis::start().await;
-    let (gateway, db, _) = crate::cache::private_app(&redis, &[]).await;
+    let (gateway, db, _) = crate::cache::private_app(&redis, &[SAME_ORIGIN]).await;
     let (_v1, v1_port) = demo_upstream("v1");
     let (_v2, v2_port) = demo_upstream("v2");
     register(&db.pool, "v1", &format!("127.0.0.1:{v1_port}")).await;
@@ -584,7 +594,7 @@ async fn with_redis_away_requests_are_routed_from_the_last_snapshot() {
 }
 
 /// acme's tenant admin, for the admin API.
-async fn alice(gateway: &Gateway) -> String {
+pub(crate) async fn alice(gateway: &Gateway) -> String {
     crate::session_token(gateway, "acme", "alice", DEMO_PASSWORD).await
 }
 
@@ -643,7 +653,8 @@ async fn system_audit(db: &TestDatabase) -> Vec<(String, Value)> {
 
 #[tokio::test]
 async fn a_canary_failing_a_fifth_of_its_requests_is_rolled_back_by_itself() {
-    let (gateway, db, _) = seeded_app(&[("GATEHOUSE_ROUTING__CANARY_TICK_MS", "200")]).await;
+    let (gateway, db, _) =
+        seeded_app(&[SAME_ORIGIN, ("GATEHOUSE_ROUTING__CANARY_TICK_MS", "200")]).await;
     let (_v1, v1_port) = demo_upstream("v1");
     let (_v2, v2_port) = demo_upstream_on("v2", free_port(), &["--error-percent", "20"]);
     register(&db.pool, "v1", &format!("127.0.0.1:{v1_port}")).await;
@@ -700,7 +711,8 @@ async fn a_canary_failing_a_fifth_of_its_requests_is_rolled_back_by_itself() {
 
 #[tokio::test]
 async fn a_ramp_steps_on_its_schedule_and_bad_ramps_are_refused() {
-    let (gateway, db, _) = seeded_app(&[("GATEHOUSE_ROUTING__CANARY_TICK_MS", "200")]).await;
+    let (gateway, db, _) =
+        seeded_app(&[SAME_ORIGIN, ("GATEHOUSE_ROUTING__CANARY_TICK_MS", "200")]).await;
     let admin = alice(&gateway).await;
     for (body, says) in [
         (
@@ -782,7 +794,7 @@ async fn a_ramp_steps_on_its_schedule_and_bad_ramps_are_refused() {
 
 #[tokio::test]
 async fn a_rollback_on_one_gateway_is_in_force_on_another_at_once() {
-    let (a, db, vars) = seeded_app(&[]).await;
+    let (a, db, vars) = seeded_app(&[SAME_ORIGIN]).await;
     let b = Gateway::spawn(&vars).await;
     let (_v1, v1_port) = demo_upstream("v1");
     let (_v2, v2_port) = demo_upstream("v2");

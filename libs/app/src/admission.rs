@@ -258,6 +258,29 @@ impl Admission {
         Ok(verdict)
     }
 
+    /// Admits the session an app's host-scoped credential stands for (see
+    /// [`crate::app_sessions`]): the same rules as the session cookie, with
+    /// the record from memory within the touch interval, so the app's
+    /// session ends exactly when the user's does.
+    pub async fn admit_linked_session(
+        &self,
+        tenant_id: Uuid,
+        id: SessionId,
+    ) -> Result<Verdict, AdmissionError> {
+        let verdict = match self.live_session(tenant_id, id).await? {
+            Some(session) => {
+                self.session(session, Via::Cookie, Expect::AnyTenant)
+                    .await?
+            }
+            None => Err(Refusal::SessionEnded),
+        };
+        if let Err(refusal) = &verdict {
+            metrics::counter!("gatehouse_admission_refused_total", "reason" => refusal.label())
+                .increment(1);
+        }
+        Ok(verdict)
+    }
+
     async fn session_token(
         &self,
         raw: &str,

@@ -11,6 +11,7 @@
 //! own (`thiserror`), never HTTP statuses.
 
 pub mod admission;
+pub mod app_sessions;
 pub mod authz;
 pub mod canary;
 pub mod clients;

@@ -49,6 +49,26 @@ pub enum MappingError {
 impl HttpMapping {
     /// The action and resource for a forwarded request.
     pub fn map(&self, method: &str, uri: &str) -> Result<(String, String), MappingError> {
+        let action = self.action(method)?;
+        let segments = normalise(uri)?;
+        Ok(self.map_action_segments(action, &segments))
+    }
+
+    /// The action and resource for a request whose path the caller has
+    /// already split into decoded segments: the reverse proxy decides on
+    /// exactly the segments it forwards, so nothing is decoded or resolved
+    /// again here (an encoded `/` a service opted in to stays inside its
+    /// segment). Empty segments are skipped, as in [`HttpMapping::map`].
+    pub fn map_segments<S: AsRef<str>>(
+        &self,
+        method: &str,
+        segments: &[S],
+    ) -> Result<(String, String), MappingError> {
+        let action = self.action(method)?;
+        Ok(self.map_action_segments(action, segments))
+    }
+
+    fn action(&self, method: &str) -> Result<String, MappingError> {
         if method.is_empty()
             || method.len() > 32
             || !method.bytes().all(|b| b.is_ascii_alphabetic())
@@ -56,29 +76,35 @@ impl HttpMapping {
             return Err(MappingError::BadMethod(method.chars().take(32).collect()));
         }
         let method = method.to_ascii_uppercase();
-        let action = self
+        Ok(self
             .actions
             .get(&method)
             .cloned()
-            .unwrap_or_else(|| default_action(&method));
-        let segments = normalise(uri)?;
-        let mut path = format!("/{}", segments.join("/"));
-        if let Some(prefix) = self
-            .strip_prefix
-            .as_deref()
-            .map(|p| p.trim_end_matches('/'))
-            .filter(|p| !p.is_empty())
-            && (path == prefix || path.starts_with(&format!("{prefix}/")))
-        {
-            path = path[prefix.len()..].to_owned();
+            .unwrap_or_else(|| default_action(&method)))
+    }
+
+    fn map_action_segments<S: AsRef<str>>(
+        &self,
+        action: String,
+        segments: &[S],
+    ) -> (String, String) {
+        let mut segments: Vec<&str> = segments
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if let Some(prefix) = self.strip_prefix.as_deref() {
+            let prefix: Vec<&str> = prefix.split('/').filter(|s| !s.is_empty()).collect();
+            if !prefix.is_empty() && segments.starts_with(&prefix) {
+                segments.drain(..prefix.len());
+            }
         }
-        let joined = path.trim_start_matches('/').replace('/', ":");
-        let resource = if joined.is_empty() {
+        let resource = if segments.is_empty() {
             "root".to_owned()
         } else {
-            joined
+            segments.join(":")
         };
-        Ok((action, format!("{}{resource}", self.resource_prefix)))
+        (action, format!("{}{resource}", self.resource_prefix))
     }
 }
 
@@ -165,6 +191,33 @@ mod tests {
             ("read".into(), "web:apix:orders".into()),
             "prefix is per segment"
         );
+    }
+
+    #[test]
+    fn segments_are_mapped_as_given() {
+        let m = HttpMapping::default();
+        assert_eq!(
+            m.map_segments("GET", &["orders", "a/b", "", "7"]).unwrap(),
+            ("read".into(), "orders:a/b:7".into()),
+            "an encoded slash stays inside its segment"
+        );
+        assert_eq!(
+            m.map_segments("DELETE", &["orders", "..", "admin"])
+                .unwrap()
+                .1,
+            "orders:..:admin",
+            "nothing is resolved: the caller refuses dot segments"
+        );
+        let api: HttpMapping =
+            serde_json::from_value(serde_json::json!({"strip_prefix": "/api/v1"})).unwrap();
+        assert_eq!(api.map_segments("GET", &["api", "v1", "x"]).unwrap().1, "x");
+        assert_eq!(
+            api.map_segments("GET", &["api", "v1x"]).unwrap().1,
+            "api:v1x"
+        );
+        assert_eq!(api.map_segments("GET", &["api", "v1"]).unwrap().1, "root");
+        assert_eq!(api.map_segments::<&str>("GET", &[]).unwrap().1, "root");
+        assert!(m.map_segments("G T", &["x"]).is_err());
     }
 
     #[test]

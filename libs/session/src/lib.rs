@@ -13,10 +13,12 @@
 //! Architecture invariant: no HTTP here; the gateway maps [`SessionError`] to
 //! responses and owns cookies.
 
+mod handshake;
 mod refresh;
 mod store;
 mod token;
 
+pub use handshake::{HandshakeGrant, Handshakes};
 pub use refresh::{RefreshKey, RefreshLimits, RefreshStore, RefreshToken, Rotation};
 pub use store::{EndedSessions, NewSession, Session, SessionConfig, SessionError, SessionStore};
 pub use token::{SessionId, SessionToken};

@@ -76,7 +76,7 @@ fn routing_admin_routes() -> Router<AppState> {
 }
 
 /// The admin API (`/admin/api/v1`): every handler passes the admin guard.
-fn admin_routes() -> Router<AppState> {
+fn admin_routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route(
             "/admin/api/v1/tenants/{tenant}/revocations",
@@ -141,10 +141,14 @@ fn admin_routes() -> Router<AppState> {
             "/admin/api/v1/service-clients/{client_id}",
             delete(routes::introspect::clients_delete),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::extract::admin::same_origin_only,
+        ))
 }
 
 /// Every route of the gateway, before the shared layers.
-fn routes() -> Router<AppState> {
+fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
@@ -170,6 +174,7 @@ fn routes() -> Router<AppState> {
         )
         .route("/oauth2/introspect", post(routes::introspect::introspect))
         .route("/v1/routing/resolve", post(routes::routing::resolve))
+        .route(proxy::handshake::START_PATH, get(proxy::handshake::start))
         .route("/v1/verify", any(routes::verify::verify))
         // Envoy ext_authz (HTTP): `path_prefix: /v1/verify` + the original path.
         .route("/v1/verify/{*original}", any(routes::verify::verify))
@@ -189,7 +194,7 @@ fn routes() -> Router<AppState> {
             "/v1/auth/sessions/{id}",
             delete(routes::auth_api::sessions_delete),
         )
-        .merge(admin_routes())
+        .merge(admin_routes(state))
         .fallback(routes::health::not_found)
 }
 
@@ -206,7 +211,7 @@ pub fn metrics_app(state: AppState) -> Router {
 /// drive it with `oneshot`, without a socket.
 pub fn app(state: AppState) -> Router {
     let http = state.http.clone();
-    let mut router = routes();
+    let mut router = routes(state.clone());
     if http.bench_endpoints {
         // The framework floor for load runs: same layers, no work.
         router = router.route("/_bench/floor", get(routes::health::bench_floor));

@@ -113,6 +113,11 @@ struct RawSettings {
     tokens: RawTokens,
     cache: RawCache,
     proxy: RawProxy,
+    connections: RawConnections,
+    /// `GATEHOUSE_PROXY_LISTEN`: the apps' own listener (the `Host` picks the service).
+    proxy_listen: Option<String>,
+    /// `GATEHOUSE_PROXY_SAME_ORIGIN`: also serve `/svc/{service}/...` on the main listener.
+    proxy_same_origin: bool,
     routing: RawRouting,
 }
 
@@ -185,6 +190,54 @@ fn routing_settings(raw: &RawRouting) -> Result<gatehouse_routing::SelectSetting
     })
 }
 
+/// `GATEHOUSE_CONNECTIONS__*`: what every listener allows a connection.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct RawConnections {
+    /// Most connections open at once per listener.
+    max: usize,
+    /// Most connections open at once from one IP address, per listener.
+    max_per_address: usize,
+    /// Deadline for a whole request head.
+    header_read_timeout_ms: u64,
+    /// A connection silent this long is closed.
+    idle_timeout_ms: u64,
+}
+
+impl Default for RawConnections {
+    fn default() -> Self {
+        let limits = crate::listener::ConnectionLimits::default();
+        Self {
+            max: limits.max_connections,
+            max_per_address: limits.max_per_address,
+            header_read_timeout_ms: u64::try_from(limits.header_read_timeout.as_millis())
+                .unwrap_or(u64::MAX),
+            idle_timeout_ms: u64::try_from(limits.idle_timeout.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+fn connection_limits(
+    raw: &RawConnections,
+) -> Result<crate::listener::ConnectionLimits, ConfigError> {
+    if raw.max == 0
+        || raw.max_per_address == 0
+        || raw.header_read_timeout_ms == 0
+        || raw.idle_timeout_ms == 0
+    {
+        return Err(ConfigError::new(
+            "GATEHOUSE_CONNECTIONS__*",
+            "max, max_per_address, header_read_timeout_ms and idle_timeout_ms must be at least 1",
+        ));
+    }
+    Ok(crate::listener::ConnectionLimits {
+        max_connections: raw.max,
+        max_per_address: raw.max_per_address,
+        header_read_timeout: Duration::from_millis(raw.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(raw.idle_timeout_ms),
+    })
+}
+
 /// `GATEHOUSE_PROXY__*`: the reverse proxy (`/svc/...`).
 #[derive(Debug, Deserialize)]
 #[serde(default)]
@@ -198,6 +251,14 @@ struct RawProxy {
     max_idle_per_instance: usize,
     /// Tenant whose sign-in page an unauthenticated browser is sent to.
     login_tenant: Option<String>,
+    /// `host=service` pairs: which service the apps' listener serves for a `Host`.
+    hosts: ListOrCsv,
+    /// Services whose paths may carry encoded slashes (`%2F`), kept inside their segment.
+    encoded_slashes: ListOrCsv,
+    /// `service=protocol` pairs: upgrades other than `websocket` a service accepts.
+    upgrades: ListOrCsv,
+    /// How often an upgraded connection re-checks the credential that opened it.
+    tunnel_recheck_ms: u64,
 }
 
 impl Default for RawProxy {
@@ -207,6 +268,10 @@ impl Default for RawProxy {
             response_timeout_ms: 30_000,
             max_idle_per_instance: 64,
             login_tenant: None,
+            hosts: ListOrCsv::default(),
+            encoded_slashes: ListOrCsv::default(),
+            upgrades: ListOrCsv::default(),
+            tunnel_recheck_ms: 5_000,
         }
     }
 }
@@ -224,6 +289,50 @@ pub struct ProxySettings {
     /// Tenant whose sign-in page an unauthenticated browser is sent to; else
     /// the forward-auth tenant; else the browser gets the 401.
     pub login_tenant: Option<String>,
+    /// The apps' own listener (`GATEHOUSE_PROXY_LISTEN`): each app on its own
+    /// origin, apart from the console and the auth API (the recommended way).
+    pub listen: Option<SocketAddr>,
+    /// `/svc/{service}/...` on the main listener too
+    /// (`GATEHOUSE_PROXY_SAME_ORIGIN`): the apps' pages then share an origin
+    /// with the console, so an app's script acts as whoever views it.
+    pub same_origin: bool,
+    /// Host name (lower case, no port) → service, for the apps' listener.
+    pub hosts: std::collections::HashMap<String, gatehouse_core::ServiceName>,
+    /// Services that opted in to encoded slashes in their paths.
+    pub encoded_slashes: std::collections::HashSet<String>,
+    /// `(service, protocol)` upgrades allowed besides `websocket`.
+    pub upgrades: std::collections::HashSet<(String, String)>,
+    /// How often an upgraded connection re-checks its credential (a revoked
+    /// session or token closes the tunnel within this interval).
+    pub tunnel_recheck: Duration,
+}
+
+impl ProxySettings {
+    /// Whether `service` accepts an upgrade to `protocol` (`websocket` always).
+    #[must_use]
+    pub fn allows_upgrade(&self, service: &str, protocol: &str) -> bool {
+        protocol.eq_ignore_ascii_case("websocket")
+            || self
+                .upgrades
+                .contains(&(service.to_owned(), protocol.to_ascii_lowercase()))
+    }
+
+    /// The service the apps' listener serves for a `Host` header's value.
+    #[must_use]
+    pub fn service_for_host(&self, host: &str) -> Option<&gatehouse_core::ServiceName> {
+        self.hosts.get(&host_name(host))
+    }
+}
+
+/// The host part of a `Host` value, lower case, without the port.
+#[must_use]
+pub fn host_name(host: &str) -> String {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 impl Default for ProxySettings {
@@ -234,6 +343,12 @@ impl Default for ProxySettings {
             response_timeout: Duration::from_millis(raw.response_timeout_ms),
             max_idle_per_instance: raw.max_idle_per_instance,
             login_tenant: None,
+            listen: None,
+            same_origin: false,
+            hosts: std::collections::HashMap::new(),
+            encoded_slashes: std::collections::HashSet::new(),
+            upgrades: std::collections::HashSet::new(),
+            tunnel_recheck: Duration::from_millis(raw.tunnel_recheck_ms),
         }
     }
 }
@@ -496,6 +611,9 @@ impl Default for RawSettings {
             tokens: RawTokens::default(),
             cache: RawCache::default(),
             proxy: RawProxy::default(),
+            connections: RawConnections::default(),
+            proxy_listen: None,
+            proxy_same_origin: false,
             routing: RawRouting::default(),
         }
     }
@@ -600,6 +718,9 @@ pub struct Config {
     pub cache: gatehouse_app::directory::DirectorySettings,
     /// The reverse proxy (`GATEHOUSE_PROXY__*`).
     pub proxy: ProxySettings,
+    /// Head deadline, idle timeout and caps of every listener
+    /// (`GATEHOUSE_CONNECTIONS__*`).
+    pub connections: crate::listener::ConnectionLimits,
     /// Instance selection, breakers and leases (`GATEHOUSE_ROUTING__*`).
     pub routing: gatehouse_routing::SelectSettings,
     /// How often the canary controller runs (`GATEHOUSE_ROUTING__CANARY_TICK_MS`).
@@ -810,7 +931,12 @@ impl Config {
             forward_auth_tenant,
             throttle: throttle_settings(&raw.throttle),
             tokens: token_config(&raw.tokens)?,
-            proxy: proxy_settings(raw.proxy)?,
+            proxy: proxy_settings(
+                raw.proxy,
+                raw.proxy_listen.as_deref(),
+                raw.proxy_same_origin,
+            )?,
+            connections: connection_limits(&raw.connections)?,
             routing: routing_settings(&raw.routing)?,
             canary_tick: Duration::from_millis(raw.routing.canary_tick_ms),
         })
@@ -855,7 +981,12 @@ fn forward_auth_tenant(raw: Option<String>) -> Result<Option<String>, ConfigErro
         .transpose()
 }
 
-fn proxy_settings(raw: RawProxy) -> Result<ProxySettings, ConfigError> {
+fn proxy_settings(
+    raw: RawProxy,
+    listen: Option<&str>,
+    same_origin: bool,
+) -> Result<ProxySettings, ConfigError> {
+    const HOSTS: &str = "GATEHOUSE_PROXY__HOSTS";
     let login_tenant = raw
         .login_tenant
         .filter(|t| !t.is_empty())
@@ -865,10 +996,74 @@ fn proxy_settings(raw: RawProxy) -> Result<ProxySettings, ConfigError> {
                 .map_err(|e| ConfigError::new("GATEHOUSE_PROXY__LOGIN_TENANT", e.to_string()))
         })
         .transpose()?;
-    if raw.response_timeout_ms == 0 || raw.connect_timeout_ms == 0 {
+    if raw.response_timeout_ms == 0 || raw.connect_timeout_ms == 0 || raw.tunnel_recheck_ms == 0 {
         return Err(ConfigError::new(
             "GATEHOUSE_PROXY__*",
-            "connect_timeout_ms and response_timeout_ms must be at least 1",
+            "connect_timeout_ms, response_timeout_ms and tunnel_recheck_ms must be at least 1",
+        ));
+    }
+    let listen = listen
+        .filter(|l| !l.is_empty())
+        .map(|l| socket_addr(l, "GATEHOUSE_PROXY_LISTEN", "127.0.0.1:8081"))
+        .transpose()?;
+    let service = |setting: &'static str, name: &str| {
+        gatehouse_core::ServiceName::parse(name.trim())
+            .map_err(|e| ConfigError::new(setting, format!("{name:?}: {e}")))
+    };
+    let mut hosts = std::collections::HashMap::new();
+    for pair in raw.hosts.items() {
+        let (host, name) = pair.split_once('=').ok_or_else(|| {
+            ConfigError::new(
+                HOSTS,
+                format!("{pair:?} is not host=service (orders.example.com=orders)"),
+            )
+        })?;
+        let host = host.trim().to_ascii_lowercase();
+        let valid_host = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !valid_host {
+            return Err(ConfigError::new(
+                HOSTS,
+                format!("{host:?} is not a host name (letters, digits, '-' and '.', no port)"),
+            ));
+        }
+        if hosts.insert(host.clone(), service(HOSTS, name)?).is_some() {
+            return Err(ConfigError::new(HOSTS, format!("{host:?} is named twice")));
+        }
+    }
+    if listen.is_some() && hosts.is_empty() {
+        return Err(ConfigError::new(
+            HOSTS,
+            "GATEHOUSE_PROXY_LISTEN is set but no host names a service (orders.example.com=orders)",
+        ));
+    }
+    let encoded_slashes = raw
+        .encoded_slashes
+        .items()
+        .iter()
+        .map(|name| service("GATEHOUSE_PROXY__ENCODED_SLASHES", name).map(|s| s.to_string()))
+        .collect::<Result<_, _>>()?;
+    let mut upgrades = std::collections::HashSet::new();
+    for pair in raw.upgrades.items() {
+        let (name, protocol) = pair.split_once('=').ok_or_else(|| {
+            ConfigError::new(
+                "GATEHOUSE_PROXY__UPGRADES",
+                format!("{pair:?} is not service=protocol (chat=mqtt)"),
+            )
+        })?;
+        let protocol = protocol.trim().to_ascii_lowercase();
+        if protocol.is_empty() || !protocol.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+            return Err(ConfigError::new(
+                "GATEHOUSE_PROXY__UPGRADES",
+                format!("{protocol:?} is not a protocol token"),
+            ));
+        }
+        upgrades.insert((
+            service("GATEHOUSE_PROXY__UPGRADES", name)?.to_string(),
+            protocol,
         ));
     }
     Ok(ProxySettings {
@@ -876,6 +1071,12 @@ fn proxy_settings(raw: RawProxy) -> Result<ProxySettings, ConfigError> {
         response_timeout: Duration::from_millis(raw.response_timeout_ms),
         max_idle_per_instance: raw.max_idle_per_instance,
         login_tenant,
+        listen,
+        same_origin,
+        hosts,
+        encoded_slashes,
+        upgrades,
+        tunnel_recheck: Duration::from_millis(raw.tunnel_recheck_ms),
     })
 }
 
@@ -1139,6 +1340,9 @@ fn setting_of(error: &figment::Error) -> &'static str {
         Some("throttle") => "GATEHOUSE_THROTTLE__*",
         Some("cache") => "GATEHOUSE_CACHE__*",
         Some("proxy") => "GATEHOUSE_PROXY__*",
+        Some("connections") => "GATEHOUSE_CONNECTIONS__*",
+        Some("proxy_listen") => "GATEHOUSE_PROXY_LISTEN",
+        Some("proxy_same_origin") => "GATEHOUSE_PROXY_SAME_ORIGIN",
         Some("routing") => "GATEHOUSE_ROUTING__*",
         _ => "GATEHOUSE_*",
     }

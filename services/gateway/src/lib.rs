@@ -12,6 +12,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod listener;
 pub mod middleware;
 pub mod operator;
 pub mod pages;

@@ -39,6 +39,14 @@ pub enum StartupError {
     /// Applying migrations failed.
     #[error("applying migrations failed: {0}")]
     Migrate(String),
+    /// The apps' listener could not be bound.
+    #[error("cannot listen on {address} (GATEHOUSE_PROXY_LISTEN): {reason}")]
+    AppsBind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        reason: String,
+    },
     /// A Redis server did not answer.
     #[error("cannot reach Redis at {address}: {reason}")]
     Redis {
@@ -83,16 +91,23 @@ impl StartupError {
             Self::Redis { setting, .. } => setting,
             Self::Bind { .. } => env::LISTEN,
             Self::MetricsBind { .. } => "GATEHOUSE_METRICS_LISTEN",
+            Self::AppsBind { .. } => "GATEHOUSE_PROXY_LISTEN",
             Self::Argon2(_) => "GATEHOUSE_ARGON2__*",
             Self::Keys(_) => env::KEY_ENCRYPTION_KEY,
         }
     }
 }
 
+/// How long a sign-in handshake code may wait for the app's origin to redeem it.
+const HANDSHAKE_LIFETIME: Duration = Duration::from_secs(60);
+
 /// A bound, ready-to-run gateway.
 pub struct Application {
     metrics_listener: TcpListener,
     listener: TcpListener,
+    /// The apps' own-origin listener (`GATEHOUSE_PROXY_LISTEN`), if any.
+    apps_listener: Option<TcpListener>,
+    connections: crate::listener::ConnectionLimits,
     state: AppState,
     shutdown_grace: Duration,
     canary_tick: Duration,
@@ -143,6 +158,19 @@ impl Application {
                 address: config.listen,
                 reason: e.to_string(),
             })?;
+        let apps_listener = match config.proxy.listen {
+            Some(address) => {
+                Some(
+                    TcpListener::bind(address)
+                        .await
+                        .map_err(|e| StartupError::AppsBind {
+                            address,
+                            reason: e.to_string(),
+                        })?,
+                )
+            }
+            None => None,
+        };
         let metrics_listener = TcpListener::bind(config.metrics_listen)
             .await
             .map_err(|e| StartupError::MetricsBind {
@@ -181,7 +209,17 @@ impl Application {
             cookies: auth.cookies.clone(),
             issuer: auth.issuer.clone(),
         });
+        let app_sessions = Arc::new(gatehouse_app::app_sessions::AppSessions::new(
+            gatehouse_session::Handshakes::new(
+                redis.clone(),
+                gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
+                HANDSHAKE_LIFETIME,
+            ),
+            config.key_encryption_key.expose_secret(),
+            Arc::clone(&admission),
+        ));
         let state = AppState::new(AppParts {
+            app_sessions,
             revocations,
             tokens,
             admission,
@@ -201,6 +239,8 @@ impl Application {
         Ok(Self {
             metrics_listener,
             listener,
+            apps_listener,
+            connections: config.connections,
             state,
             shutdown_grace: config.shutdown_grace,
             canary_tick: config.canary_tick,
@@ -211,6 +251,13 @@ impl Application {
     /// in process with `oneshot` (no socket: the client address is unknown).
     pub fn router(&self) -> axum::Router {
         crate::app(self.state.clone())
+    }
+
+    /// The apps' listener's bound address, when it is configured.
+    pub fn apps_addr(&self) -> Option<SocketAddr> {
+        self.apps_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The bound address (useful with port 0).
@@ -252,25 +299,51 @@ impl Application {
         tracing::info!(addr = %addr, "listening");
         let stopping = Arc::new(tokio::sync::Notify::new());
         let notify = stopping.clone();
-        let router = crate::app(self.state);
-        let server = axum::serve(
-            self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutdown requested; draining in-flight requests");
-            notify.notify_one();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut stop_rx = stop_rx.clone();
+            async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let apps_task = self.apps_listener.map(|listener| {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(addr = %addr, "apps listening (each app on its own origin)");
+            }
+            let router = crate::proxy::apps_router(self.state.clone());
+            tokio::spawn(crate::listener::serve(
+                listener,
+                router,
+                self.connections,
+                "apps",
+                stopped(),
+            ))
         });
+        let router = crate::app(self.state);
+        let server = crate::listener::serve(
+            self.listener,
+            router,
+            self.connections,
+            "main",
+            async move {
+                shutdown.await;
+                tracing::info!("shutdown requested; draining in-flight requests");
+                let _ = stop_tx.send(true);
+                notify.notify_one();
+            },
+        );
         let grace = self.shutdown_grace;
         let result = tokio::select! {
-            result = server => result,
+            () = server => Ok(()),
             () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
                     "grace period over; closing remaining connections");
                 Ok(())
             }
         };
+        if let Some(task) = apps_task {
+            task.abort();
+        }
         gauge_task.abort();
         metrics_task.abort();
         keys_task.abort();

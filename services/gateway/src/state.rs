@@ -70,6 +70,8 @@ pub struct AppParts {
     /// Grey routing: the Redis mirror of the routing configuration, and
     /// version and instance selection.
     pub routing: Arc<gatehouse_app::routing::Routing>,
+    /// Host-scoped sessions for apps on their own origin (the handshake).
+    pub app_sessions: Arc<gatehouse_app::app_sessions::AppSessions>,
 }
 
 /// What the sign-in and session handlers share.

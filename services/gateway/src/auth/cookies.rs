@@ -20,6 +20,9 @@ pub struct CookieSettings {
     pub nonce_name: String,
     /// Name of the known-device cookie.
     pub device_name: String,
+    /// Name of an app's own session cookie on the proxy's apps listener
+    /// (host-scoped: each app's origin holds its own).
+    pub app_name: String,
 }
 
 impl CookieSettings {
@@ -46,11 +49,13 @@ impl CookieSettings {
             "gh_device"
         }
         .to_owned();
+        let app_name = if secure { "__Host-gh_app" } else { "gh_app" }.to_owned();
         Self {
             session_name,
             secure,
             nonce_name,
             device_name,
+            app_name,
         }
     }
 
@@ -94,6 +99,26 @@ impl CookieSettings {
         let mut cookie = self.base(self.device_name.clone(), proof.to_owned(), "/".to_owned());
         cookie.set_max_age(cookie::time::Duration::days(365));
         header_value(&cookie)
+    }
+
+    /// `Set-Cookie` for an app's host-scoped session (a session cookie: the
+    /// user's session decides how long it lasts).
+    #[must_use]
+    pub fn app_session(&self, credential: &str) -> HeaderValue {
+        let cookie = self.base(self.app_name.clone(), credential.to_owned(), "/".to_owned());
+        header_value(&cookie)
+    }
+
+    /// Every cookie name that is ours: none of them may reach an upstream,
+    /// and an upstream may set none of them.
+    #[must_use]
+    pub fn ours(&self) -> [&str; 4] {
+        [
+            &self.session_name,
+            &self.nonce_name,
+            &self.device_name,
+            &self.app_name,
+        ]
     }
 
     /// `Set-Cookie` that removes the login nonce.

@@ -92,13 +92,25 @@ impl From<Refused> for ApiError {
     }
 }
 
+/// The path a decision is made on.
+#[derive(Debug, Clone, Copy)]
+pub enum RequestPath<'a> {
+    /// The path (and query) a proxy in front of us forwards (forward auth):
+    /// decoded once and its dot segments resolved, as such proxies do.
+    Uri(&'a str),
+    /// The decoded segments the reverse proxy itself forwards, checked
+    /// already (no dot segments, encoded slashes only where allowed):
+    /// decided on exactly as sent, nothing decoded or resolved again.
+    Segments(&'a [String]),
+}
+
 /// What one HTTP request asks for.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpRequest<'a> {
     /// The method.
     pub method: &'a str,
-    /// The path (and query) as the protected app sees it.
-    pub uri: &'a str,
+    /// The path as the protected app sees it.
+    pub path: RequestPath<'a>,
     /// The client's address (`context.ip`).
     pub client_ip: &'a str,
     /// The original host, when known (`context.host`).
@@ -120,9 +132,11 @@ pub async fn authorise(
         })?,
         None => HttpMapping::default(),
     };
-    let (action, resource) = mapping
-        .map(request.method, request.uri)
-        .map_err(|e| Refused::Unmappable(e.to_string()))?;
+    let (action, resource) = match request.path {
+        RequestPath::Uri(uri) => mapping.map(request.method, uri),
+        RequestPath::Segments(segments) => mapping.map_segments(request.method, segments),
+    }
+    .map_err(|e| Refused::Unmappable(e.to_string()))?;
     let mut context = authz::client_context(request.client_ip);
     if let Some(host) = request.host {
         context.insert("host".into(), json!(host));

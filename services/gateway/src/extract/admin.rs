@@ -9,6 +9,7 @@
 //! users of the `system` tenant may reach another tenant at all. Other
 //! tenants are answered 404, so a tenant admin cannot learn which exist.
 
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use gatehouse_core::TenantSlug;
 use gatehouse_store::audit::{Actor, AuditEvent, Outcome};
@@ -33,6 +34,34 @@ pub enum Access {
 
 /// The tenant that owns every platform-wide role.
 pub const SYSTEM_TENANT: &str = "system";
+
+/// Route layer of the admin API: a request that carries our session cookie
+/// (and no `Authorization: Bearer`, which wins over it) must come from our
+/// own origin, whatever its method. An app on another origin of the same
+/// site (`orders.example.com` beside `auth.example.com`) gets the cookie
+/// sent with its scripts' requests by the browser; this is what keeps such a
+/// script from reading or changing anything through the admin API.
+pub async fn same_origin_only(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let headers = request.headers();
+    let cookie_only = super::session::bearer(headers).is_none()
+        && crate::auth::cookies::read(headers, &state.auth.cookies.session_name).is_some();
+    if cookie_only {
+        let origins =
+            crate::auth::csrf::own_origins(headers, &state.auth.issuer, state.auth.cookies.secure);
+        if !crate::auth::csrf::same_origin(headers, &origins) {
+            return axum::response::IntoResponse::into_response(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross-origin",
+                "cookie-authenticated admin requests must come from the console's own origin",
+            ));
+        }
+    }
+    next.run(request).await
+}
 
 /// Resolves `{tenant}` for an admin caller and checks the caller may `access`
 /// its `area`, or answers 404/403; a refusal is audited (against the caller's

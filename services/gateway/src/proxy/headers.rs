@@ -88,6 +88,45 @@ pub fn remove_cookies(headers: &mut HeaderMap, names: &[&str]) {
     }
 }
 
+/// Removes every `Set-Cookie` of an upstream's answer that would set one of
+/// `names` (compared without regard to case, as browsers now compare the
+/// `__Host-` prefix): an app must not plant a session (fixation) or a
+/// device proof in the browser. Its own cookies pass.
+pub fn remove_set_cookies(headers: &mut HeaderMap, names: &[&str]) {
+    let ours = |value: &HeaderValue| {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        let name = text.split(';').next().unwrap_or_default();
+        let name = unprefixed(name.split_once('=').map_or(name, |(name, _)| name).trim());
+        names
+            .iter()
+            .any(|n| unprefixed(n).eq_ignore_ascii_case(name))
+    };
+    if !headers.get_all(header::SET_COOKIE).iter().any(ours) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| !ours(v))
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for value in kept {
+        headers.append(header::SET_COOKIE, value);
+    }
+}
+
+/// A cookie name without its `__Host-` or `__Secure-` prefix: either form
+/// of one of our names is ours.
+fn unprefixed(name: &str) -> &str {
+    for prefix in ["__host-", "__secure-"] {
+        if name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix) {
+            return &name[prefix.len()..];
+        }
+    }
+    name
+}
+
 /// Where the request came from, for the `X-Forwarded-*` headers.
 #[derive(Debug, Clone, Copy)]
 pub struct Forwarding<'a> {
@@ -98,7 +137,8 @@ pub struct Forwarding<'a> {
     pub peer_trusted: bool,
     /// `http` or `https`: how clients reach us.
     pub proto: &'static str,
-    /// The prefix the proxy removed from the path (`/svc/orders`).
+    /// The prefix the proxy removed from the path (`/svc/orders`), empty
+    /// when the app has its own origin.
     pub prefix: &'a str,
 }
 
@@ -140,7 +180,9 @@ pub fn set_forwarded(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
     if let Some(host) = original_host {
         headers.entry(&x_forwarded_host).or_insert(host);
     }
-    if let Ok(value) = HeaderValue::from_str(forwarding.prefix) {
+    if !forwarding.prefix.is_empty()
+        && let Ok(value) = HeaderValue::from_str(forwarding.prefix)
+    {
         headers.insert("x-forwarded-prefix", value);
     }
 }
@@ -219,6 +261,22 @@ mod tests {
         let mut only_ours = headers(&[("cookie", "__Host-gh_session=secret")]);
         remove_cookies(&mut only_ours, &["__Host-gh_session"]);
         assert!(only_ours.get("cookie").is_none());
+    }
+
+    #[test]
+    fn an_upstream_sets_its_own_cookies_never_ours() {
+        let mut h = headers(&[
+            ("set-cookie", "gh_session=planted; Path=/"),
+            ("set-cookie", "app=1; Path=/"),
+            ("set-cookie", " __HOST-GH_DEVICE = x; Secure"),
+            ("set-cookie", "__Secure-gh_session=x; Secure"),
+            ("set-cookie", "gh_sessionx=kept"),
+            ("content-type", "text/html"),
+        ]);
+        remove_set_cookies(&mut h, &["gh_session", "__Host-gh_device"]);
+        let left: Vec<_> = h.get_all("set-cookie").iter().collect();
+        assert_eq!(left, ["app=1; Path=/", "gh_sessionx=kept"]);
+        assert!(h.contains_key("content-type"));
     }
 
     #[test]

@@ -1,4 +1,13 @@
-//! The authenticating reverse proxy: `ANY /svc/{service}/{*path}`.
+//! The authenticating reverse proxy, in two deployments:
+//! - **apps on their own origin** (recommended): a listener of its own
+//!   (`GATEHOUSE_PROXY_LISTEN`) where the request's `Host` selects the
+//!   service, so no app shares an origin with the console or the auth API.
+//!   A signed-out browser is sent through the sign-in handshake
+//!   ([`handshake`]) and comes back with a session cookie scoped to the
+//!   app's host, which ends when the user's session does;
+//! - **same origin**: `ANY /svc/{service}/{*path}` on the main listener, only
+//!   with `GATEHOUSE_PROXY_SAME_ORIGIN=true`; the apps' pages then share the
+//!   console's origin (trust every app as much as the console).
 //!
 //! Each request is admitted like every other way in ([`admit`]: any tenant's
 //! session or access token), authorised by the same decision forward auth
@@ -33,7 +42,9 @@
 //! [`Routing::pick`]: gatehouse_app::routing::Routing::pick
 //! [`Routing::record`]: gatehouse_app::routing::Routing::record
 
+pub mod handshake;
 pub mod headers;
+pub mod path;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -46,16 +57,16 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use gatehouse_app::admission::{Admitted, Expect, Need, Via};
+use gatehouse_app::admission::{Admitted, Expect, Need, Verdict, Via};
 use gatehouse_core::ServiceName;
 use gatehouse_routing::{Pick, Picked};
-use percent_encoding::percent_decode_str;
 
 use crate::auth::client::ClientInfo;
 use crate::auth::csrf;
-use crate::auth::request_access::{Granted, HttpRequest, authorise};
+use crate::auth::request_access::{Granted, HttpRequest, RequestPath, authorise};
+use crate::config::ProxySettings;
 use crate::error::ApiError;
-use crate::extract::session::admit;
+use crate::extract::session::{admit, bearer};
 use crate::middleware::{self, Edge, EdgeParts, SizeLimits};
 use crate::state::AppState;
 use upstream::{SendError, Upstreams};
@@ -63,20 +74,25 @@ use upstream::{SendError, Upstreams};
 /// The header naming the version that answered.
 static UPSTREAM_VERSION: HeaderName = HeaderName::from_static("x-gatehouse-upstream-version");
 
+/// Which deployment a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `/svc/{service}/...` on the main listener.
+    SamePrefix,
+    /// The apps' listener: the `Host` names the service.
+    OwnOrigin,
+}
+
 /// What the proxy's handler needs.
 pub struct Proxy {
     state: AppState,
     upstreams: Upstreams,
+    mode: Mode,
 }
 
-/// The proxy's router, with its own edge; merged beside the API's.
-pub fn router(state: AppState) -> Router {
-    let http = state.http.clone();
-    let proxy = Arc::new(Proxy {
-        upstreams: Upstreams::new(&http.proxy),
-        state,
-    });
-    let edge = Arc::new(Edge::with_parts(
+fn edge_for(state: &AppState) -> Arc<Edge> {
+    let http = &state.http;
+    Arc::new(Edge::with_parts(
         SizeLimits {
             max_header_bytes: http.max_header_bytes,
             max_body_bytes: usize::MAX,
@@ -84,7 +100,21 @@ pub fn router(state: AppState) -> Router {
         http.request_timeout,
         http.secure_transport,
         EdgeParts::PROXY,
-    ));
+    ))
+}
+
+/// The same-origin proxy's router (`/svc/...`), with its own edge; merged
+/// beside the API's. Empty unless `GATEHOUSE_PROXY_SAME_ORIGIN=true`.
+pub fn router(state: AppState) -> Router {
+    if !state.http.proxy.same_origin {
+        return Router::new();
+    }
+    let edge = edge_for(&state);
+    let proxy = Arc::new(Proxy {
+        upstreams: Upstreams::new(&state.http.proxy),
+        state,
+        mode: Mode::SamePrefix,
+    });
     Router::new()
         .route("/svc/{service}", any(forward))
         .route("/svc/{service}/", any(forward))
@@ -93,46 +123,89 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(edge, middleware::edge))
 }
 
+/// The apps' listener's router (`GATEHOUSE_PROXY_LISTEN`): the handshake's
+/// landing path under `/.gatehouse/`, which no app can use, and every other
+/// path proxied to the service the `Host` names.
+pub fn apps_router(state: AppState) -> Router {
+    let edge = edge_for(&state);
+    let proxy = Arc::new(Proxy {
+        upstreams: Upstreams::new(&state.http.proxy),
+        state,
+        mode: Mode::OwnOrigin,
+    });
+    Router::new()
+        .route(handshake::CALLBACK_PATH, any(handshake::callback))
+        .fallback(forward)
+        .with_state(proxy)
+        .layer(axum::middleware::from_fn_with_state(edge, middleware::edge))
+}
+
 /// The service and the path under it.
 #[derive(Debug, PartialEq, Eq)]
 struct Target {
     service: ServiceName,
-    /// `/svc/{service}`, as removed.
+    /// `/svc/{service}`, as removed; empty on the apps' listener.
     prefix: String,
-    /// The rest of the path (at least `/`), as the client encoded it.
-    path: String,
-    /// `path` and the query (`?…`, if any): what the instance is asked for.
+    /// The path's segments, decoded one by one: what the decision is made on.
+    segments: Vec<String>,
+    /// The path as the client encoded it (at least `/`) and the query: what
+    /// the instance is asked for.
     forward: String,
 }
 
-/// Splits `/svc/{service}{rest}`. Dot segments (also percent-encoded) are
-/// refused: the decision is made on the path the upstream will serve, and
-/// `..` would let a request decided for one service climb into another's
-/// resources.
-fn target(uri: &Uri) -> Result<Target, ApiError> {
+impl Target {
+    /// `[service, segments...]`: the decision's path.
+    fn decided(&self) -> Vec<String> {
+        let mut decided = Vec::with_capacity(self.segments.len() + 1);
+        decided.push(self.service.to_string());
+        decided.extend(self.segments.iter().cloned());
+        decided
+    }
+}
+
+/// Splits `/svc/{service}{rest}` and checks `rest` ([`path::segments`]).
+fn target(uri: &Uri, settings: &ProxySettings) -> Result<Target, ApiError> {
     let raw = uri.path();
     let under = raw.strip_prefix("/svc/").unwrap_or_default();
     let (service, rest) = under.split_at(under.find('/').unwrap_or(under.len()));
     let service =
         ServiceName::parse(service).map_err(|e| ApiError::bad_request(format!("service: {e}")))?;
     let path = if rest.is_empty() { "/" } else { rest };
-    let dotted = path.split('/').any(|segment| {
-        let decoded = percent_decode_str(segment).decode_utf8_lossy();
-        decoded == "." || decoded == ".."
-    });
-    if dotted {
-        return Err(ApiError::bad_request(
-            "path: dot segments (. and ..) are not accepted through the proxy",
-        ));
-    }
+    let prefix = format!("/svc/{service}");
+    finish_target(service, prefix, path, uri, settings)
+}
+
+/// The service the `Host` names on the apps' listener, and the whole path.
+fn host_target(
+    uri: &Uri,
+    host: Option<&str>,
+    settings: &ProxySettings,
+) -> Result<Target, ApiError> {
+    let service = host
+        .and_then(|h| settings.service_for_host(h))
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("no app is served at this host name"))?;
+    finish_target(service, String::new(), uri.path(), uri, settings)
+}
+
+fn finish_target(
+    service: ServiceName,
+    prefix: String,
+    path: &str,
+    uri: &Uri,
+    settings: &ProxySettings,
+) -> Result<Target, ApiError> {
+    let encoded_slashes = settings.encoded_slashes.contains(service.as_str());
+    let segments = path::segments(path, encoded_slashes)
+        .map_err(|e| ApiError::bad_request(format!("path: {e}")))?;
     let forward = match uri.query() {
         Some(query) => format!("{path}?{query}"),
         None => path.to_owned(),
     };
     Ok(Target {
-        prefix: format!("/svc/{service}"),
         service,
-        path: path.to_owned(),
+        prefix,
+        segments,
         forward,
     })
 }
@@ -166,17 +239,44 @@ async fn proxy_request(
     service_label: &mut Option<String>,
 ) -> Result<Response, ApiError> {
     let state = &proxy.state;
+    let settings = &state.http.proxy;
     let (mut parts, body) = request.into_parts();
     let Ok(client) = ClientInfo::from_request_parts(&mut parts, state).await;
-    let target = target(&parts.uri)?;
-    let verdict = admit(&state.gate, &parts.headers, Expect::AnyTenant, Need::Token).await?;
-    let Ok(caller) = verdict else {
-        return Ok(unauthenticated(state, &parts));
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    let target = match proxy.mode {
+        Mode::SamePrefix => target(&parts.uri, settings)?,
+        Mode::OwnOrigin => host_target(&parts.uri, host.as_deref(), settings)?,
     };
-    let granted = decide(state, &parts, &client, &target, &caller).await?;
+    let credential = Credential::of(proxy.mode, &parts.headers, &state.auth.cookies, host);
+    let Some(credential) = credential else {
+        return Ok(unauthenticated(state, proxy.mode, &parts));
+    };
+    let Ok(caller) = credential.admit(state).await? else {
+        return Ok(unauthenticated(state, proxy.mode, &parts));
+    };
+    // Only upgrades the service accepts are passed on; any other is ignored
+    // (RFC 9110 §7.8) and the request goes on as a plain one.
+    let upgrade = headers::upgrade_protocol(&parts.headers).filter(|protocol| {
+        protocol
+            .to_str()
+            .is_ok_and(|p| settings.allows_upgrade(target.service.as_str(), p))
+    });
+    let granted = decide(
+        state,
+        proxy.mode,
+        &parts,
+        &client,
+        &target,
+        &caller,
+        upgrade.is_some(),
+    )
+    .await?;
     *service_label = Some(target.service.to_string());
 
-    let upgrade = headers::upgrade_protocol(&parts.headers);
     let retryable = upgrade.is_none() && idempotent(&parts.method) && bodyless(&parts.headers);
     let client_upgrade = upgrade
         .as_ref()
@@ -187,11 +287,13 @@ async fn proxy_request(
         &client,
         &target,
         &granted,
+        caller.via,
     )?;
     if let Some(protocol) = &upgrade {
         headers::keep_upgrade(&mut outgoing, protocol.clone());
     }
-    let mut body = Some(body);
+    let client_fault = ClientFault::default();
+    let mut body = Some(client_fault.watch(body));
     let mut exclude: Option<String> = None;
     let forced =
         state
@@ -221,9 +323,37 @@ async fn proxy_request(
         let sent = Instant::now();
         match proxy.upstreams.send(upstream_request).await {
             Ok(response) => {
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_none()
+                {
+                    // An instance switching protocols unasked would get a
+                    // tunnel past every later decision.
+                    record(state, &target.service, &pick, false, sent);
+                    return Err(ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "bad-gateway",
+                        format!(
+                            "{} switched protocols without being asked to",
+                            target.service
+                        ),
+                    ));
+                }
                 let ok = !response.status().is_server_error();
                 record(state, &target.service, &pick, ok, sent);
-                return Ok(answer(response, &pick, client_upgrade));
+                let tunnel = client_upgrade.map(|upgrade| Tunnel {
+                    client: upgrade,
+                    credential,
+                    state: state.clone(),
+                });
+                return Ok(answer(state, response, &pick, tunnel));
+            }
+            Err(_) if client_fault.happened() => {
+                // The client's side of the body failed (bad framing, a reset,
+                // a stall): not the instance's fault, so nothing is recorded
+                // against it or its version.
+                metrics::counter!("gatehouse_proxy_client_faults_total").increment(1);
+                return Err(ApiError::bad_request(
+                    "the request body could not be read from the client (bad framing or the connection broke)",
+                ));
             }
             Err(SendError::Connect(e)) if retryable && exclude.is_none() => {
                 tracing::warn!(service = %target.service, instance = %pick.instance, error = %e, "instance unreachable; trying another");
@@ -239,17 +369,134 @@ async fn proxy_request(
     }
 }
 
+/// The credential a proxied request presented, kept so that an upgraded
+/// connection can be re-checked while it lasts.
+#[derive(Debug, Clone)]
+enum Credential {
+    /// `Authorization: Bearer` (wins over any cookie).
+    Bearer(HeaderValue),
+    /// The console's session cookie (same-origin mode only).
+    SessionCookie(String),
+    /// An app's host-scoped cookie (apps' listener only), with the host.
+    AppCookie { value: String, host: String },
+}
+
+impl Credential {
+    fn of(
+        mode: Mode,
+        headers: &HeaderMap,
+        cookies: &crate::auth::cookies::CookieSettings,
+        host: Option<String>,
+    ) -> Option<Self> {
+        if bearer(headers).is_some() {
+            return headers
+                .get(header::AUTHORIZATION)
+                .cloned()
+                .map(Self::Bearer);
+        }
+        match mode {
+            Mode::SamePrefix => {
+                crate::auth::cookies::read(headers, &cookies.session_name).map(Self::SessionCookie)
+            }
+            Mode::OwnOrigin => {
+                let value = crate::auth::cookies::read(headers, &cookies.app_name)?;
+                Some(Self::AppCookie { value, host: host? })
+            }
+        }
+    }
+
+    /// Admission, by the rules of the credential's kind.
+    async fn admit(&self, state: &AppState) -> Result<Verdict, ApiError> {
+        let mut headers = HeaderMap::new();
+        match self {
+            Self::Bearer(value) => {
+                headers.insert(header::AUTHORIZATION, value.clone());
+            }
+            Self::SessionCookie(value) => {
+                let cookie = format!("{}={value}", state.auth.cookies.session_name);
+                let cookie = HeaderValue::from_str(&cookie)
+                    .map_err(|_| ApiError::bad_request("cookie: not a header value"))?;
+                headers.insert(header::COOKIE, cookie);
+            }
+            Self::AppCookie { value, host } => {
+                return Ok(state.app_sessions.admit(value, host).await?);
+            }
+        }
+        admit(&state.gate, &headers, Expect::AnyTenant, Need::Token).await
+    }
+}
+
+/// An upgraded connection waiting to be joined to the instance's.
+struct Tunnel {
+    client: hyper::upgrade::OnUpgrade,
+    credential: Credential,
+    state: AppState,
+}
+
+/// Watches a request body for failures on the client's side.
+#[derive(Debug, Clone, Default)]
+struct ClientFault(Arc<std::sync::atomic::AtomicBool>);
+
+impl ClientFault {
+    /// `body`, noting here when reading it from the client fails; its length
+    /// and end are passed on unchanged, so the framing towards the instance
+    /// is the client's.
+    fn watch(&self, body: Body) -> Body {
+        Body::new(Watched {
+            inner: body,
+            fault: Arc::clone(&self.0),
+        })
+    }
+
+    fn happened(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A request body that flags its own read errors.
+struct Watched {
+    inner: Body,
+    fault: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl hyper::body::Body for Watched {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Err(_))) = &polled {
+            this.fault.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// May this signed-in caller make this request? The origin check for
-/// cookies, the service known here, then the decision forward auth gives on
-/// `/{service}/{path}`.
+/// cookies (and for every upgrade a cookie opens), the service known here,
+/// then the decision forward auth gives on exactly the forwarded segments.
 async fn decide(
     state: &AppState,
+    mode: Mode,
     parts: &Parts,
     client: &ClientInfo,
     target: &Target,
     caller: &Admitted,
+    upgrade: bool,
 ) -> Result<Granted, ApiError> {
-    refuse_cross_site(state, parts, caller)?;
+    refuse_cross_site(state, mode, parts, caller, upgrade)?;
     // Only a signed-in caller learns which services exist.
     if !state.routing.routes_anyone(target.service.as_str()) {
         return Err(ApiError::not_found(format!(
@@ -257,7 +504,7 @@ async fn decide(
             target.service
         )));
     }
-    let decided_uri = format!("/{}{}", target.service, target.forward);
+    let decided = target.decided();
     let host = parts
         .headers
         .get(header::HOST)
@@ -268,7 +515,7 @@ async fn decide(
         caller.user_id,
         HttpRequest {
             method: parts.method.as_str(),
-            uri: &decided_uri,
+            path: RequestPath::Segments(&decided),
             client_ip: &client.ip,
             host,
         },
@@ -283,18 +530,17 @@ fn outgoing_headers(
     client: &ClientInfo,
     target: &Target,
     granted: &Granted,
+    via: Via,
 ) -> Result<HeaderMap, ApiError> {
     headers::remove_hop_by_hop(&mut outgoing);
     headers::remove_gatehouse_headers(&mut outgoing);
-    let cookies = &state.auth.cookies;
-    headers::remove_cookies(
-        &mut outgoing,
-        &[
-            &cookies.session_name,
-            &cookies.nonce_name,
-            &cookies.device_name,
-        ],
-    );
+    headers::remove_cookies(&mut outgoing, &state.auth.cookies.ours());
+    if via == Via::Bearer {
+        // Our session token or access token: the upstream learns who the
+        // caller is from the identity headers, never by holding a
+        // credential it could replay against us.
+        outgoing.remove(header::AUTHORIZATION);
+    }
     let peer = client.peer.map(|p| p.to_string()).unwrap_or_default();
     headers::set_forwarded(
         &mut outgoing,
@@ -369,20 +615,23 @@ fn record(state: &AppState, service: &ServiceName, pick: &Pick, ok: bool, sent: 
 }
 
 /// The instance's answer as the client gets it: hop-by-hop headers dropped
-/// (or the upgrade kept, and the two connections spliced), the version named.
+/// (or the upgrade kept, and the two connections spliced), our cookies never
+/// set by it, the version named.
 fn answer(
+    state: &AppState,
     mut response: axum::http::Response<hyper::body::Incoming>,
     pick: &Pick,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    tunnel: Option<Tunnel>,
 ) -> Response {
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let protocol = response.headers().get(header::UPGRADE).cloned();
-    if switching && let Some(client_upgrade) = client_upgrade {
+    if switching && let Some(tunnel) = tunnel {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        tokio::spawn(upstream::splice(client_upgrade, upstream_upgrade));
+        tokio::spawn(splice_while_admitted(tunnel, upstream_upgrade));
     }
     let (mut parts, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
+    headers::remove_set_cookies(&mut parts.headers, &state.auth.cookies.ours());
     if switching && let Some(protocol) = protocol {
         headers::keep_upgrade(&mut parts.headers, protocol);
     }
@@ -390,6 +639,36 @@ fn answer(
         parts.headers.insert(UPSTREAM_VERSION.clone(), version);
     }
     Response::from_parts(parts, Body::new(body))
+}
+
+/// Splices the tunnel and re-checks the credential that opened it every
+/// `tunnel_recheck`: a session or token revoked (or ended, or expired)
+/// closes the tunnel within that interval. A store that cannot answer keeps
+/// the tunnel (revocations themselves are checked in memory).
+async fn splice_while_admitted(tunnel: Tunnel, upstream: hyper::upgrade::OnUpgrade) {
+    let Tunnel {
+        client,
+        credential,
+        state,
+    } = tunnel;
+    let every = state.http.proxy.tunnel_recheck;
+    let watch = async {
+        loop {
+            tokio::time::sleep(every).await;
+            match credential.admit(&state).await {
+                Ok(Ok(_)) | Err(_) => {}
+                Ok(Err(_)) => return,
+            }
+        }
+    };
+    tokio::select! {
+        () = upstream::splice(client, upstream) => {}
+        () = watch => {
+            metrics::counter!("gatehouse_proxy_tunnels_closed_total", "reason" => "credential_ended")
+                .increment(1);
+            tracing::info!("an upgraded connection was closed: its credential ended");
+        }
+    }
 }
 
 fn upstream_failure(service: &ServiceName, pick: &Pick, error: &SendError) -> ApiError {
@@ -424,18 +703,32 @@ fn bodyless(headers: &HeaderMap) -> bool {
     !length && !headers.contains_key(header::TRANSFER_ENCODING)
 }
 
-/// A cookie-presented session on an unsafe method must come from our own
-/// origin, as on the API: another site cannot make a browser act through
+/// A cookie-presented session on an unsafe method, or opening an upgraded
+/// connection (a WebSocket is not bound by CORS), must come from the
+/// origin it is served on: another site cannot make a browser act through
 /// the proxy.
-fn refuse_cross_site(state: &AppState, parts: &Parts, caller: &Admitted) -> Result<(), ApiError> {
+fn refuse_cross_site(
+    state: &AppState,
+    mode: Mode,
+    parts: &Parts,
+    caller: &Admitted,
+    upgrade: bool,
+) -> Result<(), ApiError> {
     let unsafe_method = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-    if caller.via == Via::Cookie && unsafe_method {
-        let origins = csrf::own_origins(
-            &parts.headers,
-            &state.auth.issuer,
-            state.auth.cookies.secure,
-        );
-        if !csrf::same_origin(&parts.headers, &origins) {
+    if caller.via == Via::Cookie && (unsafe_method || upgrade) {
+        let origins = match mode {
+            Mode::SamePrefix => csrf::own_origins(
+                &parts.headers,
+                &state.auth.issuer,
+                state.auth.cookies.secure,
+            ),
+            Mode::OwnOrigin => app_origin(state, &parts.headers).into_iter().collect(),
+        };
+        let same = csrf::same_origin(&parts.headers, &origins);
+        // A cross-site WebSocket always carries `Origin`: without one there
+        // is no browser to protect, so only its presence is required here.
+        let named = !upgrade || parts.headers.contains_key(header::ORIGIN);
+        if !same || !named {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "cross-origin",
@@ -446,33 +739,59 @@ fn refuse_cross_site(state: &AppState, parts: &Parts, caller: &Admitted) -> Resu
     Ok(())
 }
 
-/// A browser asking for a page goes to its tenant's sign-in and comes back;
-/// anyone else gets the 401.
-fn unauthenticated(state: &AppState, parts: &Parts) -> Response {
+/// `scheme://host[:port]` of the app the request was sent to.
+fn app_origin(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let scheme = if state.auth.cookies.secure {
+        "https"
+    } else {
+        "http"
+    };
+    Some(format!("{scheme}://{}", host.to_ascii_lowercase()))
+}
+
+/// A browser asking for a page goes to its tenant's sign-in (same origin)
+/// or through the sign-in handshake (own origin) and comes back; anyone
+/// else gets the 401.
+fn unauthenticated(state: &AppState, mode: Mode, parts: &Parts) -> Response {
     let wants_page = matches!(parts.method, Method::GET | Method::HEAD)
         && parts
             .headers
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|accept| accept.contains("text/html"));
-    let tenant = state
-        .http
-        .proxy
-        .login_tenant
-        .as_deref()
-        .or(state.http.forward_auth_tenant.as_deref());
-    if wants_page && let Some(tenant) = tenant {
-        let back = parts
-            .uri
-            .path_and_query()
-            .map_or("/", axum::http::uri::PathAndQuery::as_str);
-        let location = format!(
-            "/t/{tenant}/login?return_to={}",
-            url::form_urlencoded::byte_serialize(back.as_bytes()).collect::<String>()
-        );
-        if let Ok(location) = HeaderValue::from_str(&location) {
-            return (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
-        }
+    let back = parts
+        .uri
+        .path_and_query()
+        .map_or("/", axum::http::uri::PathAndQuery::as_str);
+    let location = match mode {
+        Mode::OwnOrigin => app_origin(state, &parts.headers)
+            .map(|origin| handshake::start_url(&state.auth.issuer, &format!("{origin}{back}"))),
+        Mode::SamePrefix => state
+            .http
+            .proxy
+            .login_tenant
+            .as_deref()
+            .or(state.http.forward_auth_tenant.as_deref())
+            .map(|tenant| {
+                format!(
+                    "/t/{tenant}/login?return_to={}",
+                    url::form_urlencoded::byte_serialize(back.as_bytes()).collect::<String>()
+                )
+            }),
+    };
+    if wants_page
+        && let Some(location) = location
+        && let Ok(location) = HeaderValue::from_str(&location)
+    {
+        return (
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, location),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            ],
+        )
+            .into_response();
     }
     ApiError::new(
         StatusCode::UNAUTHORIZED,
@@ -487,29 +806,65 @@ fn unauthenticated(state: &AppState, parts: &Parts) -> Response {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_target_is_the_service_and_the_raw_rest_of_the_path() {
-        let t = target(&Uri::from_static("/svc/orders/a/b%20c?x=1")).unwrap();
-        assert_eq!(
-            (t.service.as_str(), t.prefix.as_str(), t.path.as_str()),
-            ("orders", "/svc/orders", "/a/b%20c")
+    fn settings() -> ProxySettings {
+        let mut settings = ProxySettings::default();
+        settings.encoded_slashes.insert("files".to_owned());
+        settings.hosts.insert(
+            "orders.example".to_owned(),
+            ServiceName::parse("orders").unwrap(),
         );
-        assert_eq!(target(&Uri::from_static("/svc/orders")).unwrap().path, "/");
-        assert_eq!(target(&Uri::from_static("/svc/orders/")).unwrap().path, "/");
+        settings
     }
 
     #[test]
-    fn dot_segments_and_bad_names_are_refused() {
+    fn the_target_is_the_service_and_the_raw_rest_of_the_path() {
+        let s = settings();
+        let t = target(&Uri::from_static("/svc/orders/a/b%20c?x=1"), &s).unwrap();
+        assert_eq!(
+            (t.service.as_str(), t.prefix.as_str(), t.forward.as_str()),
+            ("orders", "/svc/orders", "/a/b%20c?x=1")
+        );
+        assert_eq!(t.decided(), ["orders", "a", "b c"]);
+        assert_eq!(
+            target(&Uri::from_static("/svc/orders"), &s)
+                .unwrap()
+                .forward,
+            "/"
+        );
+        assert_eq!(
+            target(&Uri::from_static("/svc/orders/"), &s)
+                .unwrap()
+                .forward,
+            "/"
+        );
+        let own =
+            host_target(&Uri::from_static("/a/7?q"), Some("Orders.Example:8443"), &s).unwrap();
+        assert_eq!((own.prefix.as_str(), own.forward.as_str()), ("", "/a/7?q"));
+        assert_eq!(own.decided(), ["orders", "a", "7"]);
+        assert!(host_target(&Uri::from_static("/"), Some("billing.example"), &s).is_err());
+        assert!(host_target(&Uri::from_static("/"), None, &s).is_err());
+    }
+
+    #[test]
+    fn paths_that_could_move_the_decision_and_bad_names_are_refused() {
+        let s = settings();
         for uri in [
             "/svc/orders/../billing/1",
             "/svc/orders/a/%2e%2e/b",
             "/svc/orders/./x",
             "/svc/orders/%2E",
+            "/svc/orders/..%2Fadmin:x",
+            "/svc/other/..%2Forders%2F1",
+            "/svc/orders/a%2fb",
+            "/svc/orders/a%5cb",
             "/svc/Orders!/x",
+            "/svc/files/..%2Fx",
         ] {
-            assert!(target(&Uri::try_from(uri).unwrap()).is_err(), "{uri}");
+            assert!(target(&Uri::try_from(uri).unwrap(), &s).is_err(), "{uri}");
         }
-        assert!(target(&Uri::from_static("/svc/orders/..x/y")).is_ok());
+        assert!(target(&Uri::from_static("/svc/orders/..x/y"), &s).is_ok());
+        let opted_in = target(&Uri::from_static("/svc/files/a%2Fb/c"), &s).unwrap();
+        assert_eq!(opted_in.decided(), ["files", "a/b", "c"]);
     }
 
     #[test]

@@ -40,7 +40,7 @@ use axum::response::{IntoResponse, Response};
 use gatehouse_core::{ServiceName, TenantSlug};
 
 use crate::auth::client::ClientInfo;
-use crate::auth::request_access::{Granted, HttpRequest, Refused, authorise};
+use crate::auth::request_access::{Granted, HttpRequest, Refused, RequestPath, authorise};
 use crate::config::ForwardAuthMode;
 use crate::error::ApiError;
 use crate::extract::session::admit;
@@ -218,7 +218,7 @@ pub async fn verify(
     let tenant = caller.tenant;
     let request = HttpRequest {
         method: original.method,
-        uri: original.uri,
+        path: RequestPath::Uri(original.uri),
         client_ip: &client.ip,
         host: original.host,
     };

@@ -1,0 +1,804 @@
+//! The proxy tried as an attacker would (security round 2), through the real
+//! binary, against a raw upstream that records every request head it gets
+//! and tries to set our cookies in every answer:
+//! - encoded dot segments and slashes cannot move the decision;
+//! - our credentials never reach an upstream, our cookies are never set by one;
+//! - only allowed upgrades pass, a cookie upgrade needs our origin, a tunnel
+//!   closes when its session ends;
+//! - a client's broken body is not the instance's failure;
+//! - half-sent heads are cut and connections are capped per address;
+//! - apps on their own origin: the handshake, host-scoped sessions that end
+//!   with the user's, and an admin API closed to other origins.
+
+#![allow(
+    clippy::too_many_lines,
+    reason = "end-to-end scenarios read best as one story each"
+)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::proxy::{SAME_ORIGIN, access_token, alice, port_of, read_head, register};
+use crate::{DEMO_PASSWORD, client, expect_problem, seeded_app, until_in_force};
+use gatehouse_testkit::{Gateway, TestDatabase, free_port};
+
+/// A raw HTTP/1.1 upstream on loopback. Every request head it reads is kept
+/// (lower-cased). It answers 200 with `Set-Cookie` for every cookie name of
+/// ours plus one of its own; `101` when asked to upgrade (then echoes); and
+/// `101` unasked for the path `/switch`.
+struct RawUpstream {
+    address: String,
+    heads: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RawUpstream {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&heads);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve_raw(stream, Arc::clone(&seen)));
+            }
+        });
+        Self {
+            address,
+            heads,
+            task,
+        }
+    }
+
+    /// Every head seen so far, joined.
+    fn seen(&self) -> String {
+        self.heads.lock().unwrap().join("\n----\n")
+    }
+
+    fn count(&self) -> usize {
+        self.heads.lock().unwrap().len()
+    }
+}
+
+async fn serve_raw(mut stream: TcpStream, seen: Arc<Mutex<Vec<String>>>) {
+    let mut buffer = Vec::new();
+    loop {
+        // One head.
+        let head_end = loop {
+            if let Some(end) = find(&buffer, b"\r\n\r\n") {
+                break end + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
+        buffer.drain(..head_end);
+        seen.lock().unwrap().push(head.clone());
+        // Its body: a length, or chunks up to the last one.
+        if let Some(length) = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
+            while buffer.len() < length {
+                let mut chunk = [0u8; 4096];
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                }
+            }
+            buffer.drain(..length);
+        } else if head.contains("transfer-encoding: chunked") {
+            loop {
+                if let Some(end) = find(&buffer, b"0\r\n\r\n") {
+                    buffer.drain(..end + 5);
+                    break;
+                }
+                let mut chunk = [0u8; 4096];
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                }
+            }
+        }
+        let asked_upgrade = head.contains("\r\nupgrade:");
+        let first_line = head.lines().next().unwrap_or_default().to_owned();
+        if asked_upgrade || first_line.contains(" /switch ") {
+            let answer = "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\nset-cookie: gh_session=planted\r\n\r\n";
+            if stream.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+            // Echo whatever comes, until either side closes.
+            let (mut reader, mut writer) = stream.split();
+            let _ = tokio::io::copy(&mut reader, &mut writer).await;
+            return;
+        }
+        let body = format!("{{\"line\":{:?}}}", first_line);
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+             set-cookie: gh_session=planted; Path=/\r\n\
+             set-cookie: __Host-gh_session=planted; Path=/; Secure\r\n\
+             set-cookie: gh_device=planted; Path=/\r\n\
+             set-cookie: gh_app=planted; Path=/\r\n\
+             set-cookie: GH_LOGIN_NONCE=planted; Path=/\r\n\
+             set-cookie: app_pref=kept; Path=/\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if stream.write_all(answer.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A seeded gateway whose `orders` versions are both the raw upstream.
+struct Attacked {
+    gateway: Gateway,
+    db: TestDatabase,
+    upstream: RawUpstream,
+    bob: String,
+}
+
+async fn attacked(extra: &[(&str, &str)]) -> Attacked {
+    let (gateway, db, _) = seeded_app(extra).await;
+    let upstream = RawUpstream::start().await;
+    register(&db.pool, "v1", &upstream.address).await;
+    register(&db.pool, "v2", &upstream.address).await;
+    let bob = access_token(&gateway, "acme", "bob").await;
+    Attacked {
+        gateway,
+        db,
+        upstream,
+        bob,
+    }
+}
+
+/// Sends `head` (with `\r\n\r\n` added) on a fresh connection; the answer's head.
+async fn raw_request(port: u16, head: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream
+        .write_all(format!("{head}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    read_head(&mut stream).await
+}
+
+async fn mirrored(a: &Attacked) {
+    until_in_force("orders is mirrored", || async {
+        client()
+            .get(a.gateway.url("/svc/orders/items"))
+            .bearer_auth(&a.bob)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn encoded_dot_segments_and_slashes_cannot_move_the_decision() {
+    let a = attacked(&[SAME_ORIGIN]).await;
+    mirrored(&a).await;
+    let port = port_of(&a.gateway);
+    let admin = access_token(&a.gateway, "system", "admin").await;
+    let tenant_admin = access_token(&a.gateway, "acme", "alice").await;
+    let before = a.upstream.count();
+    // The three requests seen live, and their relatives.
+    for (method, path, token) in [
+        ("GET", "/svc/orders/..%2Fadmin:x", &admin),
+        ("GET", "/svc/billing/..%2Forders%2F1", &a.bob),
+        ("DELETE", "/svc/orders/..%2Fadmin:acme:x", &tenant_admin),
+        ("GET", "/svc/orders/..%2fadmin:x", &admin),
+        ("GET", "/svc/orders/x/%2e%2E%2F%2e%2e%2Fadmin", &admin),
+        ("GET", "/svc/orders/.%2E/admin", &admin),
+        ("GET", "/svc/orders/a%5C..%5Cadmin", &admin),
+        ("GET", "/svc/orders/a\\..\\admin", &admin),
+        ("GET", "/svc/orders/items%2F7", &a.bob),
+    ] {
+        let answer = raw_request(
+            port,
+            &format!(
+                "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {token}\r\nconnection: close"
+            ),
+        )
+        .await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{method} {path}: {answer}"
+        );
+    }
+    assert_eq!(
+        a.upstream.count(),
+        before,
+        "no refused request reached the upstream:\n{}",
+        a.upstream.seen()
+    );
+    // The platform admin has no grant on orders however the path is spelt,
+    // and the tenant admin's delete meets the same decision as a plain one.
+    expect_problem(
+        client()
+            .get(a.gateway.url("/svc/orders/admin:x"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap(),
+        403,
+    )
+    .await;
+    // bob's ordinary reads still pass, with encoded characters that are not
+    // separators kept for the upstream as sent.
+    let ok = client()
+        .get(a.gateway.url("/svc/orders/items/a%20b"))
+        .bearer_auth(&a.bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(a.upstream.seen().contains("get /items/a%20b http/1.1"));
+}
+
+#[tokio::test]
+async fn a_service_that_opts_in_keeps_encoded_slashes_inside_their_segment() {
+    let a = attacked(&[SAME_ORIGIN, ("GATEHOUSE_PROXY__ENCODED_SLASHES", "orders")]).await;
+    mirrored(&a).await;
+    let port = port_of(&a.gateway);
+    let admin = access_token(&a.gateway, "system", "admin").await;
+    // The decision sees `orders:a/b`, inside orders: bob may read it, and the
+    // upstream gets the path as sent.
+    let answer = raw_request(
+        port,
+        &format!(
+            "GET /svc/orders/items%2F7 HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {}\r\nconnection: close",
+            a.bob
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(a.upstream.seen().contains("get /items%2f7 http/1.1"));
+    // Dot segments stay refused around an encoded slash.
+    let answer = raw_request(
+        port,
+        &format!(
+            "GET /svc/orders/..%2Fadmin:x HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {admin}\r\nconnection: close"
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+}
+
+#[tokio::test]
+async fn our_credentials_never_reach_an_upstream_and_it_sets_none_of_our_cookies() {
+    let a = attacked(&[SAME_ORIGIN]).await;
+    mirrored(&a).await;
+    let session = crate::session_token(&a.gateway, "acme", "bob", DEMO_PASSWORD).await;
+    // An access token, a session token as Bearer, a session cookie.
+    for (name, request) in [
+        (
+            "access token",
+            client()
+                .get(a.gateway.url("/svc/orders/a"))
+                .bearer_auth(&a.bob),
+        ),
+        (
+            "session token",
+            client()
+                .get(a.gateway.url("/svc/orders/b"))
+                .bearer_auth(&session),
+        ),
+        (
+            "session cookie",
+            client()
+                .get(a.gateway.url("/svc/orders/c"))
+                .header("cookie", format!("gh_session={session}; theme=dark"))
+                .header("authorization", "Basic YXBwOnNlY3JldA=="),
+        ),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200, "{name}");
+        let cookies: Vec<String> = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            cookies,
+            ["app_pref=kept; Path=/"],
+            "{name}: only the app's own cookie"
+        );
+    }
+    let seen = a.upstream.seen();
+    assert!(!seen.contains(&a.bob.to_ascii_lowercase()), "{seen}");
+    assert!(!seen.contains(&session.to_ascii_lowercase()), "{seen}");
+    assert!(!seen.contains("bearer"), "{seen}");
+    assert!(seen.contains("x-gatehouse-user: bob"), "{seen}");
+    // Not ours, and admitted by the cookie: the app's own Basic credential passes.
+    assert!(
+        seen.contains("authorization: basic yxbwonnly3jlda=="),
+        "{seen}"
+    );
+    assert!(seen.contains("cookie: theme=dark"), "{seen}");
+}
+
+#[tokio::test]
+async fn only_allowed_upgrades_pass_cookie_upgrades_need_our_origin_and_tunnels_end_with_sessions()
+{
+    let a = attacked(&[SAME_ORIGIN, ("GATEHOUSE_PROXY__TUNNEL_RECHECK_MS", "200")]).await;
+    mirrored(&a).await;
+    let port = port_of(&a.gateway);
+    // h2c is not allowed: the request goes on as a plain one, no tunnel.
+    let before = a.upstream.count();
+    let answer = raw_request(
+        port,
+        &format!(
+            "GET /svc/orders/h2 HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {}\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQCAAAAAAIAAAAA",
+            a.bob
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let head = a.upstream.heads.lock().unwrap()[before].clone();
+    assert!(!head.contains("upgrade"), "{head}");
+    assert!(!head.contains("http2-settings"), "{head}");
+    // An instance that switches protocols unasked gets no tunnel.
+    let answer = raw_request(
+        port,
+        &format!(
+            "GET /svc/orders/switch HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {}\r\nconnection: close",
+            a.bob
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+
+    let session = crate::session_token(&a.gateway, "acme", "bob", DEMO_PASSWORD).await;
+    let websocket = |origin: &str, credential: &str| {
+        format!(
+            "GET /svc/orders/ws HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n{credential}\r\norigin: {origin}\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ=="
+        )
+    };
+    let cookie = format!("cookie: gh_session={session}");
+    // A WebSocket from another site, riding the cookie: refused like a POST.
+    let answer = raw_request(port, &websocket("https://evil.example", &cookie)).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    // From our own origin it opens, and the upstream never sets our cookie.
+    let own = format!("http://127.0.0.1:{port}");
+    let answer = raw_request(port, &websocket(&own, &cookie)).await;
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("set-cookie"),
+        "{answer}"
+    );
+
+    // A tunnel opened with a session token ends when the session does.
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let head = websocket(&own, &format!("authorization: Bearer {session}"));
+    stream
+        .write_all(format!("{head}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let answer = read_head(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    stream.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    stream.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping");
+    let out = client()
+        .post(a.gateway.url("/v1/auth/logout-all"))
+        .bearer_auth(&session)
+        .send()
+        .await
+        .unwrap();
+    assert!(out.status().is_success(), "{}", out.status());
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the tunnel is closed after its session ended"
+    );
+}
+
+#[tokio::test]
+async fn a_clients_broken_body_is_not_the_instances_failure() {
+    // One instance for both versions, whose breaker opens after 3 failures.
+    let a = attacked(&[SAME_ORIGIN, ("GATEHOUSE_ROUTING__BREAKER_FAILURES", "3")]).await;
+    mirrored(&a).await;
+    let port = port_of(&a.gateway);
+    for round in 0..6 {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let head = format!(
+            "POST /svc/orders/items HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {}\r\ntransfer-encoding: chunked\r\ncontent-type: text/plain\r\n\r\n5\r\nhello\r\nzz-not-a-size\r\n\r\n",
+            a.bob
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer)).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400") || answer.is_empty(),
+            "round {round}: {answer}"
+        );
+    }
+    // The instance is still in service: no breaker opened on the client's faults.
+    for _ in 0..3 {
+        let ok = client()
+            .get(a.gateway.url("/svc/orders/items"))
+            .bearer_auth(&a.bob)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200);
+    }
+    let metrics = crate::metrics_text(&a.gateway).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("gatehouse_proxy_client_faults_total ") && !l.ends_with(" 0")),
+        "client faults are counted as such"
+    );
+}
+
+#[tokio::test]
+async fn half_sent_heads_are_cut_and_connections_are_capped_per_address() {
+    let (gateway, _db, _) = seeded_app(&[
+        ("GATEHOUSE_CONNECTIONS__HEADER_READ_TIMEOUT_MS", "500"),
+        ("GATEHOUSE_CONNECTIONS__MAX_PER_ADDRESS", "20"),
+    ])
+    .await;
+    let port = port_of(&gateway);
+    let mut slow = Vec::new();
+    for _ in 0..30 {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: ")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    // Every one of them is closed: the 10 past the cap at once, the others
+    // when their head deadline passes.
+    for (i, stream) in slow.iter_mut().enumerate() {
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "connection {i} is still open");
+    }
+    // A well-behaved client is served.
+    let ok = client().get(gateway.url("/healthz")).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let metrics = crate::metrics_text(&gateway).await;
+    for wanted in [
+        "gatehouse_connections_refused_total{listener=\"main\",reason=\"address_full\"}",
+        "gatehouse_connections_closed_total{listener=\"main\",reason=\"header_timeout\"}",
+    ] {
+        assert!(metrics.contains(wanted), "{wanted} in\n{metrics}");
+    }
+}
+
+/// A gateway whose apps listener serves `orders` at `orders.localhost` (and
+/// names `billing.localhost` too), without the same-origin mode.
+async fn own_origin() -> (Attacked, u16) {
+    let apps_port = free_port();
+    let listen = format!("127.0.0.1:{apps_port}");
+    // The console's public origin must be known: the apps send browsers there.
+    let console_port = free_port();
+    let console = format!("127.0.0.1:{console_port}");
+    let issuer = format!("http://{console}");
+    let a = attacked(&[
+        ("GATEHOUSE_LISTEN", console.as_str()),
+        ("GATEHOUSE_ISSUER", issuer.as_str()),
+        ("GATEHOUSE_PROXY_LISTEN", listen.as_str()),
+        (
+            "GATEHOUSE_PROXY__HOSTS",
+            "orders.localhost=orders,billing.localhost=billing",
+        ),
+        ("GATEHOUSE_PROXY__LOGIN_TENANT", "acme"),
+    ])
+    .await;
+    (a, apps_port)
+}
+
+fn apps_url(port: u16, path: &str) -> String {
+    format!("http://127.0.0.1:{port}{path}")
+}
+
+#[tokio::test]
+async fn an_app_on_its_own_origin_gets_a_host_scoped_session_through_the_handshake() {
+    let (a, apps) = own_origin().await;
+    let host = format!("orders.localhost:{apps}");
+    until_in_force("orders is mirrored", || async {
+        client()
+            .get(apps_url(apps, "/items"))
+            .header("host", &host)
+            .bearer_auth(&a.bob)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+    // The same-origin mode is off: /svc is not served next to the console.
+    expect_problem(
+        client()
+            .get(a.gateway.url("/svc/orders/items"))
+            .bearer_auth(&a.bob)
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    // A host nobody configured gets nothing.
+    expect_problem(
+        client()
+            .get(apps_url(apps, "/items"))
+            .header("host", "evil.localhost")
+            .bearer_auth(&a.bob)
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+
+    // 1. A signed-out browser goes to the console's handshake.
+    let page = client()
+        .get(apps_url(apps, "/items?x=1"))
+        .header("host", &host)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 303);
+    let to = format!("http://{host}/items?x=1");
+    let handshake = format!(
+        "{}/v1/proxy/handshake?to={}",
+        a.gateway.base_url,
+        url::form_urlencoded::byte_serialize(to.as_bytes()).collect::<String>()
+    );
+    assert_eq!(page.headers()["location"], handshake.as_str());
+    // 2. Signed out there too: the tenant's sign-in, and back to the handshake.
+    let signed_out = client().get(&handshake).send().await.unwrap();
+    assert_eq!(signed_out.status(), 303);
+    let login = signed_out.headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        login.starts_with("/t/acme/login?return_to=%2Fv1%2Fproxy%2Fhandshake"),
+        "{login}"
+    );
+    // Signed in: a one-time code for this host only.
+    let session = crate::session_token(&a.gateway, "acme", "bob", DEMO_PASSWORD).await;
+    let console_cookie = format!("gh_session={session}");
+    let code_for = |to: String| {
+        let console_cookie = console_cookie.clone();
+        let base = a.gateway.base_url.clone();
+        async move {
+            let answer = client()
+                .get(format!(
+                    "{base}/v1/proxy/handshake?to={}",
+                    url::form_urlencoded::byte_serialize(to.as_bytes()).collect::<String>()
+                ))
+                .header("cookie", console_cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 303);
+            answer.headers()["location"].to_str().unwrap().to_owned()
+        }
+    };
+    let callback = code_for(to.clone()).await;
+    let prefix = format!("http://{host}/.gatehouse/callback?code=");
+    assert!(callback.starts_with(&prefix), "{callback}");
+    let code = callback[prefix.len()..].to_owned();
+    // The handshake hands codes only to apps this gateway serves.
+    for bad in [
+        "https://evil.example/x".to_owned(),
+        format!("http://orders.localhost.evil.example:{apps}/"),
+        format!("http://bob@orders.localhost:{apps}/"),
+        "/relative".to_owned(),
+    ] {
+        let answer = client()
+            .get(format!(
+                "{}/v1/proxy/handshake?to={}",
+                a.gateway.base_url,
+                url::form_urlencoded::byte_serialize(bad.as_bytes()).collect::<String>()
+            ))
+            .header("cookie", &console_cookie)
+            .send()
+            .await
+            .unwrap();
+        expect_problem(answer, 400).await;
+    }
+    // A code taken to another app's host is spent and refused.
+    let stolen = code_for(to.clone()).await;
+    let stolen_code = &stolen[prefix.len()..];
+    let elsewhere = client()
+        .get(apps_url(
+            apps,
+            &format!("/.gatehouse/callback?code={stolen_code}"),
+        ))
+        .header("host", format!("billing.localhost:{apps}"))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(elsewhere, 400).await;
+    let after = client()
+        .get(apps_url(
+            apps,
+            &format!("/.gatehouse/callback?code={stolen_code}"),
+        ))
+        .header("host", &host)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(after, 400).await;
+    // 3. Redeemed on the app's host: its own cookie, and back to the page.
+    let landed = client()
+        .get(apps_url(apps, &format!("/.gatehouse/callback?code={code}")))
+        .header("host", &host)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(landed.status(), 303);
+    assert_eq!(landed.headers()["location"], "/items?x=1");
+    let set = landed.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(set.starts_with("gh_app=ga1."), "{set}");
+    assert!(set.contains("HttpOnly") && !set.contains("Domain"), "{set}");
+    let app_cookie = set.split(';').next().unwrap().to_owned();
+    // A code works once.
+    let replay = client()
+        .get(apps_url(apps, &format!("/.gatehouse/callback?code={code}")))
+        .header("host", &host)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(replay, 400).await;
+
+    let before = a.upstream.count();
+    let page = client()
+        .get(apps_url(apps, "/items"))
+        .header("host", &host)
+        .header("cookie", format!("{app_cookie}; theme=dark"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let head = a.upstream.heads.lock().unwrap()[before].clone();
+    assert!(head.contains("x-gatehouse-user: bob"), "{head}");
+    assert!(head.contains("cookie: theme=dark"), "{head}");
+    assert!(!head.contains("ga1."), "{head}");
+    assert!(!head.contains("x-forwarded-prefix"), "{head}");
+    // The app's cookie is good for nothing else: not another app's host,
+    // not the console.
+    let moved = client()
+        .get(apps_url(apps, "/items"))
+        .header("host", format!("billing.localhost:{apps}"))
+        .header("cookie", &app_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 401);
+    let console = client()
+        .get(a.gateway.url("/v1/auth/me"))
+        .header("cookie", app_cookie.replace("gh_app", "gh_session"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(console.status(), 401);
+    // A cookie POST from another origin is refused; from the app's own, it passes.
+    let cross = client()
+        .post(apps_url(apps, "/items"))
+        .header("host", &host)
+        .header("cookie", &app_cookie)
+        .header("origin", a.gateway.base_url.as_str())
+        .send()
+        .await
+        .unwrap();
+    expect_problem(cross, 403).await;
+    let same = client()
+        .post(apps_url(apps, "/items"))
+        .header("host", &host)
+        .header("cookie", &app_cookie)
+        .header("origin", format!("http://{host}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same.status(), 200);
+    // The app's session ends when the user's does.
+    let out = client()
+        .post(a.gateway.url("/v1/auth/logout-all"))
+        .bearer_auth(&session)
+        .send()
+        .await
+        .unwrap();
+    assert!(out.status().is_success());
+    let ended = client()
+        .get(apps_url(apps, "/items"))
+        .header("host", &host)
+        .header("cookie", &app_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), 401);
+}
+
+#[tokio::test]
+async fn the_admin_api_refuses_cookie_requests_from_any_other_origin() {
+    let (a, apps) = own_origin().await;
+    let session = alice(&a.gateway).await;
+    let cookie = format!("gh_session={session}");
+    let roles = a.gateway.url("/admin/api/v1/tenants/acme/roles");
+    // A script on the app's origin (same site as the console in most
+    // deployments, so the browser sends the cookie).
+    let app_origin = format!("http://orders.localhost:{apps}");
+    for (origin, fetch_site) in [
+        (Some(app_origin.as_str()), Some("same-site")),
+        (Some(app_origin.as_str()), None),
+        (None, Some("same-site")),
+        (Some("https://evil.example"), Some("cross-site")),
+    ] {
+        let mut read = client().get(&roles).header("cookie", &cookie);
+        if let Some(origin) = origin {
+            read = read.header("origin", origin);
+        }
+        if let Some(site) = fetch_site {
+            read = read.header("sec-fetch-site", site);
+        }
+        let problem = expect_problem(read.send().await.unwrap(), 403).await;
+        assert_eq!(problem["type"], "urn:gatehouse:problem:cross-origin");
+    }
+    let write = client()
+        .post(&roles)
+        .header("cookie", &cookie)
+        .header("origin", &app_origin)
+        .header("sec-fetch-site", "same-site")
+        .json(&serde_json::json!({"name": "planted"}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(write, 403).await;
+    let planted: i64 = sqlx::query_scalar("SELECT count(*) FROM roles WHERE name = 'planted'")
+        .fetch_one(&a.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(planted, 0);
+    // The console itself, and API clients with a Bearer token, still work.
+    let own = client()
+        .get(&roles)
+        .header("cookie", &cookie)
+        .header("origin", a.gateway.base_url.as_str())
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    let bearer = client()
+        .get(&roles)
+        .bearer_auth(&session)
+        .header("origin", &app_origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer.status(), 200);
+}
