@@ -712,8 +712,27 @@ async fn policies_restrict_and_extend_roles_with_validate_simulate_and_versioned
             own["reason"].clone(),
             own["policy"].clone()
         ),
-        (json!(true), json!("policy_permit"), json!("owners-refund"))
+        (json!(true), json!("policy_permit"), Value::Null),
+        "a member's self-check never names the deciding policy"
     );
+    // Nor can a member feed it context to bisect a policy's conditions: only
+    // what the tenant lets clients supply, and the server's own address wins.
+    let forged = call(
+        g,
+        &d.bob,
+        Method::POST,
+        "/v1/authz/check",
+        Some(json!({"resource": "orders:9", "action": "read", "context": {"ip": "10.0.0.1"}})),
+    )
+    .await;
+    let problem = ok_json(forged, 422).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("context.ip"),
+        "{problem}"
+    );
+    // An admin's check about bob still names it.
+    let named = check(g, &d.alice, json!({"subject": "bob", "resource": "orders:9", "action": "refund", "resource_attributes": {"owner": "bob"}})).await;
+    assert_eq!(named["policy"], "owners-refund");
     let other = check(g, &d.bob, json!({"resource": "orders:9", "action": "refund", "resource_attributes": {"owner": "carol"}})).await;
     assert_eq!(other["allowed"], false);
 

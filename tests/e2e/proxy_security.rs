@@ -802,3 +802,133 @@ async fn the_admin_api_refuses_cookie_requests_from_any_other_origin() {
         .unwrap();
     assert_eq!(bearer.status(), 200);
 }
+
+#[tokio::test]
+async fn a_flood_of_refused_credentials_from_one_address_is_cut_before_admission() {
+    let a = attacked(&[SAME_ORIGIN]).await;
+    mirrored(&a).await;
+    let session = crate::session_token(&a.gateway, "acme", "bob", DEMO_PASSWORD).await;
+    // Tokens of the right shape that name no session (each would cost a
+    // Redis round trip), and access tokens with a broken signature.
+    // Six characters in the middle of the random part or the signature are
+    // replaced, so every token still decodes and is refused for what it is.
+    let forge = |real: &str, i: usize| {
+        let at = real.len() - 16;
+        format!("{}{:06}{}", &real[..at], i % 1_000_000, &real[at + 6..])
+    };
+    let forged_session = |i: usize| forge(&session, i);
+    let forged_jwt = |i: usize| forge(&a.bob, i);
+    let mut first_429 = None;
+    for i in 0..200 {
+        let token = if i % 2 == 0 {
+            forged_session(i)
+        } else {
+            forged_jwt(i)
+        };
+        let response = client()
+            .get(a.gateway.url("/svc/orders/items"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            401 => {}
+            429 => {
+                assert!(response.headers().contains_key("retry-after"));
+                first_429.get_or_insert(i);
+            }
+            other => panic!("attempt {i}: {other}"),
+        }
+    }
+    let first = first_429.expect("the flood was cut");
+    assert!((110..=130).contains(&first), "cut after {first} refusals");
+    // Forward auth shares the allowance.
+    let verify = client()
+        .get(a.gateway.url("/v1/verify?tenant=acme"))
+        .bearer_auth(forged_jwt(999))
+        .header("x-original-uri", "/orders/1")
+        .header("x-original-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verify.status(), 429);
+}
+
+#[tokio::test]
+async fn a_forged_refresh_token_never_reaches_the_victims_session() {
+    // Sessions end after 2 s unused (written back on every use).
+    let (gateway, _db, _) = seeded_app(&[
+        ("GATEHOUSE_SESSION__IDLE_TIMEOUT_S", "2"),
+        ("GATEHOUSE_SESSION__TOUCH_INTERVAL_S", "0"),
+    ])
+    .await;
+    let login = crate::json_login(&gateway, "acme", "bob", DEMO_PASSWORD).await;
+    let bob: serde_json::Value = login.json().await.unwrap();
+    let session = bob["session_token"].as_str().unwrap().to_owned();
+    let refresh = bob["refresh_token"].as_str().unwrap();
+    // The attacker knows the victim's session id (it is in the refresh
+    // token's clear part) but not the MAC.
+    let keep = refresh.len() - 43;
+    let forged = format!("{}{}", &refresh[..keep], "A".repeat(43));
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let answer = client()
+            .post(gateway.url("/v1/auth/refresh"))
+            .json(&serde_json::json!({ "refresh_token": forged }))
+            .send()
+            .await
+            .unwrap();
+        expect_problem(answer, 401).await;
+    }
+    // 3.2 s without a real use: the session ended on time (before the fix,
+    // every forged refresh slid its idle deadline).
+    let me = client()
+        .get(gateway.url("/v1/auth/me"))
+        .bearer_auth(&session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 401);
+}
+
+#[tokio::test]
+async fn deleting_a_service_client_is_audited_with_it() {
+    let (gateway, db, _) = seeded_app(&[]).await;
+    let admin = access_token(&gateway, "system", "admin").await;
+    let created = client()
+        .post(gateway.url("/admin/api/v1/service-clients"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({ "client_id": "billing-svc" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let deleted = client()
+        .delete(gateway.url("/admin/api/v1/service-clients/billing-svc"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let gone = client()
+        .delete(gateway.url("/admin/api/v1/service-clients/billing-svc"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(gone, 404).await;
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT action, outcome FROM audit_events WHERE target = 'billing-svc' ORDER BY id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("service_client.create".to_owned(), "success".to_owned()),
+            ("service_client.delete".to_owned(), "success".to_owned())
+        ],
+        "one delete row, none for the delete that found nothing"
+    );
+}

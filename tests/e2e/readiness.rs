@@ -32,7 +32,17 @@ async fn readyz_names_redis_while_it_is_down_and_recovers_without_restart() {
     assert_eq!(readyz_status(&http, &gateway).await.status(), 200);
 
     redis.stop().await;
-    let body = expect_problem(readyz_status(&http, &gateway).await, 503).await;
+    // The answer is at most a second old (bounded: 30 x 100 ms).
+    let mut down = None;
+    for _ in 0..30 {
+        let response = readyz_status(&http, &gateway).await;
+        if response.status() == 503 {
+            down = Some(response);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = expect_problem(down.expect("readyz turned 503"), 503).await;
     assert_eq!(body["failing"], serde_json::json!(["redis"]));
     assert_eq!(body["checks"]["postgres"], "ok");
     assert_eq!(body["checks"]["redis"], "unavailable");
@@ -92,4 +102,39 @@ async fn sigterm_stops_the_gateway_cleanly() {
     );
     let status = gateway.terminate().await;
     assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test]
+async fn a_flood_of_readiness_probes_asks_the_stores_about_once_a_second() {
+    let db = TestDatabase::new().await;
+    let redis = PrivateRedis::start().await;
+    let gateway = Gateway::spawn(&gateway_env(&db, &redis.url(), "gh:")).await;
+    let http = client();
+    let pings = || async {
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = pings().await;
+    let started = std::time::Instant::now();
+    for _ in 0..200 {
+        assert_eq!(readyz_status(&http, &gateway).await.status(), 200);
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    let asked = pings().await - before;
+    // One ping per second of the flood (plus one in flight at each edge),
+    // where each probe used to cost one.
+    assert!(
+        asked <= seconds + 2,
+        "{asked} pings for 200 probes in {seconds} s"
+    );
 }

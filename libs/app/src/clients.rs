@@ -59,8 +59,11 @@ pub struct ServiceClients {
     db: PgPool,
     passwords: PasswordPool,
     verified: Mutex<HashMap<String, VerifiedClient>>,
-    per_id: KeyedLimiter,
-    per_address: KeyedLimiter,
+    per_id: std::sync::RwLock<KeyedLimiter>,
+    per_address: std::sync::RwLock<KeyedLimiter>,
+    /// When the throttles' idle keys were last swept (sweeps are O(keys), so
+    /// at most one a second, never one per attempt).
+    swept: Mutex<Instant>,
 }
 
 impl ServiceClients {
@@ -76,8 +79,9 @@ impl ServiceClients {
             db,
             passwords,
             verified: Mutex::new(HashMap::new()),
-            per_id: per_minute(CLIENT_AUTH_PER_ID),
-            per_address: per_minute(CLIENT_AUTH_PER_ADDRESS),
+            per_id: std::sync::RwLock::new(per_minute(CLIENT_AUTH_PER_ID)),
+            per_address: std::sync::RwLock::new(per_minute(CLIENT_AUTH_PER_ADDRESS)),
+            swept: Mutex::new(Instant::now()),
         }
     }
 }
@@ -86,26 +90,70 @@ impl ServiceClients {
 const THROTTLE_KEYS_BOUND: usize = 10_000;
 
 impl ServiceClients {
-    /// Takes one attempt from the client id's and the address's allowance;
-    /// `Err(seconds)` to wait when either is spent. Memory stays bounded:
-    /// past [`THROTTLE_KEYS_BOUND`] keys, those back at full allowance go.
+    /// Takes one attempt from the address's allowance, then (only if that
+    /// allowed it) from the client id's; `Err(seconds)` to wait when either
+    /// is spent. The address goes first, so a flood of invented client ids
+    /// from one address is cut before it grows the per-id throttle. Memory
+    /// stays bounded: past [`THROTTLE_KEYS_BOUND`] keys, a sweep (at most
+    /// once a second) drops those back at full allowance, and a throttle
+    /// still over the bound after it is emptied (counted in
+    /// `gatehouse_client_throttle_resets_total`).
     fn attempt(&self, client_id: &str, address: &str) -> Result<(), u64> {
-        for limiter in [&self.per_id, &self.per_address] {
-            if limiter.len() > THROTTLE_KEYS_BOUND {
-                limiter.retain_recent();
-                limiter.shrink_to_fit();
-            }
-        }
+        self.sweep();
         let clock = governor::clock::DefaultClock::default();
-        let wait = |limiter: &KeyedLimiter, key: &str| {
+        let wait = |limiter: &std::sync::RwLock<KeyedLimiter>, key: &str| {
+            let limiter = limiter
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             limiter.check_key(&key.to_owned()).err().map(|not_until| {
                 use governor::clock::Clock as _;
                 not_until.wait_time_from(clock.now()).as_secs().max(1)
             })
         };
-        match wait(&self.per_id, client_id).or_else(|| wait(&self.per_address, address)) {
+        match wait(&self.per_address, address).or_else(|| wait(&self.per_id, client_id)) {
             Some(seconds) => Err(seconds),
             None => Ok(()),
+        }
+    }
+
+    fn sweep(&self) {
+        let len = |limiter: &std::sync::RwLock<KeyedLimiter>| {
+            limiter
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .len()
+        };
+        if len(&self.per_id) <= THROTTLE_KEYS_BOUND && len(&self.per_address) <= THROTTLE_KEYS_BOUND
+        {
+            return;
+        }
+        {
+            let Ok(mut swept) = self.swept.try_lock() else {
+                return; // another caller is sweeping
+            };
+            if swept.elapsed() < std::time::Duration::from_secs(1) {
+                return;
+            }
+            *swept = Instant::now();
+        }
+        for (lock, name, per_minute) in [
+            (&self.per_id, "client_id", CLIENT_AUTH_PER_ID),
+            (&self.per_address, "address", CLIENT_AUTH_PER_ADDRESS),
+        ] {
+            let mut limiter = lock
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if limiter.len() > THROTTLE_KEYS_BOUND {
+                limiter.retain_recent();
+                if limiter.len() > THROTTLE_KEYS_BOUND {
+                    let n =
+                        std::num::NonZeroU32::new(per_minute).unwrap_or(std::num::NonZeroU32::MIN);
+                    *limiter = governor::RateLimiter::keyed(governor::Quota::per_minute(n));
+                    metrics::counter!("gatehouse_client_throttle_resets_total", "throttle" => name)
+                        .increment(1);
+                }
+                limiter.shrink_to_fit();
+            }
         }
     }
 
@@ -235,5 +283,65 @@ impl ServiceClients {
             secret_hash: upgraded,
             ..client
         }))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test")]
+mod tests {
+    use super::*;
+
+    fn clients() -> ServiceClients {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap();
+        let hasher =
+            gatehouse_core::PasswordHasher::new(gatehouse_core::Argon2Cost::default()).unwrap();
+        ServiceClients::new(
+            pool,
+            PasswordPool::new(hasher, 1, std::time::Duration::from_secs(1)),
+        )
+    }
+
+    fn keys(limiter: &std::sync::RwLock<KeyedLimiter>) -> usize {
+        limiter.read().unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn an_address_is_throttled_before_any_client_id_is_remembered() {
+        let clients = clients();
+        let allowance = usize::try_from(CLIENT_AUTH_PER_ADDRESS).unwrap();
+        for i in 0..allowance {
+            assert!(
+                clients
+                    .attempt(&format!("invented-{i}"), "192.0.2.7")
+                    .is_ok()
+            );
+        }
+        for i in 0..500 {
+            assert!(clients.attempt(&format!("more-{i}"), "192.0.2.7").is_err());
+        }
+        assert_eq!(
+            keys(&clients.per_id),
+            allowance,
+            "refused attempts add no ids"
+        );
+        assert_eq!(keys(&clients.per_address), 1);
+    }
+
+    #[tokio::test]
+    async fn the_throttles_stay_bounded_under_a_flood_of_addresses_and_ids() {
+        let clients = clients();
+        for i in 0..(THROTTLE_KEYS_BOUND + 50) {
+            let _ = clients.attempt(&format!("id-{i}"), &format!("10.0.{}.{}", i / 256, i % 256));
+        }
+        *clients.swept.lock().unwrap() = Instant::now() - std::time::Duration::from_secs(2);
+        let _ = clients.attempt("one-more", "192.0.2.8");
+        assert!(
+            keys(&clients.per_id) <= THROTTLE_KEYS_BOUND,
+            "{}",
+            keys(&clients.per_id)
+        );
+        assert!(keys(&clients.per_address) <= THROTTLE_KEYS_BOUND);
     }
 }

@@ -339,6 +339,14 @@ impl RefreshStore {
         Ok(token)
     }
 
+    /// Whether `presented` carries our MAC (legacy tokens: always, Redis
+    /// holds their digest). Callers check it before anything else, so a
+    /// forged token costs no store access and touches no session.
+    #[must_use]
+    pub fn is_authentic(&self, presented: &RefreshToken) -> bool {
+        presented.authentic(&self.key)
+    }
+
     /// Spends `presented` and issues its successor, or reports reuse,
     /// throttling or refusal.
     pub async fn rotate(&self, presented: &RefreshToken) -> Result<Rotation, SessionError> {

@@ -1,7 +1,6 @@
 //! The audit log: append-only rows in `audit_events`.
 
 use serde_json::Value;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::StoreError;
@@ -51,8 +50,12 @@ pub struct AuditEvent {
     pub details: Value,
 }
 
-/// Appends an event.
-pub async fn record(pool: &PgPool, event: &AuditEvent) -> Result<(), StoreError> {
+/// Appends an event, on a pool or inside the caller's transaction (so a
+/// change and its audit row commit together).
+pub async fn record<'e, E>(pool: E, event: &AuditEvent) -> Result<(), StoreError>
+where
+    E: sqlx::PgExecutor<'e>,
+{
     let (actor_kind, actor_id) = match event.actor {
         Actor::User(id) => ("user", Some(id)),
         Actor::Anonymous => ("anonymous", None),

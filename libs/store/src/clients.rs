@@ -96,8 +96,13 @@ pub async fn create(
     Ok(())
 }
 
-/// Deletes a client; false when there was none.
-pub async fn delete(pool: &PgPool, client_id: &str) -> Result<bool, StoreError> {
+/// Deletes a client, with its outbox event and `audit` in the same
+/// transaction; false (and nothing written) when there was none.
+pub async fn delete(
+    pool: &PgPool,
+    client_id: &str,
+    audit: &crate::audit::AuditEvent,
+) -> Result<bool, StoreError> {
     let mut tx = pool.begin().await?;
     let deleted = sqlx::query("DELETE FROM service_clients WHERE client_id = $1")
         .bind(client_id)
@@ -107,6 +112,7 @@ pub async fn delete(pool: &PgPool, client_id: &str) -> Result<bool, StoreError> 
         > 0;
     if deleted {
         crate::outbox::client_changed(&mut tx, client_id, "deleted").await?;
+        crate::audit::record(&mut *tx, audit).await?;
     }
     tx.commit().await?;
     Ok(deleted)

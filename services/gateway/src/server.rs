@@ -208,6 +208,7 @@ impl Application {
             admission: Arc::clone(&admission),
             cookies: auth.cookies.clone(),
             issuer: auth.issuer.clone(),
+            failures: crate::auth::failures::FailedPresentations::default(),
         });
         let app_sessions = Arc::new(gatehouse_app::app_sessions::AppSessions::new(
             gatehouse_session::Handshakes::new(
@@ -219,6 +220,7 @@ impl Application {
             Arc::clone(&admission),
         ));
         let state = AppState::new(AppParts {
+            readiness: crate::state::ReadinessMemo::default(),
             app_sessions,
             revocations,
             tokens,

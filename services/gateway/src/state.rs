@@ -72,7 +72,18 @@ pub struct AppParts {
     pub routing: Arc<gatehouse_app::routing::Routing>,
     /// Host-scoped sessions for apps on their own origin (the handshake).
     pub app_sessions: Arc<gatehouse_app::app_sessions::AppSessions>,
+    /// The last readiness answer: `/readyz` asks the stores at most once a
+    /// second, however often it is called.
+    pub readiness: ReadinessMemo,
 }
+
+/// Each dependency's readiness (`Err` holds why not), as last measured.
+pub type Readiness = Vec<(&'static str, Result<(), String>)>;
+
+/// The last [`Readiness`] and when it was measured; callers that arrive
+/// while it is being measured wait for that answer instead of asking again.
+#[derive(Debug, Default)]
+pub struct ReadinessMemo(pub tokio::sync::Mutex<Option<(std::time::Instant, Arc<Readiness>)>>);
 
 /// What the sign-in and session handlers share.
 pub struct AuthState {

@@ -5,6 +5,7 @@ pub mod client;
 pub mod cookies;
 pub mod csrf;
 pub mod device;
+pub mod failures;
 pub mod login;
 pub mod request_access;
 pub mod return_to;

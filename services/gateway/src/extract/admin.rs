@@ -149,6 +149,31 @@ async fn resolve_admin_tenant(
         .ok_or_else(not_found)
 }
 
+/// The audit event of a successful admin action by the signed-in caller
+/// against `tenant`, for a store operation that records it in its own
+/// transaction.
+#[must_use]
+pub fn admin_event(
+    me: &CurrentSession,
+    tenant: &Tenant,
+    action: &'static str,
+    target: Option<String>,
+    client: &ClientInfo,
+    headers: &HeaderMap,
+) -> AuditEvent {
+    AuditEvent {
+        tenant_id: Some(tenant.id),
+        actor: Actor::User(me.0.session.user_id),
+        action,
+        target,
+        outcome: Outcome::Success,
+        ip: Some(client.ip.clone()),
+        user_agent: Some(client.user_agent.clone()),
+        request_id: crate::audit::request_id(headers),
+        details: json!({ "by": me.0.session.username, "by_tenant": me.0.session.tenant_slug }),
+    }
+}
+
 /// Records a successful admin action by the signed-in caller against
 /// `tenant`: the one place admin handlers build their audit event.
 pub async fn audit_admin(
@@ -160,16 +185,6 @@ pub async fn audit_admin(
     client: &ClientInfo,
     headers: &HeaderMap,
 ) {
-    let event = AuditEvent {
-        tenant_id: Some(tenant.id),
-        actor: Actor::User(me.0.session.user_id),
-        action,
-        target,
-        outcome: Outcome::Success,
-        ip: Some(client.ip.clone()),
-        user_agent: Some(client.user_agent.clone()),
-        request_id: crate::audit::request_id(headers),
-        details: json!({ "by": me.0.session.username, "by_tenant": me.0.session.tenant_slug }),
-    };
+    let event = admin_event(me, tenant, action, target, client, headers);
     crate::audit::record(&state.db, &event).await;
 }

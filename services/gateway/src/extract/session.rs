@@ -46,6 +46,37 @@ pub struct SessionGate {
     pub cookies: CookieSettings,
     /// Our public base URL.
     pub issuer: url::Url,
+    /// Refused presentations per client address (429 past the allowance,
+    /// before admission: see [`crate::auth::failures`]).
+    pub failures: crate::auth::failures::FailedPresentations,
+}
+
+impl SessionGate {
+    /// 429 when `ip` has spent its allowance of refused presentations.
+    pub fn refuse_flooding(&self, ip: &str) -> Result<(), ApiError> {
+        let Ok(address) = ip.parse() else {
+            return Ok(());
+        };
+        match self.failures.refused(address) {
+            Some(wait) => Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-failures",
+                "too many refused credentials from this address; retry later",
+            )
+            .with_retry_after(wait)),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a refused presentation from `ip` (a missing credential is not one).
+    pub fn note_refusal(&self, ip: &str, verdict: &Verdict) {
+        if let Err(refusal) = verdict
+            && *refusal != gatehouse_app::admission::Refusal::Missing
+            && let Ok(address) = ip.parse()
+        {
+            self.failures.failed(address);
+        }
+    }
 }
 
 /// Registered once: a macro call looks the histogram up on every request.

@@ -255,7 +255,10 @@ async fn proxy_request(
     let Some(credential) = credential else {
         return Ok(unauthenticated(state, proxy.mode, &parts));
     };
-    let Ok(caller) = credential.admit(state).await? else {
+    state.gate.refuse_flooding(&client.ip)?;
+    let verdict = credential.admit(state).await?;
+    state.gate.note_refusal(&client.ip, &verdict);
+    let Ok(caller) = verdict else {
         return Ok(unauthenticated(state, proxy.mode, &parts));
     };
     // Only upgrades the service accepts are passed on; any other is ignored

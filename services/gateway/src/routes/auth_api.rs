@@ -71,7 +71,13 @@ pub async fn refresh(
         metrics::counter!("gatehouse_tokens_refreshed_total", "result" => "malformed").increment(1);
         return Err(refresh_refused());
     };
-    // Admission first: a session that is revoked, of a disabled user or
+    // The MAC before anything else: a forged token must not reach Redis,
+    // where admitting its session would slide the victim's idle deadline.
+    if !state.auth.refresh.is_authentic(&presented) {
+        metrics::counter!("gatehouse_tokens_refreshed_total", "result" => "forged").increment(1);
+        return Err(refresh_refused());
+    }
+    // Then admission: a session that is revoked, of a disabled user or
     // tenant, or under a kill switch mints nothing (and is ended, so the
     // rotation below would refuse it too).
     let admitted = state

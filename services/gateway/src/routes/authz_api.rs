@@ -10,6 +10,14 @@
 //!
 //! `subject` is a username or a user id (the `sub` a service finds in a
 //! token).
+//!
+//! A self-check without that permission is a member's question, answered so
+//! that policies cannot be bisected through it: its `context` may only hold
+//! the keys the tenant marks as client-suppliable
+//! (`settings.authz.client_context`, a list of names; others are refused
+//! with 422), the server's own facts (`ip`) are added and win, and the
+//! answer never names a deciding policy (a role grant, which is the
+//! caller's own, is still named).
 
 use std::collections::HashMap;
 
@@ -92,8 +100,17 @@ struct Resolver<'a> {
     admitted: HashMap<String, Tenant>,
 }
 
+/// Who a check is about, and whether the caller passed the admin guard for
+/// it (a privileged check sees everything; a member's self-check does not).
+#[derive(Debug, Clone, Copy)]
+struct Resolved {
+    tenant_id: Uuid,
+    user_id: Uuid,
+    privileged: bool,
+}
+
 impl Resolver<'_> {
-    async fn resolve(&mut self, check: &CheckRequest) -> Result<(Uuid, Uuid), ApiError> {
+    async fn resolve(&mut self, check: &CheckRequest) -> Result<Resolved, ApiError> {
         let session = &self.me.0.session;
         let tenant_slug = check
             .tenant
@@ -107,8 +124,12 @@ impl Resolver<'_> {
                     || Username::parse(s)
                         .is_ok_and(|u| mine.is_ok_and(|m| m.normalized() == u.normalized()))
             });
-        if about_me && !self.explain {
-            return Ok((session.tenant_id, session.user_id));
+        if about_me && !self.explain && !self.admitted.contains_key(&tenant_slug) {
+            return Ok(Resolved {
+                tenant_id: session.tenant_id,
+                user_id: session.user_id,
+                privileged: false,
+            });
         }
         let tenant = if let Some(t) = self.admitted.get(&tenant_slug) {
             t.clone()
@@ -131,24 +152,62 @@ impl Resolver<'_> {
             t
         };
         if about_me {
-            return Ok((session.tenant_id, session.user_id));
+            return Ok(Resolved {
+                tenant_id: session.tenant_id,
+                user_id: session.user_id,
+                privileged: true,
+            });
         }
         let raw = check
             .subject
             .as_deref()
             .ok_or_else(|| invalid("subject: required when asking about another tenant"))?;
         let subject = self.state.authz.subject_named(tenant.id, raw).await?;
-        Ok((tenant.id, subject.id))
+        Ok(Resolved {
+            tenant_id: tenant.id,
+            user_id: subject.id,
+            privileged: true,
+        })
     }
+}
+
+/// A member's self-check context: only the keys the tenant lets clients
+/// supply, then the server's own facts on top.
+fn member_context(
+    me: &CurrentSession,
+    client: &ClientInfo,
+    supplied: Map<String, Value>,
+    at: &str,
+) -> Result<Map<String, Value>, ApiError> {
+    let allowed: Vec<&str> =
+        me.0.tenant
+            .settings
+            .get("authz")
+            .and_then(|a| a.get("client_context"))
+            .and_then(Value::as_array)
+            .map(|names| names.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+    if let Some(refused) = supplied.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(invalid(format!(
+            "{at}context.{refused}: not a key this tenant lets clients supply (settings.authz.client_context)"
+        )));
+    }
+    let mut context = supplied;
+    context.extend(authz::client_context(&client.ip));
+    Ok(context)
 }
 
 async fn answer(
     state: &AppState,
-    tenant_id: Uuid,
-    user_id: Uuid,
+    resolved: Resolved,
     check: CheckRequest,
     explain: bool,
 ) -> Result<Value, ApiError> {
+    let Resolved {
+        tenant_id,
+        user_id,
+        privileged,
+    } = resolved;
     let question = Question {
         resource: check.resource,
         resource_attributes: check.resource_attributes,
@@ -166,10 +225,19 @@ async fn answer(
         .ask(tenant_id, user_id, question, explain)
         .await?
         .ok_or_else(|| ApiError::not_found("the subject no longer exists"))?;
+    let by_policy = matches!(
+        decision.reason,
+        gatehouse_authz::Reason::PolicyPermit | gatehouse_authz::Reason::PolicyDeny
+    );
+    let named = if by_policy && !privileged {
+        None
+    } else {
+        decision.decided_by
+    };
     let mut out = json!({
         "allowed": decision.allowed,
         "reason": decision.reason,
-        "policy": decision.decided_by,
+        "policy": named,
         "tier": tier.label(),
         "data_version": rules.version,
     });
@@ -195,10 +263,12 @@ pub async fn check(
         explain: query.explain,
         admitted: HashMap::new(),
     };
-    let (tenant_id, user_id) = resolver.resolve(&body).await?;
-    Ok(Json(
-        answer(&state, tenant_id, user_id, body, query.explain).await?,
-    ))
+    let resolved = resolver.resolve(&body).await?;
+    let mut body = body;
+    if !resolved.privileged {
+        body.context = member_context(&me, &client, std::mem::take(&mut body.context), "")?;
+    }
+    Ok(Json(answer(&state, resolved, body, query.explain).await?))
 }
 
 /// `POST /v1/authz/check-batch`: every check is validated and authorised
@@ -226,12 +296,22 @@ pub async fn check_batch(
         admitted: HashMap::new(),
     };
     let mut subjects = Vec::with_capacity(body.checks.len());
-    for check in &body.checks {
-        subjects.push(resolver.resolve(check).await?);
+    let mut checks = body.checks;
+    for (i, check) in checks.iter_mut().enumerate() {
+        let resolved = resolver.resolve(check).await?;
+        if !resolved.privileged {
+            check.context = member_context(
+                &me,
+                &client,
+                std::mem::take(&mut check.context),
+                &format!("checks[{i}]."),
+            )?;
+        }
+        subjects.push(resolved);
     }
     let mut results = Vec::with_capacity(subjects.len());
-    for ((tenant_id, user_id), check) in subjects.into_iter().zip(body.checks) {
-        results.push(answer(&state, tenant_id, user_id, check, query.explain).await?);
+    for (resolved, check) in subjects.into_iter().zip(checks) {
+        results.push(answer(&state, resolved, check, query.explain).await?);
     }
     Ok(Json(json!({ "results": results })))
 }

@@ -1,5 +1,7 @@
 //! Liveness, readiness and metrics.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
@@ -7,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, Readiness};
 
 /// `GET /healthz`: 200 whenever the process can answer at all.
 pub async fn healthz() -> Json<serde_json::Value> {
@@ -21,10 +23,48 @@ pub async fn bench_floor() -> &'static str {
     "ok"
 }
 
+/// How long a readiness answer is served before the stores are asked again.
+const READINESS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `GET /readyz`: 200 only when Postgres and Redis (both roles) answer;
-/// otherwise 503 naming each failing dependency. Checks run concurrently and
-/// each is bounded by its pool's deadline.
+/// otherwise 503 naming each failing dependency. Checks run concurrently,
+/// each bounded by its pool's deadline, at most once a second: a flood of
+/// probes costs the stores nothing more.
 pub async fn readyz(State(state): State<AppState>) -> Response {
+    let readiness = {
+        let mut memo = state.readiness.0.lock().await;
+        match memo.as_ref() {
+            Some((at, readiness)) if at.elapsed() < READINESS_MAX_AGE => Arc::clone(readiness),
+            _ => {
+                let measured = Arc::new(measure(&state).await);
+                *memo = Some((std::time::Instant::now(), Arc::clone(&measured)));
+                measured
+            }
+        }
+    };
+    let mut checks = serde_json::Map::new();
+    let mut failing = Vec::new();
+    for (name, result) in readiness.iter() {
+        match result {
+            Ok(()) => {
+                checks.insert((*name).to_owned(), json!("ok"));
+            }
+            Err(_) => {
+                checks.insert((*name).to_owned(), json!("unavailable"));
+                failing.push(*name);
+            }
+        }
+    }
+    if failing.is_empty() {
+        return Json(json!({ "status": "ready", "checks": checks })).into_response();
+    }
+    ApiError::unavailable(format!("not ready: {} unavailable", failing.join(", ")), 1)
+        .with_extensions(json!({ "failing": failing, "checks": checks }))
+        .into_response()
+}
+
+/// Asks every store once, concurrently.
+async fn measure(state: &AppState) -> Readiness {
     let cache = async {
         match &state.redis_cache {
             Some(pool) => Some(pool.ping().await),
@@ -33,34 +73,24 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     };
     let (postgres, redis, redis_cache) =
         tokio::join!(gatehouse_store::ping(&state.db), state.redis.ping(), cache);
-    let mut checks = serde_json::Map::new();
-    let mut failing = Vec::new();
-    let mut record =
-        |name: &'static str, result: Result<(), String>| {
-            metrics::gauge!("gatehouse_dependency_up", "dependency" => name)
-                .set(if result.is_ok() { 1.0 } else { 0.0 });
-            match result {
-                Ok(()) => {
-                    checks.insert(name.to_owned(), json!("ok"));
-                }
-                Err(e) => {
-                    tracing::warn!(dependency = name, error = %e, "readiness check failed");
-                    checks.insert(name.to_owned(), json!("unavailable"));
-                    failing.push(name);
-                }
-            }
-        };
-    record("postgres", postgres.map_err(|e| e.to_string()));
-    record("redis", redis.map_err(|e| e.to_string()));
+    let mut readiness: Readiness = vec![
+        ("postgres", postgres.map_err(|e| e.to_string())),
+        ("redis", redis.map_err(|e| e.to_string())),
+    ];
     if let Some(result) = redis_cache {
-        record("redis_cache", result.map_err(|e| e.to_string()));
+        readiness.push(("redis_cache", result.map_err(|e| e.to_string())));
     }
-    if failing.is_empty() {
-        return Json(json!({ "status": "ready", "checks": checks })).into_response();
+    for (name, result) in &readiness {
+        metrics::gauge!("gatehouse_dependency_up", "dependency" => *name).set(if result.is_ok() {
+            1.0
+        } else {
+            0.0
+        });
+        if let Err(e) = result {
+            tracing::warn!(dependency = name, error = %e, "readiness check failed");
+        }
     }
-    ApiError::unavailable(format!("not ready: {} unavailable", failing.join(", ")), 1)
-        .with_extensions(json!({ "failing": failing, "checks": checks }))
-        .into_response()
+    readiness
 }
 
 /// `GET /metrics`: Prometheus text exposition.

@@ -22,7 +22,7 @@ use gatehouse_app::admission::{Expect, Need, Presented, Refusal};
 
 use crate::auth::client::ClientInfo;
 use crate::error::ApiError;
-use crate::extract::admin::{Access, SYSTEM_TENANT, admin_tenant, audit_admin};
+use crate::extract::admin::{Access, SYSTEM_TENANT, admin_event, admin_tenant, audit_admin};
 use crate::extract::service_client::authenticate_client;
 use crate::extract::session::CurrentSession;
 use crate::state::AppState;
@@ -243,9 +243,10 @@ pub async fn clients_delete(
     State(state): State<AppState>,
     Path(client_id): Path<String>,
     client: ClientInfo,
+    headers: HeaderMap,
     me: CurrentSession,
 ) -> Result<StatusCode, ApiError> {
-    admin_tenant(
+    let platform = admin_tenant(
         &state,
         &me,
         &client,
@@ -255,7 +256,15 @@ pub async fn clients_delete(
         "service_client.delete",
     )
     .await?;
-    if !clients::delete(&state.db, &client_id).await? {
+    let event = admin_event(
+        &me,
+        &platform,
+        "service_client.delete",
+        Some(client_id.clone()),
+        &client,
+        &headers,
+    );
+    if !clients::delete(&state.db, &client_id, &event).await? {
         return Err(ApiError::not_found(format!("no client {client_id:?}")));
     }
     state.clients.forget(&client_id);

@@ -198,6 +198,7 @@ pub async fn verify(
         pinned_tenant(mode, &uri, http.forward_auth_tenant.as_deref()).map_err(bad_request)?;
     let original = original(mode, &headers, &method, &uri).map_err(bad_request)?;
     let service = named_service(mode, &uri).map_err(bad_request)?;
+    state.gate.refuse_flooding(&client.ip)?;
     let verdict = admit(
         &state.gate,
         &headers,
@@ -205,6 +206,7 @@ pub async fn verify(
         Need::Token,
     )
     .await?;
+    state.gate.note_refusal(&client.ip, &verdict);
     let Ok(caller) = verdict else {
         outcome("unauthenticated", started);
         return Err(ApiError::new(
