@@ -21,6 +21,10 @@
 # `npm ci` when node_modules is missing or package-lock.json changed since.
 # Everything it started is stopped on exit. Exit status: the tests'.
 #
+# The gateway serves the demo's orders app both ways: on its own origin
+# (http://orders.localhost:PORT, GATEHOUSE_PROXY_LISTEN; handed to the tests in
+# GH_APPS_ORIGIN) and under /svc/orders (GATEHOUSE_PROXY_SAME_ORIGIN=true).
+#
 # Environment: GATEHOUSE_BIN_DIR, CHROMIUM (default /usr/bin/chromium),
 # GH_BROWSER_TIMEOUT (whole node run, seconds, default 600), GH_BROWSER_HEADED=1 (show
 # the browser; needs a display). On failure, screenshots and page HTML are left in
@@ -183,6 +187,10 @@ db_created=1
 gw_port="$(gh_free_port)"
 up_port="$(gh_free_port)"
 while [[ "$up_port" == "$gw_port" ]]; do up_port="$(gh_free_port)"; done
+apps_port="$(gh_free_port)"
+while [[ "$apps_port" == "$gw_port" || "$apps_port" == "$up_port" ]]; do apps_port="$(gh_free_port)"; done
+# Apps on their own origin: Chromium resolves *.localhost to loopback by itself.
+APPS_ORIGIN="http://orders.localhost:$apps_port"
 BASE="http://127.0.0.1:$gw_port"
 RETURN_ORIGIN="http://127.0.0.1:$up_port"
 gen_password() { head -c 18 /dev/urandom | base64 | tr '+/' '-_'; }
@@ -211,6 +219,10 @@ gw_env=(
   "GATEHOUSE_ADMIN_PASSWORD=$ADMIN_PASSWORD"
   "GATEHOUSE_DEMO_PASSWORD=$DEMO_PASSWORD"
   "GATEHOUSE_PROXY__LOGIN_TENANT=acme"
+  "GATEHOUSE_PROXY_LISTEN=127.0.0.1:$apps_port"
+  "GATEHOUSE_PROXY__HOSTS=orders.localhost=orders"
+  # proxy.test.mjs also covers the same-origin mode (/svc/...).
+  "GATEHOUSE_PROXY_SAME_ORIGIN=true"
 )
 
 gh_log "gatehouse migrate"
@@ -270,6 +282,7 @@ set +e
     GH_TENANT=acme \
     GH_DEMO_PASSWORD="$DEMO_PASSWORD" \
     GH_RETURN_ORIGIN="$RETURN_ORIGIN" \
+    GH_APPS_ORIGIN="$APPS_ORIGIN" \
     GH_CHROMIUM="$CHROMIUM" \
     GH_RESULTS="$RESULTS" \
     GH_HEADED="${GH_BROWSER_HEADED:-}" \

@@ -37,6 +37,31 @@ pub fn resolve(return_to: &str, allowed_origins: &[String]) -> Option<String> {
         .then(|| url.to_string())
 }
 
+/// The console's sign-in handshake for apps on their own origin
+/// (`crate::proxy::handshake`).
+pub const HANDSHAKE_PATH: &str = "/v1/proxy/handshake";
+
+/// The app origin a `return_to` of the handshake will end at, when it names
+/// one of the apps `serves` accepts (by host, `name[:port]`): the sign-in
+/// form's `form-action` must allow it, since Chromium applies `form-action`
+/// to every redirect after the form is posted.
+#[must_use]
+pub fn handshake_origin(return_to: &str, serves: impl Fn(&str) -> bool) -> Option<String> {
+    let query = return_to.strip_prefix(HANDSHAKE_PATH)?.strip_prefix('?')?;
+    let to = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == "to")
+        .map(|(_, value)| value.into_owned())?;
+    let url = url::Url::parse(&to).ok()?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return None;
+    }
+    let host = match url.port() {
+        Some(port) => format!("{}:{port}", url.host_str()?),
+        None => url.host_str()?.to_owned(),
+    };
+    serves(&host.to_ascii_lowercase()).then(|| url.origin().ascii_serialization())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,6 +80,27 @@ mod tests {
             resolve("https://app.acme.test/orders?id=7", &allowed()).as_deref(),
             Some("https://app.acme.test/orders?id=7")
         );
+    }
+
+    #[test]
+    fn a_handshake_return_names_its_app_origin_only_for_served_hosts() {
+        let serves = |host: &str| host.starts_with("orders.example");
+        assert_eq!(
+            handshake_origin(
+                "/v1/proxy/handshake?to=https%3A%2F%2Forders.example%3A8443%2Fa%3Fb%3D1",
+                serves
+            )
+            .as_deref(),
+            Some("https://orders.example:8443")
+        );
+        for other in [
+            "/v1/proxy/handshake?to=https%3A%2F%2Fevil.example%2F",
+            "/v1/proxy/handshake?to=javascript%3Aalert(1)",
+            "/v1/proxy/handshakex?to=https%3A%2F%2Forders.example%2F",
+            "/t/acme/account",
+        ] {
+            assert_eq!(handshake_origin(other, serves), None, "{other}");
+        }
     }
 
     #[test]

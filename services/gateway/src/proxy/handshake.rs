@@ -32,7 +32,7 @@ use crate::state::AppState;
 pub const CALLBACK_PATH: &str = "/.gatehouse/callback";
 
 /// The console's handshake path.
-pub const START_PATH: &str = "/v1/proxy/handshake";
+pub const START_PATH: &str = crate::auth::return_to::HANDSHAKE_PATH;
 
 /// Where a signed-out browser on an app's origin is sent: the console's
 /// handshake, asked to return to `to` (an absolute URL on the app's origin).

@@ -82,6 +82,7 @@ fn login_form(
     notice: Option<String>,
 ) -> Response {
     let nonce = csrf::new_nonce();
+    let page_return_to = return_to.clone();
     let page = LoginPage {
         tenant_name: tenant.display_name.clone(),
         tenant_slug: tenant.slug.clone(),
@@ -102,7 +103,10 @@ fn login_form(
     let mut csp = String::from(
         "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
     );
-    for origin in &tenant.allowed_return_origins {
+    let app = return_to::handshake_origin(&page_return_to, |host| {
+        state.http.proxy.service_for_host(host).is_some()
+    });
+    for origin in tenant.allowed_return_origins.iter().chain(app.iter()) {
         if origin
             .bytes()
             .all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'\''))
