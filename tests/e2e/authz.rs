@@ -731,8 +731,8 @@ async fn policies_restrict_and_extend_roles_with_validate_simulate_and_versioned
         "{problem}"
     );
     // An admin's check about bob still names it.
-    let named = check(g, &d.alice, json!({"subject": "bob", "resource": "orders:9", "action": "refund", "resource_attributes": {"owner": "bob"}})).await;
-    assert_eq!(named["policy"], "owners-refund");
+    let admin_view = check(g, &d.alice, json!({"subject": "bob", "resource": "orders:9", "action": "refund", "resource_attributes": {"owner": "bob"}})).await;
+    assert_eq!(admin_view["policy"], "owners-refund");
     let other = check(g, &d.bob, json!({"resource": "orders:9", "action": "refund", "resource_attributes": {"owner": "carol"}})).await;
     assert_eq!(other["allowed"], false);
 

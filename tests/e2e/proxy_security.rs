@@ -125,7 +125,7 @@ async fn serve_raw(mut stream: TcpStream, seen: Arc<Mutex<Vec<String>>>) {
             let _ = tokio::io::copy(&mut reader, &mut writer).await;
             return;
         }
-        let body = format!("{{\"line\":{:?}}}", first_line);
+        let body = format!("{{\"line\":{first_line:?}}}");
         let answer = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
              set-cookie: gh_session=planted; Path=/\r\n\
@@ -520,14 +520,24 @@ fn apps_url(port: u16, path: &str) -> String {
     format!("http://127.0.0.1:{port}{path}")
 }
 
+/// A request to the apps listener on `port`, for the app at `host`.
+fn app_request(
+    method: reqwest::Method,
+    port: u16,
+    host: impl AsRef<str>,
+    path: impl AsRef<str>,
+) -> reqwest::RequestBuilder {
+    client()
+        .request(method, apps_url(port, path.as_ref()))
+        .header("host", host.as_ref())
+}
+
 #[tokio::test]
 async fn an_app_on_its_own_origin_gets_a_host_scoped_session_through_the_handshake() {
     let (a, apps) = own_origin().await;
     let host = format!("orders.localhost:{apps}");
     until_in_force("orders is mirrored", || async {
-        client()
-            .get(apps_url(apps, "/items"))
-            .header("host", &host)
+        app_request(reqwest::Method::GET, apps, &host, "/items")
             .bearer_auth(&a.bob)
             .send()
             .await
@@ -549,9 +559,7 @@ async fn an_app_on_its_own_origin_gets_a_host_scoped_session_through_the_handsha
     .await;
     // A host nobody configured gets nothing.
     expect_problem(
-        client()
-            .get(apps_url(apps, "/items"))
-            .header("host", "evil.localhost")
+        app_request(reqwest::Method::GET, apps, "evil.localhost", "/items")
             .bearer_auth(&a.bob)
             .send()
             .await
@@ -561,9 +569,7 @@ async fn an_app_on_its_own_origin_gets_a_host_scoped_session_through_the_handsha
     .await;
 
     // 1. A signed-out browser goes to the console's handshake.
-    let page = client()
-        .get(apps_url(apps, "/items?x=1"))
-        .header("host", &host)
+    let page = app_request(reqwest::Method::GET, apps, &host, "/items?x=1")
         .header("accept", "text/html")
         .send()
         .await
@@ -630,6 +636,29 @@ async fn an_app_on_its_own_origin_gets_a_host_scoped_session_through_the_handsha
             .unwrap();
         expect_problem(answer, 400).await;
     }
+    // A protocol-relative path cannot turn the return into a redirect elsewhere.
+    let sneaky = code_for(format!("http://{host}//evil.example/x")).await;
+    let sneaky_code = &sneaky[prefix.len()..];
+    let landed = app_request(
+        reqwest::Method::GET,
+        apps,
+        &host,
+        format!("/.gatehouse/callback?code={sneaky_code}"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(landed.status(), 303);
+    assert_eq!(landed.headers()["location"], "/");
+    // The rest of /.gatehouse/ is ours too, never the app's.
+    let before_reserved = a.upstream.count();
+    let reserved = app_request(reqwest::Method::GET, apps, &host, "/.gatehouse/anything")
+        .bearer_auth(&a.bob)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(reserved, 404).await;
+    assert_eq!(a.upstream.count(), before_reserved);
     // A code taken to another app's host is spent and refused.
     let stolen = code_for(to.clone()).await;
     let stolen_code = &stolen[prefix.len()..];
@@ -654,12 +683,15 @@ async fn an_app_on_its_own_origin_gets_a_host_scoped_session_through_the_handsha
         .unwrap();
     expect_problem(after, 400).await;
     // 3. Redeemed on the app's host: its own cookie, and back to the page.
-    let landed = client()
-        .get(apps_url(apps, &format!("/.gatehouse/callback?code={code}")))
-        .header("host", &host)
-        .send()
-        .await
-        .unwrap();
+    let landed = app_request(
+        reqwest::Method::GET,
+        apps,
+        &host,
+        format!("/.gatehouse/callback?code={code}"),
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(landed.status(), 303);
     assert_eq!(landed.headers()["location"], "/items?x=1");
     let set = landed.headers()["set-cookie"].to_str().unwrap().to_owned();
@@ -667,18 +699,19 @@ async fn an_app_on_its_own_origin_gets_a_host_scoped_session_through_the_handsha
     assert!(set.contains("HttpOnly") && !set.contains("Domain"), "{set}");
     let app_cookie = set.split(';').next().unwrap().to_owned();
     // A code works once.
-    let replay = client()
-        .get(apps_url(apps, &format!("/.gatehouse/callback?code={code}")))
-        .header("host", &host)
-        .send()
-        .await
-        .unwrap();
+    let replay = app_request(
+        reqwest::Method::GET,
+        apps,
+        &host,
+        format!("/.gatehouse/callback?code={code}"),
+    )
+    .send()
+    .await
+    .unwrap();
     expect_problem(replay, 400).await;
 
     let before = a.upstream.count();
-    let page = client()
-        .get(apps_url(apps, "/items"))
-        .header("host", &host)
+    let page = app_request(reqwest::Method::GET, apps, &host, "/items")
         .header("cookie", format!("{app_cookie}; theme=dark"))
         .send()
         .await
@@ -691,13 +724,16 @@ async fn an_app_on_its_own_origin_gets_a_host_scoped_session_through_the_handsha
     assert!(!head.contains("x-forwarded-prefix"), "{head}");
     // The app's cookie is good for nothing else: not another app's host,
     // not the console.
-    let moved = client()
-        .get(apps_url(apps, "/items"))
-        .header("host", format!("billing.localhost:{apps}"))
-        .header("cookie", &app_cookie)
-        .send()
-        .await
-        .unwrap();
+    let moved = app_request(
+        reqwest::Method::GET,
+        apps,
+        format!("billing.localhost:{apps}"),
+        "/items",
+    )
+    .header("cookie", &app_cookie)
+    .send()
+    .await
+    .unwrap();
     assert_eq!(moved.status(), 401);
     let console = client()
         .get(a.gateway.url("/v1/auth/me"))
@@ -707,18 +743,14 @@ async fn an_app_on_its_own_origin_gets_a_host_scoped_session_through_the_handsha
         .unwrap();
     assert_eq!(console.status(), 401);
     // A cookie POST from another origin is refused; from the app's own, it passes.
-    let cross = client()
-        .post(apps_url(apps, "/items"))
-        .header("host", &host)
+    let cross = app_request(reqwest::Method::POST, apps, &host, "/items")
         .header("cookie", &app_cookie)
         .header("origin", a.gateway.base_url.as_str())
         .send()
         .await
         .unwrap();
     expect_problem(cross, 403).await;
-    let same = client()
-        .post(apps_url(apps, "/items"))
-        .header("host", &host)
+    let same = app_request(reqwest::Method::POST, apps, &host, "/items")
         .header("cookie", &app_cookie)
         .header("origin", format!("http://{host}"))
         .send()
@@ -733,9 +765,7 @@ async fn an_app_on_its_own_origin_gets_a_host_scoped_session_through_the_handsha
         .await
         .unwrap();
     assert!(out.status().is_success());
-    let ended = client()
-        .get(apps_url(apps, "/items"))
-        .header("host", &host)
+    let ended = app_request(reqwest::Method::GET, apps, &host, "/items")
         .header("cookie", &app_cookie)
         .send()
         .await
@@ -930,5 +960,96 @@ async fn deleting_a_service_client_is_audited_with_it() {
             ("service_client.delete".to_owned(), "success".to_owned())
         ],
         "one delete row, none for the delete that found nothing"
+    );
+}
+
+#[tokio::test]
+async fn instances_cannot_point_at_the_gateway_or_loopback_unless_allowed() {
+    // The default: no networks listed, so loopback is refused.
+    let metrics_port = free_port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let (gateway, _db, _) = seeded_app(&[
+        ("GATEHOUSE_ROUTING__INSTANCE_NETWORKS", ""),
+        ("GATEHOUSE_METRICS_LISTEN", metrics.as_str()),
+    ])
+    .await;
+    let admin = access_token(&gateway, "system", "admin").await;
+    let register = |address: String| {
+        let admin = admin.clone();
+        let url = gateway.url("/admin/api/v1/services/orders/instances");
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(admin)
+                .json(&serde_json::json!({ "version": "v1", "address": address }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for (address, says) in [
+        (metrics.clone(), "own listeners"),
+        (format!("127.0.0.1:{}", port_of(&gateway)), "own listeners"),
+        ("127.0.0.1:9101".to_owned(), "loopback"),
+        ("[::1]:9101".to_owned(), "loopback"),
+        ("169.254.169.254:80".to_owned(), "link-local"),
+        ("0.0.0.0:9101".to_owned(), "unspecified"),
+        ("localhost:9101".to_owned(), "loopback"),
+    ] {
+        let problem = expect_problem(register(address.clone()).await, 422).await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains(says),
+            "{address}: {problem}"
+        );
+    }
+    assert_eq!(register("10.1.2.3:9101".to_owned()).await.status(), 201);
+
+    // Networks listed: only those, and never the gateway itself.
+    let (gateway, _db, _) = seeded_app(&[
+        ("GATEHOUSE_ROUTING__INSTANCE_NETWORKS", "127.0.0.0/8"),
+        ("GATEHOUSE_METRICS_LISTEN", metrics.as_str()),
+    ])
+    .await;
+    let admin = access_token(&gateway, "system", "admin").await;
+    let register = |address: &str| {
+        client()
+            .post(gateway.url("/admin/api/v1/services/orders/instances"))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({ "version": "v1", "address": address }))
+            .send()
+    };
+    assert_eq!(register("127.0.0.1:9101").await.unwrap().status(), 201);
+    expect_problem(register("10.1.2.3:9101").await.unwrap(), 422).await;
+    expect_problem(register(&metrics).await.unwrap(), 422).await;
+}
+
+#[tokio::test]
+async fn a_member_hammering_the_admin_api_writes_a_bounded_number_of_audit_rows() {
+    let (gateway, db, _) = seeded_app(&[]).await;
+    let bob = access_token(&gateway, "acme", "bob").await;
+    for _ in 0..60 {
+        let denied = client()
+            .get(gateway.url("/admin/api/v1/tenants/acme/roles"))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(denied.status(), 403);
+    }
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events e JOIN users u ON u.id = e.actor_id
+          WHERE u.username_normalized = 'bob' AND e.outcome = 'denied'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!((1..=10).contains(&rows), "{rows} rows for 60 denials");
+    let metrics = crate::metrics_text(&gateway).await;
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("gatehouse_audit_denials_suppressed_total ")
+                && l.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok()) >= Some(50.0)
+        ),
+        "the left-out denials are counted"
     );
 }

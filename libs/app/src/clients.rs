@@ -335,7 +335,9 @@ mod tests {
         for i in 0..(THROTTLE_KEYS_BOUND + 50) {
             let _ = clients.attempt(&format!("id-{i}"), &format!("10.0.{}.{}", i / 256, i % 256));
         }
-        *clients.swept.lock().unwrap() = Instant::now() - std::time::Duration::from_secs(2);
+        *clients.swept.lock().unwrap() = Instant::now()
+            .checked_sub(std::time::Duration::from_secs(2))
+            .unwrap();
         let _ = clients.attempt("one-more", "192.0.2.8");
         assert!(
             keys(&clients.per_id) <= THROTTLE_KEYS_BOUND,

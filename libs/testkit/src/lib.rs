@@ -336,6 +336,12 @@ pub fn gateway_env(db: &TestDatabase, redis_url: &str, prefix: &str) -> Vec<(Str
         // production deadline (50 ms) would flip them to the fallback limiter
         // under that load. Fallback behaviour has its own tests.
         ("GATEHOUSE_THROTTLE__REDIS_TIMEOUT_MS", "1000".to_owned()),
+        // Test upstreams listen on loopback, which instances may not use by
+        // default (tests of that rule set their own networks).
+        (
+            "GATEHOUSE_ROUTING__INSTANCE_NETWORKS",
+            "127.0.0.0/8".to_owned(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -75,6 +75,10 @@ impl ConfigError {
 /// Raw settings as they come from the file and the environment.
 #[derive(Debug, Deserialize)]
 #[serde(default)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "mirrors the file's and the environment's independent switches one to one"
+)]
 struct RawSettings {
     listen: String,
     /// Where `/metrics` is served (never on the public listener).
@@ -139,6 +143,9 @@ struct RawRouting {
     panic_percent: u8,
     /// How often the canary controller ramps and judges rollouts.
     canary_tick_ms: u64,
+    /// Networks instances may be registered in through the admin API; when
+    /// empty, anything but loopback, link-local and unspecified addresses.
+    instance_networks: ListOrCsv,
 }
 
 impl Default for RawRouting {
@@ -153,6 +160,7 @@ impl Default for RawRouting {
             lease_ttl_ms: ms(d.lease_ttl),
             panic_percent: d.panic_percent,
             canary_tick_ms: 1_000,
+            instance_networks: ListOrCsv::default(),
         }
     }
 }
@@ -472,9 +480,46 @@ pub struct HttpSettings {
     pub bench_endpoints: bool,
     /// The reverse proxy (`/svc/...`).
     pub proxy: ProxySettings,
+    /// Where instances may be registered ([`HttpSettings::instance_destination`]).
+    pub instance_networks: Vec<ipnet::IpNet>,
+    /// The gateway's own listeners, which no instance may be.
+    pub own_listeners: Vec<SocketAddr>,
 }
 
 impl HttpSettings {
+    /// Why an instance may not be at `address`, or `None`. The gateway's own
+    /// listeners never (an instance there would let `/svc` reach the metrics
+    /// listener, say); with `instance_networks` set, only addresses inside
+    /// them; without, anything but loopback, link-local, unspecified and
+    /// multicast addresses.
+    #[must_use]
+    pub fn instance_destination(&self, address: SocketAddr) -> Option<String> {
+        let ip = address.ip();
+        let own = self.own_listeners.iter().any(|listener| {
+            listener.port() == address.port()
+                && (listener.ip() == ip
+                    || listener.ip().is_unspecified()
+                    || (listener.ip().is_loopback() && ip.is_loopback()))
+        });
+        if own {
+            return Some(format!("{address} is one of the gateway's own listeners"));
+        }
+        if !self.instance_networks.is_empty() {
+            return (!self.instance_networks.iter().any(|n| n.contains(&ip))).then(|| {
+                format!("{ip} is outside the networks instances may use (GATEHOUSE_ROUTING__INSTANCE_NETWORKS)")
+            });
+        }
+        let link_local = match ip {
+            std::net::IpAddr::V4(v4) => v4.is_link_local() || v4.is_broadcast(),
+            std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+        };
+        (ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || link_local).then(|| {
+            format!(
+                "{ip} is a loopback, link-local, unspecified or multicast address; list it in GATEHOUSE_ROUTING__INSTANCE_NETWORKS to allow it"
+            )
+        })
+    }
+
     /// The HTTP behaviour `config` asks for.
     #[must_use]
     pub fn from_config(config: &Config) -> Self {
@@ -488,6 +533,15 @@ impl HttpSettings {
             forward_auth_tenant: config.forward_auth_tenant.clone(),
             bench_endpoints: config.bench_endpoints,
             proxy: config.proxy.clone(),
+            instance_networks: config.instance_networks.clone(),
+            own_listeners: [
+                Some(config.listen),
+                Some(config.metrics_listen),
+                config.proxy.listen,
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
         }
     }
 }
@@ -504,6 +558,8 @@ impl Default for HttpSettings {
             forward_auth_tenant: None,
             bench_endpoints: false,
             proxy: ProxySettings::default(),
+            instance_networks: Vec::new(),
+            own_listeners: Vec::new(),
         }
     }
 }
@@ -725,6 +781,8 @@ pub struct Config {
     pub routing: gatehouse_routing::SelectSettings,
     /// How often the canary controller runs (`GATEHOUSE_ROUTING__CANARY_TICK_MS`).
     pub canary_tick: Duration,
+    /// Where instances may point (`GATEHOUSE_ROUTING__INSTANCE_NETWORKS`).
+    pub instance_networks: Vec<ipnet::IpNet>,
 }
 
 /// Half the cores (rounded up): a login flood can then take at most half the
@@ -939,6 +997,10 @@ impl Config {
             connections: connection_limits(&raw.connections)?,
             routing: routing_settings(&raw.routing)?,
             canary_tick: Duration::from_millis(raw.routing.canary_tick_ms),
+            instance_networks: networks(
+                &raw.routing.instance_networks,
+                "GATEHOUSE_ROUTING__INSTANCE_NETWORKS",
+            )?,
         })
     }
 }
@@ -955,6 +1017,11 @@ fn socket_addr(raw: &str, setting: &'static str, example: &str) -> Result<Socket
 
 /// The trusted proxies' addresses and networks.
 fn trusted_proxies(raw: &ListOrCsv) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    networks(raw, "GATEHOUSE_TRUSTED_PROXIES")
+}
+
+/// A list of addresses and networks, as networks.
+fn networks(raw: &ListOrCsv, setting: &'static str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
     raw.items()
         .iter()
         .map(|item| {
@@ -962,7 +1029,7 @@ fn trusted_proxies(raw: &ListOrCsv) -> Result<Vec<ipnet::IpNet>, ConfigError> {
                 .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
                 .map_err(|_| {
                     ConfigError::new(
-                        "GATEHOUSE_TRUSTED_PROXIES",
+                        setting,
                         format!("{item:?} is not an IP address or CIDR (e.g. 10.0.0.0/8)"),
                     )
                 })

@@ -186,6 +186,31 @@ async fn idle(active: Arc<AtomicBool>, period: Duration) {
     }
 }
 
+/// Why a connection's watcher fired.
+#[derive(Debug, Clone, Copy)]
+enum Why {
+    /// Nothing moved for the idle timeout.
+    Idle,
+    /// The listener is draining.
+    Drain,
+}
+
+/// Fires `fire` when the connection has been idle for `period` or the
+/// listener drains; ends quietly when the connection ends first.
+async fn watch_connection(
+    mut fire: tokio::sync::oneshot::Sender<Why>,
+    active: Arc<AtomicBool>,
+    period: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let why = tokio::select! {
+        () = fire.closed() => return,
+        () = idle(active, period) => Why::Idle,
+        () = async { let _ = stop.wait_for(|stopping| *stopping).await; } => Why::Drain,
+    };
+    let _ = fire.send(why);
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then stops
 /// accepting and lets open connections finish their requests (the caller
 /// bounds how long). `name` labels the metrics
@@ -234,7 +259,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let builder = Arc::clone(&builder);
-        let mut stop = stop_rx.clone();
+        let stop = stop_rx.clone();
         let idle_timeout = limits.idle_timeout;
         tokio::spawn(async move {
             let _slot = slot;
@@ -250,6 +275,12 @@ pub async fn serve(
                         .insert(ConnectInfo::<SocketAddr>(peer));
                     router.clone().oneshot(request)
                 });
+            // The idle timeout and the drain signal are watched by a task of
+            // their own, which wakes only when one of them fires: polled
+            // beside the connection, they would be polled on every wake-up
+            // of every request (the drain signal takes a lock each time).
+            let (fire, fired) = tokio::sync::oneshot::channel::<Why>();
+            tokio::spawn(watch_connection(fire, active, idle_timeout, stop));
             let connection = builder.serve_connection(io, service).with_upgrades();
             let mut connection = std::pin::pin!(connection);
             let reason = tokio::select! {
@@ -258,14 +289,16 @@ pub async fn serve(
                     Err(e) if e.is_timeout() => "header_timeout",
                     Err(_) => "error",
                 },
-                () = idle(active, idle_timeout) => "idle",
-                () = async { let _ = stop.wait_for(|stopping| *stopping).await; } => {
-                    connection.as_mut().graceful_shutdown();
-                    match connection.await {
-                        Ok(()) => "done",
-                        Err(_) => "error",
+                why = fired => match why {
+                    Ok(Why::Idle) => "idle",
+                    Ok(Why::Drain) | Err(_) => {
+                        connection.as_mut().graceful_shutdown();
+                        match connection.await {
+                            Ok(()) => "done",
+                            Err(_) => "error",
+                        }
                     }
-                }
+                },
             };
             if reason != "done" {
                 metrics::counter!("gatehouse_connections_closed_total", "listener" => name, "reason" => reason)

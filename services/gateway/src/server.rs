@@ -152,31 +152,7 @@ impl Application {
             Some(connect_redis(env::REDIS_CACHE_URL, &config.redis_cache).await?)
         };
 
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| StartupError::Bind {
-                address: config.listen,
-                reason: e.to_string(),
-            })?;
-        let apps_listener = match config.proxy.listen {
-            Some(address) => {
-                Some(
-                    TcpListener::bind(address)
-                        .await
-                        .map_err(|e| StartupError::AppsBind {
-                            address,
-                            reason: e.to_string(),
-                        })?,
-                )
-            }
-            None => None,
-        };
-        let metrics_listener = TcpListener::bind(config.metrics_listen)
-            .await
-            .map_err(|e| StartupError::MetricsBind {
-                address: config.metrics_listen,
-                reason: e.to_string(),
-            })?;
+        let (listener, metrics_listener, apps_listener) = bind_listeners(config).await?;
 
         let auth = auth_state(config, &db, &redis, clock)?;
         let tokens = gatehouse_app::tokens::TokenService::start(
@@ -210,17 +186,10 @@ impl Application {
             issuer: auth.issuer.clone(),
             failures: crate::auth::failures::FailedPresentations::default(),
         });
-        let app_sessions = Arc::new(gatehouse_app::app_sessions::AppSessions::new(
-            gatehouse_session::Handshakes::new(
-                redis.clone(),
-                gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
-                HANDSHAKE_LIFETIME,
-            ),
-            config.key_encryption_key.expose_secret(),
-            Arc::clone(&admission),
-        ));
+        let app_sessions = app_sessions(config, &redis, &admission);
         let state = AppState::new(AppParts {
             readiness: crate::state::ReadinessMemo::default(),
+            denials: crate::audit::DenialAudit::default(),
             app_sessions,
             revocations,
             tokens,
@@ -236,7 +205,12 @@ impl Application {
             redis_cache,
             metrics,
             auth: Arc::new(auth),
-            http: Arc::new(HttpSettings::from_config(config)),
+            http: Arc::new(http_settings(
+                config,
+                &listener,
+                &metrics_listener,
+                apps_listener.as_ref(),
+            )),
         });
         Ok(Self {
             metrics_listener,
@@ -355,6 +329,76 @@ impl Application {
         routing_upkeep.abort();
         canary_task.abort();
         result
+    }
+}
+
+/// Binds the public, the metrics and (when configured) the apps listener.
+async fn bind_listeners(
+    config: &Config,
+) -> Result<(TcpListener, TcpListener, Option<TcpListener>), StartupError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| StartupError::Bind {
+            address: config.listen,
+            reason: e.to_string(),
+        })?;
+    let apps_listener = match config.proxy.listen {
+        Some(address) => {
+            Some(
+                TcpListener::bind(address)
+                    .await
+                    .map_err(|e| StartupError::AppsBind {
+                        address,
+                        reason: e.to_string(),
+                    })?,
+            )
+        }
+        None => None,
+    };
+    let metrics_listener = TcpListener::bind(config.metrics_listen)
+        .await
+        .map_err(|e| StartupError::MetricsBind {
+            address: config.metrics_listen,
+            reason: e.to_string(),
+        })?;
+    Ok((listener, metrics_listener, apps_listener))
+}
+
+/// Handshakes and host-scoped sessions for apps on their own origin.
+fn app_sessions(
+    config: &Config,
+    redis: &RedisPool,
+    admission: &Arc<gatehouse_app::admission::Admission>,
+) -> Arc<gatehouse_app::app_sessions::AppSessions> {
+    Arc::new(gatehouse_app::app_sessions::AppSessions::new(
+        gatehouse_session::Handshakes::new(
+            redis.clone(),
+            gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
+            HANDSHAKE_LIFETIME,
+        ),
+        config.key_encryption_key.expose_secret(),
+        Arc::clone(admission),
+    ))
+}
+
+/// The HTTP settings, with the addresses actually bound (a port 0 in the
+/// configuration is known only now): no instance may be one of them.
+fn http_settings(
+    config: &Config,
+    listener: &TcpListener,
+    metrics_listener: &TcpListener,
+    apps_listener: Option<&TcpListener>,
+) -> HttpSettings {
+    HttpSettings {
+        own_listeners: [
+            listener.local_addr().ok(),
+            metrics_listener.local_addr().ok(),
+            apps_listener.and_then(|l| l.local_addr().ok()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        ..HttpSettings::from_config(config)
     }
 }
 

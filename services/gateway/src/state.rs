@@ -75,6 +75,8 @@ pub struct AppParts {
     /// The last readiness answer: `/readyz` asks the stores at most once a
     /// second, however often it is called.
     pub readiness: ReadinessMemo,
+    /// Bounds the audit rows denied admin calls write, per actor.
+    pub denials: crate::audit::DenialAudit,
 }
 
 /// Each dependency's readiness (`Err` holds why not), as last measured.

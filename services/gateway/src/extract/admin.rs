@@ -65,7 +65,8 @@ pub async fn same_origin_only(
 
 /// Resolves `{tenant}` for an admin caller and checks the caller may `access`
 /// its `area`, or answers 404/403; a refusal is audited (against the caller's
-/// own tenant, so it reveals nothing about the other).
+/// own tenant, so it reveals nothing about the other), at most ten rows per
+/// actor a minute ([`crate::audit::DenialAudit`]).
 pub async fn admin_tenant(
     state: &AppState,
     me: &CurrentSession,
@@ -76,7 +77,9 @@ pub async fn admin_tenant(
     action: &'static str,
 ) -> Result<Tenant, ApiError> {
     let result = resolve_admin_tenant(state, me, client, raw, area, access).await;
-    if let Err(refusal) = &result {
+    if let Err(refusal) = &result
+        && let Some(suppressed) = state.denials.admit(me.0.session.user_id)
+    {
         let session = &me.0.session;
         let event = AuditEvent {
             tenant_id: Some(session.tenant_id),
@@ -87,7 +90,11 @@ pub async fn admin_tenant(
             ip: Some(client.ip.clone()),
             user_agent: Some(client.user_agent.clone()),
             request_id: None,
-            details: json!({ "status": refusal.status().as_u16(), "area": area }),
+            details: json!({
+                "status": refusal.status().as_u16(),
+                "area": area,
+                "suppressed": suppressed,
+            }),
         };
         crate::audit::record(&state.db, &event).await;
     }

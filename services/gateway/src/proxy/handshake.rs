@@ -31,6 +31,15 @@ use crate::state::AppState;
 /// The app origin's landing path, which no app's own path can take.
 pub const CALLBACK_PATH: &str = "/.gatehouse/callback";
 
+/// Every path under this prefix on an app's origin is ours (404 but the
+/// callback), never the app's.
+pub const RESERVED_PREFIX: &str = "/.gatehouse/";
+
+/// `ANY /.gatehouse/{*rest}` on an app's origin, but the callback.
+pub async fn reserved() -> ApiError {
+    ApiError::not_found("paths under /.gatehouse/ belong to the gateway")
+}
+
 /// The console's handshake path.
 pub const START_PATH: &str = crate::auth::return_to::HANDSHAKE_PATH;
 
@@ -91,9 +100,15 @@ fn app_target(state: &AppState, to: &str) -> Result<AppTarget, ApiError> {
     if state.http.proxy.service_for_host(&host).is_none() {
         return Err(bad("names no app this gateway serves"));
     }
+    // `//host/...` would be a protocol-relative redirect to another site.
+    let path = if url.path().starts_with("//") {
+        "/"
+    } else {
+        url.path()
+    };
     let return_path = match url.query() {
-        Some(query) => format!("{}?{query}", url.path()),
-        None => url.path().to_owned(),
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
     };
     Ok(AppTarget {
         origin: url.origin().ascii_serialization(),

@@ -135,6 +135,10 @@ pub fn apps_router(state: AppState) -> Router {
     });
     Router::new()
         .route(handshake::CALLBACK_PATH, any(handshake::callback))
+        .route(
+            &format!("{}{{*rest}}", handshake::RESERVED_PREFIX),
+            any(handshake::reserved),
+        )
         .fallback(forward)
         .with_state(proxy)
         .layer(axum::middleware::from_fn_with_state(edge, middleware::edge))
@@ -295,28 +299,63 @@ async fn proxy_request(
     if let Some(protocol) = &upgrade {
         headers::keep_upgrade(&mut outgoing, protocol.clone());
     }
-    let client_fault = ClientFault::default();
-    let mut body = Some(client_fault.watch(body));
-    let mut exclude: Option<String> = None;
     let forced =
         state
             .routing
             .forced_version(target.service.as_str(), caller.tenant.id, &granted.facts());
+    let prepared = Prepared {
+        method: parts.method,
+        headers: outgoing,
+        body,
+        retryable,
+        client_upgrade,
+        credential,
+    };
+    send(proxy, &target, &caller, forced.as_deref(), prepared).await
+}
+
+/// A request ready for an instance: what [`send`] needs.
+struct Prepared {
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+    /// Idempotent, bodyless, not an upgrade: may go to another instance once
+    /// when the first cannot be reached.
+    retryable: bool,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    credential: Credential,
+}
+
+/// Picks an instance and sends `prepared` to it (once more to another
+/// instance when a retryable request could not connect), recording the
+/// outcome; the answer as the client gets it.
+async fn send(
+    proxy: &Proxy,
+    target: &Target,
+    caller: &Admitted,
+    forced: Option<&str>,
+    prepared: Prepared,
+) -> Result<Response, ApiError> {
+    let state = &proxy.state;
+    let Prepared {
+        method,
+        headers: mut outgoing,
+        body,
+        retryable,
+        client_upgrade,
+        credential,
+    } = prepared;
+    let client_fault = ClientFault::default();
+    let mut body = Some(client_fault.watch(body));
+    let mut exclude: Option<String> = None;
     loop {
-        let pick = pick(
-            state,
-            &target.service,
-            &caller,
-            forced.as_deref(),
-            exclude.as_deref(),
-        )
-        .await?;
+        let pick = pick(state, &target.service, caller, forced, exclude.as_deref()).await?;
         let uri: Uri = format!("http://{}{}", pick.address, target.forward)
             .parse()
             .map_err(|e| ApiError::bad_request(format!("path: {e}")))?;
         let mut upstream_request =
             axum::http::Request::new(body.take().unwrap_or_else(Body::empty));
-        *upstream_request.method_mut() = parts.method.clone();
+        *upstream_request.method_mut() = method.clone();
         *upstream_request.uri_mut() = uri;
         *upstream_request.headers_mut() = if retryable && exclude.is_none() {
             outgoing.clone()

@@ -77,6 +77,32 @@ fn check_address(address: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Where an instance may point: every address `address` resolves to now
+/// must pass [`crate::config::HttpSettings::instance_destination`] (422
+/// naming the first that does not). A name is resolved at registration only:
+/// DNS that changes later is not re-checked.
+async fn check_destination(state: &AppState, address: &str) -> Result<(), ApiError> {
+    let resolved = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        tokio::net::lookup_host(address),
+    )
+    .await
+    .map_err(|_| invalid(format!("address {address:?} did not resolve within 2 s")))?
+    .map_err(|e| invalid(format!("address {address:?} does not resolve: {e}")))?;
+    let mut any = false;
+    for socket in resolved {
+        any = true;
+        if let Some(why) = state.http.instance_destination(socket) {
+            return Err(invalid(format!("address {address:?}: {why}")));
+        }
+    }
+    if any {
+        Ok(())
+    } else {
+        Err(invalid(format!("address {address:?} resolves to nothing")))
+    }
+}
+
 /// The signed-in administrator making a routing call, and from where (an
 /// extractor: every handler here starts from it).
 pub struct Operator {
@@ -389,6 +415,7 @@ pub async fn instances_register(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let version = version_label("version", &body.version)?;
     check_address(&body.address)?;
+    check_destination(&op.state, &body.address).await?;
     if !(0..=10_000).contains(&body.weight) {
         return Err(invalid(
             "weight must be 0-10000 (0: registered but never picked)",

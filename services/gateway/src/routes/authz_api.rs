@@ -263,12 +263,12 @@ pub async fn check(
         explain: query.explain,
         admitted: HashMap::new(),
     };
-    let resolved = resolver.resolve(&body).await?;
+    let about = resolver.resolve(&body).await?;
     let mut body = body;
-    if !resolved.privileged {
+    if !about.privileged {
         body.context = member_context(&me, &client, std::mem::take(&mut body.context), "")?;
     }
-    Ok(Json(answer(&state, resolved, body, query.explain).await?))
+    Ok(Json(answer(&state, about, body, query.explain).await?))
 }
 
 /// `POST /v1/authz/check-batch`: every check is validated and authorised
@@ -298,8 +298,8 @@ pub async fn check_batch(
     let mut subjects = Vec::with_capacity(body.checks.len());
     let mut checks = body.checks;
     for (i, check) in checks.iter_mut().enumerate() {
-        let resolved = resolver.resolve(check).await?;
-        if !resolved.privileged {
+        let about = resolver.resolve(check).await?;
+        if !about.privileged {
             check.context = member_context(
                 &me,
                 &client,
@@ -307,7 +307,7 @@ pub async fn check_batch(
                 &format!("checks[{i}]."),
             )?;
         }
-        subjects.push(resolved);
+        subjects.push(about);
     }
     let mut results = Vec::with_capacity(subjects.len());
     for (resolved, check) in subjects.into_iter().zip(checks) {

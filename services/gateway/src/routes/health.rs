@@ -45,14 +45,13 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     let mut checks = serde_json::Map::new();
     let mut failing = Vec::new();
     for (name, result) in readiness.iter() {
-        match result {
-            Ok(()) => {
-                checks.insert((*name).to_owned(), json!("ok"));
-            }
-            Err(_) => {
-                checks.insert((*name).to_owned(), json!("unavailable"));
-                failing.push(*name);
-            }
+        let ok = result.is_ok();
+        checks.insert(
+            (*name).to_owned(),
+            json!(if ok { "ok" } else { "unavailable" }),
+        );
+        if !ok {
+            failing.push(*name);
         }
     }
     if failing.is_empty() {
