@@ -1005,6 +1005,7 @@ async fn instances_cannot_point_at_the_gateway_or_loopback_unless_allowed() {
     assert_eq!(register("10.1.2.3:9101".to_owned()).await.status(), 201);
 
     // Networks listed: only those, and never the gateway itself.
+    let metrics = format!("127.0.0.1:{}", free_port());
     let (gateway, _db, _) = seeded_app(&[
         ("GATEHOUSE_ROUTING__INSTANCE_NETWORKS", "127.0.0.0/8"),
         ("GATEHOUSE_METRICS_LISTEN", metrics.as_str()),

@@ -513,7 +513,7 @@ async fn bad_routing_writes_are_refused_with_the_reason_and_change_nothing() {
             &admin,
             Method::POST,
             instances,
-            Some(json!({"version": "v9", "address": "a:1"})),
+            Some(json!({"version": "v9", "address": "127.0.0.1:1"})),
             422,
             "no version",
         ),
