@@ -460,10 +460,23 @@ async fn a_clients_broken_body_is_not_the_instances_failure() {
 async fn half_sent_heads_are_cut_and_connections_are_capped_per_address() {
     let (gateway, _db, _) = seeded_app(&[
         ("GATEHOUSE_CONNECTIONS__HEADER_READ_TIMEOUT_MS", "500"),
+        ("GATEHOUSE_CONNECTIONS__IDLE_TIMEOUT_MS", "500"),
         ("GATEHOUSE_CONNECTIONS__MAX_PER_ADDRESS", "20"),
     ])
     .await;
     let port = port_of(&gateway);
+    // A whole head, then a body that stops coming: the idle timeout ends it
+    // (the head deadline no longer applies, the request deadline is 30 s).
+    let mut stalled = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stalled
+        .write_all(b"POST /v1/auth/login HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"tenant\":")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed =
+        tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "a stalled body is cut by the idle timeout");
+    drop(stalled);
     let mut slow = Vec::new();
     for _ in 0..30 {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -488,6 +501,7 @@ async fn half_sent_heads_are_cut_and_connections_are_capped_per_address() {
     for wanted in [
         "gatehouse_connections_refused_total{listener=\"main\",reason=\"address_full\"}",
         "gatehouse_connections_closed_total{listener=\"main\",reason=\"header_timeout\"}",
+        "gatehouse_connections_closed_total{listener=\"main\",reason=\"idle\"}",
     ] {
         assert!(metrics.contains(wanted), "{wanted} in\n{metrics}");
     }
@@ -518,6 +532,32 @@ async fn own_origin() -> (Attacked, u16) {
 
 fn apps_url(port: u16, path: &str) -> String {
     format!("http://127.0.0.1:{port}{path}")
+}
+
+/// `GET /v1/proxy/handshake?to=…` on the console, with the console's cookie if any.
+async fn handshake(gateway: &Gateway, to: &str, cookie: Option<&str>) -> reqwest::Response {
+    let mut request = client().get(format!(
+        "{}/v1/proxy/handshake?to={}",
+        gateway.base_url,
+        url::form_urlencoded::byte_serialize(to.as_bytes()).collect::<String>()
+    ));
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    request.send().await.unwrap()
+}
+
+/// Redeems a handshake `code` on the apps listener, as the app at `host`.
+async fn redeem(port: u16, host: &str, code: &str) -> reqwest::Response {
+    app_request(
+        reqwest::Method::GET,
+        port,
+        host,
+        format!("/.gatehouse/callback?code={code}"),
+    )
+    .send()
+    .await
+    .unwrap()
 }
 
 /// A request to the apps listener on `port`, for the app at `host`.
@@ -576,14 +616,14 @@ async fn an_app_on_its_own_origin_gets_a_host_scoped_session_through_the_handsha
         .unwrap();
     assert_eq!(page.status(), 303);
     let to = format!("http://{host}/items?x=1");
-    let handshake = format!(
+    let start = format!(
         "{}/v1/proxy/handshake?to={}",
         a.gateway.base_url,
         url::form_urlencoded::byte_serialize(to.as_bytes()).collect::<String>()
     );
-    assert_eq!(page.headers()["location"], handshake.as_str());
+    assert_eq!(page.headers()["location"], start.as_str());
     // 2. Signed out there too: the tenant's sign-in, and back to the handshake.
-    let signed_out = client().get(&handshake).send().await.unwrap();
+    let signed_out = handshake(&a.gateway, &to, None).await;
     assert_eq!(signed_out.status(), 303);
     let login = signed_out.headers()["location"]
         .to_str()
@@ -598,17 +638,9 @@ async fn an_app_on_its_own_origin_gets_a_host_scoped_session_through_the_handsha
     let console_cookie = format!("gh_session={session}");
     let code_for = |to: String| {
         let console_cookie = console_cookie.clone();
-        let base = a.gateway.base_url.clone();
+        let gateway = &a.gateway;
         async move {
-            let answer = client()
-                .get(format!(
-                    "{base}/v1/proxy/handshake?to={}",
-                    url::form_urlencoded::byte_serialize(to.as_bytes()).collect::<String>()
-                ))
-                .header("cookie", console_cookie)
-                .send()
-                .await
-                .unwrap();
+            let answer = handshake(gateway, &to, Some(&console_cookie)).await;
             assert_eq!(answer.status(), 303);
             answer.headers()["location"].to_str().unwrap().to_owned()
         }
@@ -624,30 +656,16 @@ async fn an_app_on_its_own_origin_gets_a_host_scoped_session_through_the_handsha
         format!("http://bob@orders.localhost:{apps}/"),
         "/relative".to_owned(),
     ] {
-        let answer = client()
-            .get(format!(
-                "{}/v1/proxy/handshake?to={}",
-                a.gateway.base_url,
-                url::form_urlencoded::byte_serialize(bad.as_bytes()).collect::<String>()
-            ))
-            .header("cookie", &console_cookie)
-            .send()
-            .await
-            .unwrap();
-        expect_problem(answer, 400).await;
+        expect_problem(
+            handshake(&a.gateway, &bad, Some(&console_cookie)).await,
+            400,
+        )
+        .await;
     }
     // A protocol-relative path cannot turn the return into a redirect elsewhere.
     let sneaky = code_for(format!("http://{host}//evil.example/x")).await;
     let sneaky_code = &sneaky[prefix.len()..];
-    let landed = app_request(
-        reqwest::Method::GET,
-        apps,
-        &host,
-        format!("/.gatehouse/callback?code={sneaky_code}"),
-    )
-    .send()
-    .await
-    .unwrap();
+    let landed = redeem(apps, &host, sneaky_code).await;
     assert_eq!(landed.status(), 303);
     assert_eq!(landed.headers()["location"], "/");
     // The rest of /.gatehouse/ is ours too, never the app's.
@@ -662,36 +680,11 @@ async fn an_app_on_its_own_origin_gets_a_host_scoped_session_through_the_handsha
     // A code taken to another app's host is spent and refused.
     let stolen = code_for(to.clone()).await;
     let stolen_code = &stolen[prefix.len()..];
-    let elsewhere = client()
-        .get(apps_url(
-            apps,
-            &format!("/.gatehouse/callback?code={stolen_code}"),
-        ))
-        .header("host", format!("billing.localhost:{apps}"))
-        .send()
-        .await
-        .unwrap();
+    let elsewhere = redeem(apps, &format!("billing.localhost:{apps}"), stolen_code).await;
     expect_problem(elsewhere, 400).await;
-    let after = client()
-        .get(apps_url(
-            apps,
-            &format!("/.gatehouse/callback?code={stolen_code}"),
-        ))
-        .header("host", &host)
-        .send()
-        .await
-        .unwrap();
-    expect_problem(after, 400).await;
+    expect_problem(redeem(apps, &host, stolen_code).await, 400).await;
     // 3. Redeemed on the app's host: its own cookie, and back to the page.
-    let landed = app_request(
-        reqwest::Method::GET,
-        apps,
-        &host,
-        format!("/.gatehouse/callback?code={code}"),
-    )
-    .send()
-    .await
-    .unwrap();
+    let landed = redeem(apps, &host, &code).await;
     assert_eq!(landed.status(), 303);
     assert_eq!(landed.headers()["location"], "/items?x=1");
     let set = landed.headers()["set-cookie"].to_str().unwrap().to_owned();
@@ -699,15 +692,7 @@ async fn an_app_on_its_own_origin_gets_a_host_scoped_session_through_the_handsha
     assert!(set.contains("HttpOnly") && !set.contains("Domain"), "{set}");
     let app_cookie = set.split(';').next().unwrap().to_owned();
     // A code works once.
-    let replay = app_request(
-        reqwest::Method::GET,
-        apps,
-        &host,
-        format!("/.gatehouse/callback?code={code}"),
-    )
-    .send()
-    .await
-    .unwrap();
+    let replay = redeem(apps, &host, &code).await;
     expect_problem(replay, 400).await;
 
     let before = a.upstream.count();
@@ -1053,4 +1038,35 @@ async fn a_member_hammering_the_admin_api_writes_a_bounded_number_of_audit_rows(
         ),
         "the left-out denials are counted"
     );
+}
+
+#[tokio::test]
+async fn with_redis_away_the_handshake_answers_503_and_issues_nothing() {
+    let mut redis = gatehouse_testkit::PrivateRedis::start().await;
+    let apps = free_port();
+    let listen = format!("127.0.0.1:{apps}");
+    let (gateway, _db, _) = crate::cache::private_app(
+        &redis,
+        &[
+            ("GATEHOUSE_PROXY_LISTEN", listen.as_str()),
+            ("GATEHOUSE_PROXY__HOSTS", "orders.localhost=orders"),
+        ],
+    )
+    .await;
+    let session = crate::session_token(&gateway, "acme", "bob", DEMO_PASSWORD).await;
+    let cookie = format!("gh_session={session}");
+    let to = format!("http://orders.localhost:{apps}/items");
+    let issued = handshake(&gateway, &to, Some(&cookie)).await;
+    assert_eq!(issued.status(), 303);
+    let location = issued.headers()["location"].to_str().unwrap().to_owned();
+    let code = location.split_once("code=").unwrap().1.to_owned();
+    redis.stop().await;
+    expect_problem(handshake(&gateway, &to, Some(&cookie)).await, 503).await;
+    // A code issued before cannot be redeemed while Redis is away: 503 and
+    // no cookie. (A Redis restarted without persistence has lost the code:
+    // the browser then starts over from the app.)
+    let host = format!("orders.localhost:{apps}");
+    let redeemed = redeem(apps, &host, &code).await;
+    assert!(redeemed.headers().get("set-cookie").is_none());
+    expect_problem(redeemed, 503).await;
 }

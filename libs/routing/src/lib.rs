@@ -23,8 +23,9 @@ pub mod rollout;
 pub mod select;
 
 pub use canary::{Analysis, Verdict, VersionStats, judge};
-pub use local::{HealthView, LocalRequest};
+pub use local::LocalRequest;
 pub use rollout::{BUCKETS, Rule, RuleError, Side, bucket, check_salt};
+pub use select::HealthView;
 pub use select::{
     BreakerSettings, BreakerState, MirroredInstance, Outcome, Pick, PickRequest, Picked,
     RoutingError, RoutingStore, STATS_SLOT_MS, SelectSettings, Strategy,

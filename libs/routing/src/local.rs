@@ -11,22 +11,9 @@
 //! Without a view (Redis away), every configured instance counts as live,
 //! closed and fully healthy.
 
-use std::collections::{HashMap, HashSet};
-
 use sha1::{Digest as _, Sha1};
 
-use crate::select::{MirroredInstance, Strategy};
-
-/// What Redis last said about a service's instances.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HealthView {
-    /// Instances whose heartbeat deadline has not passed (static ones too).
-    pub alive: HashSet<String>,
-    /// Instance → open-until (ms) for breakers that are open.
-    pub open_until: HashMap<String, u64>,
-    /// Instance → health 1-100 (absent: 100).
-    pub health: HashMap<String, u8>,
-}
+use crate::select::{HealthView, MirroredInstance, Strategy};
 
 /// One local pick's inputs.
 #[derive(Debug, Clone, Copy)]
@@ -138,6 +125,7 @@ fn rendezvous<'a>(pool: &[&'a MirroredInstance], key: &str) -> &'a MirroredInsta
 #[allow(clippy::unwrap_used, reason = "test")]
 mod tests {
     use super::*;
+    use std::collections::{HashMap, HashSet};
 
     fn instance(id: &str, weight: u32) -> MirroredInstance {
         MirroredInstance {

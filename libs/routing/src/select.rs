@@ -15,7 +15,7 @@
 //! - one state key per strategy (round-robin counters, smooth-WRR current
 //!   weights, least-connections leases) and the in-flight counts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -24,6 +24,18 @@ use gatehouse_redis::{Keyspace, RedisError, RedisPool};
 
 use crate::canary::VersionStats;
 use crate::rollout::Rule;
+
+/// What Redis last said about a service's instances (read here, used by the
+/// in-memory chooser in [`crate::local`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthView {
+    /// Instances whose heartbeat deadline has not passed (static ones too).
+    pub alive: HashSet<String>,
+    /// Instance → open-until (ms) for breakers that are open.
+    pub open_until: HashMap<String, u64>,
+    /// Instance → health 1-100 (absent: 100).
+    pub health: HashMap<String, u8>,
+}
 
 /// How a version's instance is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -674,7 +686,7 @@ impl RoutingStore {
         &self,
         service: &str,
         now_ms: u64,
-    ) -> Result<crate::local::HealthView, RoutingError> {
+    ) -> Result<HealthView, RoutingError> {
         let mut pipe = redis::pipe();
         pipe.cmd("ZRANGEBYSCORE")
             .arg(self.key(service, "alive"))
@@ -687,9 +699,9 @@ impl RoutingStore {
             .redis
             .run(|mut conn| async move { pipe.query_async(&mut conn).await })
             .await?;
-        let mut view = crate::local::HealthView {
+        let mut view = HealthView {
             alive: alive.into_iter().collect(),
-            ..crate::local::HealthView::default()
+            ..HealthView::default()
         };
         for (field, value) in breakers {
             match field.rsplit_once(':') {

@@ -180,7 +180,7 @@ impl Application {
             revocations.clone(),
             auth.clock.clone(),
         ));
-        let gate = Arc::new(crate::extract::session::SessionGate {
+        let gate = Arc::new(crate::auth::gate::SessionGate {
             admission: Arc::clone(&admission),
             cookies: auth.cookies.clone(),
             issuer: auth.issuer.clone(),

@@ -60,7 +60,7 @@ pub struct AppParts {
     /// Admission (is this credential live, whose is it) and ending sessions.
     pub admission: Arc<gatehouse_app::admission::Admission>,
     /// What the session extractors need (admission, cookies, our origin).
-    pub gate: Arc<crate::extract::session::SessionGate>,
+    pub gate: Arc<crate::auth::gate::SessionGate>,
     /// Authorisation decisions (compiled tenant rules, subjects).
     pub authz: Arc<gatehouse_app::authz::AuthzService>,
     /// Cached reads of tenants, users and rules (the tiered cache).
@@ -115,7 +115,7 @@ impl FromRef<AppState> for Arc<HttpSettings> {
     }
 }
 
-impl FromRef<AppState> for Arc<crate::extract::session::SessionGate> {
+impl FromRef<AppState> for Arc<crate::auth::gate::SessionGate> {
     fn from_ref(state: &AppState) -> Self {
         Arc::clone(&state.gate)
     }

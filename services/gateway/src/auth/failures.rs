@@ -64,10 +64,16 @@ impl FailedPresentations {
         }
     }
 
+    /// Whether any address is blocked now (or was, until next asked).
+    #[must_use]
+    pub fn any_blocked(&self) -> bool {
+        self.any_blocked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Seconds to wait when `address` has spent its allowance, else `None`.
     #[must_use]
     pub fn refused(&self, address: IpAddr) -> Option<u64> {
-        if !self.any_blocked.load(std::sync::atomic::Ordering::Relaxed) {
+        if !self.any_blocked() {
             return None;
         }
         let mut blocked = self

@@ -6,6 +6,6 @@ pub mod cookies;
 pub mod csrf;
 pub mod device;
 pub mod failures;
+pub mod gate;
 pub mod login;
-pub mod request_access;
 pub mod return_to;

@@ -55,11 +55,22 @@ pub fn handshake_origin(return_to: &str, serves: impl Fn(&str) -> bool) -> Optio
     if !matches!(url.scheme(), "http" | "https") {
         return None;
     }
-    let host = match url.port() {
-        Some(port) => format!("{}:{port}", url.host_str()?),
-        None => url.host_str()?.to_owned(),
-    };
-    serves(&host.to_ascii_lowercase()).then(|| url.origin().ascii_serialization())
+    serves(&url_host(&url)?).then(|| url.origin().ascii_serialization())
+}
+
+/// `name[:port]` of `url`, lower case, the port only when it is not the
+/// scheme's default: the form a browser's `Host` header takes, by which
+/// apps on their own origin are told apart.
+#[must_use]
+pub fn url_host(url: &url::Url) -> Option<String> {
+    let name = url.host_str()?;
+    Some(
+        match url.port() {
+            Some(port) => format!("{name}:{port}"),
+            None => name.to_owned(),
+        }
+        .to_ascii_lowercase(),
+    )
 }
 
 #[cfg(test)]

@@ -80,22 +80,20 @@ pub async fn admin_tenant(
     if let Err(refusal) = &result
         && let Some(suppressed) = state.denials.admit(me.0.session.user_id)
     {
-        let session = &me.0.session;
-        let event = AuditEvent {
-            tenant_id: Some(session.tenant_id),
-            actor: Actor::User(session.user_id),
+        let event = caller_event(
+            me,
+            client,
+            me.0.session.tenant_id,
             action,
-            target: Some(raw.chars().take(64).collect()),
-            outcome: Outcome::Denied,
-            ip: Some(client.ip.clone()),
-            user_agent: Some(client.user_agent.clone()),
-            request_id: None,
-            details: json!({
+            Some(raw.chars().take(64).collect()),
+            Outcome::Denied,
+            None,
+            json!({
                 "status": refusal.status().as_u16(),
                 "area": area,
                 "suppressed": suppressed,
             }),
-        };
+        );
         crate::audit::record(&state.db, &event).await;
     }
     result
@@ -168,16 +166,43 @@ pub fn admin_event(
     client: &ClientInfo,
     headers: &HeaderMap,
 ) -> AuditEvent {
+    caller_event(
+        me,
+        client,
+        tenant.id,
+        action,
+        target,
+        Outcome::Success,
+        crate::audit::request_id(headers),
+        json!({ "by": me.0.session.username, "by_tenant": me.0.session.tenant_slug }),
+    )
+}
+
+/// An event by the signed-in caller, from where they called.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one field each, named at the call"
+)]
+fn caller_event(
+    me: &CurrentSession,
+    client: &ClientInfo,
+    tenant_id: uuid::Uuid,
+    action: &'static str,
+    target: Option<String>,
+    outcome: Outcome,
+    request_id: Option<String>,
+    details: serde_json::Value,
+) -> AuditEvent {
     AuditEvent {
-        tenant_id: Some(tenant.id),
+        tenant_id: Some(tenant_id),
         actor: Actor::User(me.0.session.user_id),
         action,
         target,
-        outcome: Outcome::Success,
+        outcome,
         ip: Some(client.ip.clone()),
         user_agent: Some(client.user_agent.clone()),
-        request_id: crate::audit::request_id(headers),
-        details: json!({ "by": me.0.session.username, "by_tenant": me.0.session.tenant_slug }),
+        request_id,
+        details,
     }
 }
 

@@ -3,16 +3,15 @@
 //! decides whether a credential is live).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 pub use gatehouse_app::admission::Via;
-use gatehouse_app::admission::{Admission, Expect, Need, Presented, Verdict};
+use gatehouse_app::admission::{Expect, Need, Presented, Verdict};
 use gatehouse_session::Session;
 
-use crate::auth::cookies::{self, CookieSettings};
+use crate::auth::cookies;
 use crate::auth::csrf;
 use crate::error::ApiError;
 
@@ -32,58 +31,17 @@ pub struct Authenticated {
 /// The raw `Authorization: Bearer` value, if any.
 #[must_use]
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
+    bearer_token(headers.get(header::AUTHORIZATION)?)
+}
+
+/// The token of an `Authorization: Bearer` value, if it is one.
+#[must_use]
+pub fn bearer_token(value: &axum::http::HeaderValue) -> Option<&str> {
+    let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// What the session extractors need (an axum sub-state): admission, the
-/// session cookie's name, and our own origin for the same-origin check.
-pub struct SessionGate {
-    /// The one admission path.
-    pub admission: Arc<Admission>,
-    /// Cookie names and flags.
-    pub cookies: CookieSettings,
-    /// Our public base URL.
-    pub issuer: url::Url,
-    /// Refused presentations per client address (429 past the allowance,
-    /// before admission: see [`crate::auth::failures`]).
-    pub failures: crate::auth::failures::FailedPresentations,
-}
-
-impl SessionGate {
-    /// 429 when `ip` has spent its allowance of refused presentations.
-    pub fn refuse_flooding(&self, ip: &str) -> Result<(), ApiError> {
-        let Ok(address) = ip.parse() else {
-            return Ok(());
-        };
-        match self.failures.refused(address) {
-            Some(wait) => Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too-many-failures",
-                "too many refused credentials from this address; retry later",
-            )
-            .with_retry_after(wait)),
-            None => Ok(()),
-        }
-    }
-
-    /// Counts a refused presentation from `ip` (a missing credential is not one).
-    pub fn note_refusal(&self, ip: &str, verdict: &Verdict) {
-        if let Err(refusal) = verdict
-            && *refusal != gatehouse_app::admission::Refusal::Missing
-            && let Ok(address) = ip.parse()
-        {
-            self.failures.failed(address);
-        }
-    }
-}
-
-/// Registered once: a macro call looks the histogram up on every request.
-static VALIDATION_DURATION: std::sync::LazyLock<metrics::Histogram> =
-    std::sync::LazyLock::new(|| {
-        metrics::histogram!("gatehouse_session_validation_duration_seconds")
-    });
+pub use crate::auth::gate::SessionGate;
 
 /// Admits the request's credential (see [`gatehouse_app::admission`]). `Ok(Err(_))`
 /// when there is none or it is refused; `Err` only when a store cannot answer.
@@ -104,10 +62,7 @@ pub async fn admit(
         };
         Presented::Cookie(raw)
     };
-    let started = Instant::now();
-    let verdict = gate.admission.admit(presented, expect, need).await?;
-    VALIDATION_DURATION.record(started.elapsed().as_secs_f64());
-    Ok(verdict)
+    gate.admit_presented(presented, expect, need).await
 }
 
 /// The caller's live session, for the JSON API and the pages: an access

@@ -48,8 +48,16 @@ pub const START_PATH: &str = crate::auth::return_to::HANDSHAKE_PATH;
 #[must_use]
 pub fn start_url(issuer: &url::Url, to: &str) -> String {
     format!(
-        "{}{START_PATH}?to={}",
+        "{}{}",
         issuer.origin().ascii_serialization(),
+        start_path(to)
+    )
+}
+
+/// The handshake's path and query on the console's origin.
+fn start_path(to: &str) -> String {
+    format!(
+        "{START_PATH}?to={}",
         url::form_urlencoded::byte_serialize(to.as_bytes()).collect::<String>()
     )
 }
@@ -91,12 +99,7 @@ fn app_target(state: &AppState, to: &str) -> Result<AppTarget, ApiError> {
     if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
         return Err(bad("must not carry credentials or a fragment"));
     }
-    let name = url.host_str().ok_or_else(|| bad("has no host"))?;
-    let host = match url.port() {
-        Some(port) => format!("{name}:{port}"),
-        None => name.to_owned(),
-    }
-    .to_ascii_lowercase();
+    let host = crate::auth::return_to::url_host(&url).ok_or_else(|| bad("has no host"))?;
     if state.http.proxy.service_for_host(&host).is_none() {
         return Err(bad("names no app this gateway serves"));
     }
@@ -143,10 +146,7 @@ pub async fn start(
                     "sign in first: no sign-in tenant is configured for apps (GATEHOUSE_PROXY__LOGIN_TENANT)",
                 )
             })?;
-        let back = start_url(&state.auth.issuer, &query.to);
-        let back = back
-            .strip_prefix(&state.auth.issuer.origin().ascii_serialization())
-            .unwrap_or(&back);
+        let back = start_path(&query.to);
         let location = format!(
             "/t/{tenant}/login?return_to={}",
             url::form_urlencoded::byte_serialize(back.as_bytes()).collect::<String>()

@@ -12,7 +12,7 @@
 //! Each request is admitted like every other way in ([`admit`]: any tenant's
 //! session or access token), authorised by the same decision forward auth
 //! gives (`/{service}/{path}` mapped by the tenant's `settings.verify`, see
-//! [`crate::auth::request_access`]), routed to the tenant's version and an
+//! [`crate::extract::request_access`]), routed to the tenant's version and an
 //! instance by the Lua selection (one Redis round trip, [`Routing::pick`]),
 //! and sent on a pooled connection with:
 //! - the prefix `/svc/{service}` removed from the path (`X-Forwarded-Prefix`
@@ -57,16 +57,16 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use gatehouse_app::admission::{Admitted, Expect, Need, Verdict, Via};
+use gatehouse_app::admission::{Admitted, Expect, Need, Presented, Verdict, Via};
 use gatehouse_core::ServiceName;
 use gatehouse_routing::{Pick, Picked};
 
 use crate::auth::client::ClientInfo;
 use crate::auth::csrf;
-use crate::auth::request_access::{Granted, HttpRequest, RequestPath, authorise};
 use crate::config::ProxySettings;
 use crate::error::ApiError;
-use crate::extract::session::{admit, bearer};
+use crate::extract::request_access::{Granted, HttpRequest, RequestPath, authorise};
+use crate::extract::session::{bearer, bearer_token};
 use crate::middleware::{self, Edge, EdgeParts, SizeLimits};
 use crate::state::AppState;
 use upstream::{SendError, Upstreams};
@@ -150,21 +150,12 @@ struct Target {
     service: ServiceName,
     /// `/svc/{service}`, as removed; empty on the apps' listener.
     prefix: String,
-    /// The path's segments, decoded one by one: what the decision is made on.
-    segments: Vec<String>,
+    /// `[service, segments...]`, each segment decoded on its own: exactly
+    /// what the decision is made on.
+    decided: Vec<String>,
     /// The path as the client encoded it (at least `/`) and the query: what
     /// the instance is asked for.
     forward: String,
-}
-
-impl Target {
-    /// `[service, segments...]`: the decision's path.
-    fn decided(&self) -> Vec<String> {
-        let mut decided = Vec::with_capacity(self.segments.len() + 1);
-        decided.push(self.service.to_string());
-        decided.extend(self.segments.iter().cloned());
-        decided
-    }
 }
 
 /// Splits `/svc/{service}{rest}` and checks `rest` ([`path::segments`]).
@@ -200,7 +191,8 @@ fn finish_target(
     settings: &ProxySettings,
 ) -> Result<Target, ApiError> {
     let encoded_slashes = settings.encoded_slashes.contains(service.as_str());
-    let segments = path::segments(path, encoded_slashes)
+    let mut decided = vec![service.to_string()];
+    path::segments_into(path, encoded_slashes, &mut decided)
         .map_err(|e| ApiError::bad_request(format!("path: {e}")))?;
     let forward = match uri.query() {
         Some(query) => format!("{path}?{query}"),
@@ -209,7 +201,7 @@ fn finish_target(
     Ok(Target {
         service,
         prefix,
-        segments,
+        decided,
         forward,
     })
 }
@@ -449,22 +441,17 @@ impl Credential {
 
     /// Admission, by the rules of the credential's kind.
     async fn admit(&self, state: &AppState) -> Result<Verdict, ApiError> {
-        let mut headers = HeaderMap::new();
-        match self {
-            Self::Bearer(value) => {
-                headers.insert(header::AUTHORIZATION, value.clone());
-            }
-            Self::SessionCookie(value) => {
-                let cookie = format!("{}={value}", state.auth.cookies.session_name);
-                let cookie = HeaderValue::from_str(&cookie)
-                    .map_err(|_| ApiError::bad_request("cookie: not a header value"))?;
-                headers.insert(header::COOKIE, cookie);
-            }
+        let presented = match self {
+            Self::Bearer(value) => Presented::Bearer(bearer_token(value).unwrap_or_default()),
+            Self::SessionCookie(value) => Presented::Cookie(value),
             Self::AppCookie { value, host } => {
                 return Ok(state.app_sessions.admit(value, host).await?);
             }
-        }
-        admit(&state.gate, &headers, Expect::AnyTenant, Need::Token).await
+        };
+        state
+            .gate
+            .admit_presented(presented, Expect::AnyTenant, Need::Token)
+            .await
     }
 }
 
@@ -546,7 +533,6 @@ async fn decide(
             target.service
         )));
     }
-    let decided = target.decided();
     let host = parts
         .headers
         .get(header::HOST)
@@ -557,7 +543,7 @@ async fn decide(
         caller.user_id,
         HttpRequest {
             method: parts.method.as_str(),
-            path: RequestPath::Segments(&decided),
+            path: RequestPath::Segments(&target.decided),
             client_ip: &client.ip,
             host,
         },
@@ -866,7 +852,7 @@ mod tests {
             (t.service.as_str(), t.prefix.as_str(), t.forward.as_str()),
             ("orders", "/svc/orders", "/a/b%20c?x=1")
         );
-        assert_eq!(t.decided(), ["orders", "a", "b c"]);
+        assert_eq!(t.decided, ["orders", "a", "b c"]);
         assert_eq!(
             target(&Uri::from_static("/svc/orders"), &s)
                 .unwrap()
@@ -882,7 +868,7 @@ mod tests {
         let own =
             host_target(&Uri::from_static("/a/7?q"), Some("Orders.Example:8443"), &s).unwrap();
         assert_eq!((own.prefix.as_str(), own.forward.as_str()), ("", "/a/7?q"));
-        assert_eq!(own.decided(), ["orders", "a", "7"]);
+        assert_eq!(own.decided, ["orders", "a", "7"]);
         assert!(host_target(&Uri::from_static("/"), Some("billing.example"), &s).is_err());
         assert!(host_target(&Uri::from_static("/"), None, &s).is_err());
     }
@@ -906,7 +892,7 @@ mod tests {
         }
         assert!(target(&Uri::from_static("/svc/orders/..x/y"), &s).is_ok());
         let opted_in = target(&Uri::from_static("/svc/files/a%2Fb/c"), &s).unwrap();
-        assert_eq!(opted_in.decided(), ["files", "a/b", "c"]);
+        assert_eq!(opted_in.decided, ["files", "a/b", "c"]);
     }
 
     #[test]

@@ -37,6 +37,16 @@ pub enum PathError {
 /// path is refused. `encoded_slashes`: the service accepts `%2F`.
 pub fn segments(path: &str, encoded_slashes: bool) -> Result<Vec<String>, PathError> {
     let mut out = Vec::new();
+    segments_into(path, encoded_slashes, &mut out)?;
+    Ok(out)
+}
+
+/// [`segments`], appended to `out` (the proxy puts the service first).
+pub fn segments_into(
+    path: &str,
+    encoded_slashes: bool,
+    out: &mut Vec<String>,
+) -> Result<(), PathError> {
     for raw in path.split('/') {
         if raw.is_empty() {
             continue;
@@ -63,7 +73,7 @@ pub fn segments(path: &str, encoded_slashes: bool) -> Result<Vec<String>, PathEr
         }
         out.push(decoded);
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

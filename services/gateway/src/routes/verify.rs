@@ -40,9 +40,9 @@ use axum::response::{IntoResponse, Response};
 use gatehouse_core::{ServiceName, TenantSlug};
 
 use crate::auth::client::ClientInfo;
-use crate::auth::request_access::{Granted, HttpRequest, Refused, RequestPath, authorise};
 use crate::config::ForwardAuthMode;
 use crate::error::ApiError;
+use crate::extract::request_access::{Granted, HttpRequest, Refused, RequestPath, authorise};
 use crate::extract::session::admit;
 use crate::state::AppState;
 use gatehouse_app::admission::{Expect, Need};
