@@ -698,12 +698,20 @@ async fn an_app_on_its_own_origin_gets_a_host_scoped_session_through_the_handsha
     let before = a.upstream.count();
     let page = app_request(reqwest::Method::GET, apps, &host, "/items")
         .header("cookie", format!("{app_cookie}; theme=dark"))
+        .header("x-gatehouse-user", "admin")
+        .header("x-gatehouse-tenant", "system")
+        .header("x-forwarded-prefix", "/elsewhere")
         .send()
         .await
         .unwrap();
     assert_eq!(page.status(), 200);
     let head = a.upstream.heads.lock().unwrap()[before].clone();
     assert!(head.contains("x-gatehouse-user: bob"), "{head}");
+    assert!(head.contains("x-gatehouse-tenant: acme"), "{head}");
+    assert!(
+        !head.contains("admin") && !head.contains("system"),
+        "{head}"
+    );
     assert!(head.contains("cookie: theme=dark"), "{head}");
     assert!(!head.contains("ga1."), "{head}");
     assert!(!head.contains("x-forwarded-prefix"), "{head}");
