@@ -5,11 +5,13 @@
 -- interval; a probe that succeeds closes it, one that fails opens it again,
 -- longer.
 -- It also counts the request in its version's statistics for canary analysis
--- (when ARGV[8] names the version): one HASH per time slot, fields
+-- (when ARGV[8] names the version): one HASH per tenant and time slot (the
+-- tenant whose rollout chose the version; its canary is judged on its own
+-- traffic), fields
 -- '<version>:n' requests, '<version>:e' failures, '<version>:l<k>' latency
 -- histogram (k = floor(4 * log2(ms + 1)): four buckets per doubling).
 -- KEYS[1] breakers HASH (see route_common.lua); KEYS[2] leases ZSET;
--- KEYS[3] in-flight HASH; KEYS[4] this time slot's statistics HASH.
+-- KEYS[3] in-flight HASH; KEYS[4] the tenant's statistics HASH of this slot.
 -- ARGV[1] instance id; ARGV[2] '1' success, '0' failure; ARGV[3] now (ms);
 -- ARGV[4] failures that open the breaker; ARGV[5] base cool-down (ms);
 -- ARGV[6] longest cool-down (ms); ARGV[7] lease to close, or '';

@@ -709,6 +709,116 @@ async fn a_canary_failing_a_fifth_of_its_requests_is_rolled_back_by_itself() {
     assert_eq!(audit[0].1["from_buckets"], 10_000);
 }
 
+/// Finding 5b of the second security round: canary verdicts pooled every
+/// tenant's traffic on a version, so the users of one tenant could roll back
+/// another tenant's canary by calling a broken endpoint of that version. Now
+/// each tenant's canary is judged on its own traffic: the attacker's tenant
+/// (here `system`, also on a canary of v2) is rolled back by its own failures,
+/// and acme's canary of the same version, healthy in acme's traffic, stays.
+#[tokio::test]
+async fn another_tenants_failures_never_roll_back_a_tenants_canary() {
+    let (gateway, db, _) =
+        seeded_app(&[SAME_ORIGIN, ("GATEHOUSE_ROUTING__CANARY_TICK_MS", "200")]).await;
+    let (_v1, v1_port) = demo_upstream("v1");
+    let (_v2, v2_port) = demo_upstream_on("v2", free_port(), &["--fail-path", "/broken"]);
+    register(&db.pool, "v1", &format!("127.0.0.1:{v1_port}")).await;
+    register(&db.pool, "v2", &format!("127.0.0.1:{v2_port}")).await;
+    wait_for_port(v1_port).await;
+    wait_for_port(v2_port).await;
+    let analysis =
+        serde_json::json!({ "max_error_rate_increase": 0.05, "min_requests": 20, "window_s": 60 });
+    let canary =
+        serde_json::json!({"stable": "v1", "canary": "v2", "percent": 100, "analysis": analysis});
+    // acme rolls v2 out to all of its traffic, judged by the analysis.
+    let alice = alice(&gateway).await;
+    assert_eq!(put_rollout(&gateway, &alice, &canary).await.status(), 200);
+    // The attacker's tenant runs the same canary, and its user may call orders.
+    let platform = crate::session_token(&gateway, "system", "admin", crate::ADMIN_PASSWORD).await;
+    for (method, path, body) in [
+        (
+            reqwest::Method::POST,
+            "/admin/api/v1/tenants/system/roles/platform-admin/permissions",
+            serde_json::json!({"resource": "orders:*", "action": "read"}),
+        ),
+        (
+            reqwest::Method::PUT,
+            "/admin/api/v1/tenants/system/rollouts/orders",
+            canary.clone(),
+        ),
+    ] {
+        let response = client()
+            .request(method, gateway.url(path))
+            .bearer_auth(&platform)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+    }
+    let attacker = access_token(&gateway, "system", "admin").await;
+    let bob = access_token(&gateway, "acme", "bob").await;
+    until_in_force("both tenants on the canary", || async {
+        get(&gateway, "/svc/orders/items", &bob).await.1.as_deref() == Some("v2")
+            && get(&gateway, "/svc/orders/items", &attacker)
+                .await
+                .1
+                .as_deref()
+                == Some("v2")
+    })
+    .await;
+    // acme's own traffic on v2 is healthy and enough to be judged...
+    for _ in 0..30 {
+        assert_eq!(
+            get(&gateway, "/svc/orders/items", &bob).await.0,
+            StatusCode::OK
+        );
+    }
+    // ...while the attacker sends twice as many failures to the same version.
+    for _ in 0..60 {
+        let (status, version, _) = get(&gateway, "/svc/orders/broken", &attacker).await;
+        assert_eq!(
+            (status, version.as_deref()),
+            (StatusCode::INTERNAL_SERVER_ERROR, Some("v2"))
+        );
+    }
+    let system_rollout = || async {
+        let list: Value = client()
+            .get(gateway.url("/admin/api/v1/tenants/system/rollouts"))
+            .bearer_auth(&platform)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        list["rollouts"][0].clone()
+    };
+    // The controller judged with the failures counted: the attacker's own
+    // canary is rolled back by them...
+    within(
+        "the attacker's tenant rolled back by its own failures",
+        Duration::from_secs(15),
+        || async { system_rollout().await["state"] == "rolled_back" },
+    )
+    .await;
+    // ...and acme's is untouched, judged healthy on acme's traffic, through
+    // further ticks.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let rollout = acme_rollout(&gateway, &alice).await;
+    assert_eq!(rollout["state"], "steady", "{rollout}");
+    assert_eq!(rollout["canary_buckets"], 10_000);
+    assert_eq!(
+        get(&gateway, "/svc/orders/items", &bob).await.1.as_deref(),
+        Some("v2")
+    );
+    let audit = system_audit(&db).await;
+    assert_eq!(audit.len(), 1, "one rollback, the attacker's: {audit:?}");
+}
+
 #[tokio::test]
 async fn a_ramp_steps_on_its_schedule_and_bad_ramps_are_refused() {
     let (gateway, db, _) =

@@ -10,7 +10,8 @@
 //! rollout change: its trigger's `routing.changed` event re-mirrors the
 //! service. A ramp with an analysis advances only once the canary has seen
 //! the analysis's minimum traffic in the window and is within its margins; a
-//! ramp without one advances on the clock alone.
+//! ramp without one advances on the clock alone. Each tenant's canary is
+//! judged on that tenant's traffic alone (`RoutingStore::version_stats`).
 //!
 //! [`transition_rollout`]: gatehouse_store::routing::transition_rollout
 
@@ -30,6 +31,10 @@ pub struct CanaryController {
     routing: Arc<Routing>,
     tick: Duration,
 }
+
+/// Statistics read in one tick, by service, tenant and window (`None`: Redis
+/// did not answer).
+type StatsByRollout = HashMap<(String, String, u32), Option<HashMap<String, VersionStats>>>;
 
 /// What one tick did to one rollout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,8 +72,7 @@ impl CanaryController {
     /// Looks at every watched rollout once; returns what it did to each.
     pub async fn tick(&self) -> Result<Vec<(WatchedRollout, Action)>, gatehouse_store::StoreError> {
         let rollouts = config::watched_rollouts(&self.db).await?;
-        let mut stats: HashMap<(String, u32), Option<HashMap<String, VersionStats>>> =
-            HashMap::new();
+        let mut stats: StatsByRollout = HashMap::new();
         let mut done = Vec::with_capacity(rollouts.len());
         for rollout in rollouts {
             let analysis = match rollout
@@ -86,13 +90,17 @@ impl CanaryController {
             let verdict = match &analysis {
                 None => None,
                 Some(analysis) => {
-                    let key = (rollout.service.clone(), analysis.window_s);
+                    // The tenant's own traffic only: another tenant's users
+                    // cannot move this verdict.
+                    let tenant = rollout.tenant_id.to_string();
+                    let key = (rollout.service.clone(), tenant, analysis.window_s);
                     if !stats.contains_key(&key) {
                         let read = self
                             .routing
                             .store()
                             .version_stats(
                                 &rollout.service,
+                                &key.1,
                                 Duration::from_secs(u64::from(analysis.window_s)),
                                 crate::routing::now_ms(),
                             )

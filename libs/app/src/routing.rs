@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use gatehouse_ratelimit::Breaker;
 use gatehouse_routing::{
     BreakerState, HealthView, LocalRequest, MirroredInstance, Outcome, Pick, PickRequest, Picked,
-    RoutingError, RoutingStore, Rule, RuleError, Side, Strategy, VersionStats,
+    RoutingError, RoutingStore, Rule, RuleError, Side, Strategy, VersionStats, counts_for_canary,
 };
 use gatehouse_store::StoreError;
 use gatehouse_store::routing as config;
@@ -122,8 +122,8 @@ const VIEW_MAX_AGE_MS: u64 = 2_000;
 struct PendingOutcomes {
     /// Instance → successes.
     successes: HashMap<String, u32>,
-    /// Version → counts for canary analysis.
-    stats: HashMap<String, VersionStats>,
+    /// Tenant → version → counts for that tenant's canary analysis.
+    stats: HashMap<String, HashMap<String, VersionStats>>,
 }
 
 /// Registered once: picks made in memory with a fresh health view.
@@ -532,8 +532,17 @@ impl Routing {
 
     /// A success with no lease to close is batched (written within
     /// [`UPKEEP`]) without waiting for anything: `true` when this outcome was
-    /// one; anything else needs [`Routing::record`].
-    pub fn batch_success(&self, pick: &Pick, service: &str, ok: bool, latency: Duration) -> bool {
+    /// one; anything else needs [`Routing::record`]. `tenant` is the caller's
+    /// tenant: the success counts in its canary statistics when its own
+    /// rollout chose the version ([`counts_for_canary`]).
+    pub fn batch_success(
+        &self,
+        pick: &Pick,
+        service: &str,
+        tenant: Uuid,
+        ok: bool,
+        latency: Duration,
+    ) -> bool {
         if !ok || pick.lease.is_some() {
             return false;
         }
@@ -551,39 +560,48 @@ impl Routing {
                 service.successes.insert(pick.instance.clone(), 1);
             }
         }
-        match service.stats.get_mut(&pick.version) {
-            Some(stats) => stats.count(true, latency),
-            None => service
+        if counts_for_canary(&pick.why) {
+            service
                 .stats
+                .entry(tenant.to_string())
+                .or_default()
                 .entry(pick.version.clone())
                 .or_default()
-                .count(true, latency),
+                .count(true, latency);
         }
         true
     }
 
-    /// How a proxied request went on the picked instance: closes its lease,
-    /// moves its health, drives its breaker and counts it in its version's
-    /// statistics (canary analysis). `None` when Redis could not take it
-    /// (logged; the breaker and the statistics then miss one outcome).
+    /// How a proxied request of `tenant` went on the picked instance: closes
+    /// its lease, moves its health, drives its breaker and counts it in the
+    /// tenant's statistics of its version when the tenant's rollout chose it
+    /// (canary analysis). `None` when Redis could not take it (logged; the
+    /// breaker and the statistics then miss one outcome).
     pub async fn record(
         &self,
         pick: &Pick,
         service: &str,
+        tenant: Uuid,
         ok: bool,
         latency: Duration,
     ) -> Option<BreakerState> {
-        if self.batch_success(pick, service, ok, latency) {
+        if self.batch_success(pick, service, tenant, ok, latency) {
             return None;
         }
         if !self.redis_breaker.allow_request() {
             return None;
         }
         let instance = pick.instance.as_str();
+        let tenant = if counts_for_canary(&pick.why) {
+            tenant.to_string()
+        } else {
+            String::new()
+        };
         let outcome = Outcome {
             service,
             instance,
             version: &pick.version,
+            tenant: &tenant,
             ok,
             latency,
             lease: pick.lease.as_deref(),

@@ -5,7 +5,10 @@
 //!
 //! Each version's requests, failures (5xx answers, connect failures,
 //! timeouts) and a latency histogram are counted per time slot by
-//! `lua/route_outcome.lua`; a window sums the slots it covers. The canary
+//! `lua/route_outcome.lua`, separately for each tenant whose own rollout
+//! chose the version ([`crate::counts_for_canary`]); a window sums the slots
+//! it covers. A tenant's canary is judged on that tenant's traffic alone, so
+//! no other tenant's users can roll it back or hold it up. The canary
 //! fails when, over the window:
 //! - its error rate exceeds the stable version's by more than
 //!   `max_error_rate_increase` (absolute: 0.05 = five points), or

@@ -12,7 +12,7 @@
 //!   health-aware weighted random, consistent hashing by user), skipping
 //!   instances whose heartbeat lapsed or whose breaker is open; another script
 //!   records each proxied request's outcome (breakers, health, leases, and
-//!   per-version statistics).
+//!   statistics per tenant and version, for that tenant's canary).
 //! - [`canary`]: automatic canary analysis over those statistics.
 //! - [`local`]: selection in the gateway's memory (the fast path for
 //!   strategies without shared state, and the fallback while Redis is away).
@@ -28,5 +28,5 @@ pub use rollout::{BUCKETS, Rule, RuleError, Side, bucket, check_salt};
 pub use select::HealthView;
 pub use select::{
     BreakerSettings, BreakerState, MirroredInstance, Outcome, Pick, PickRequest, Picked,
-    RoutingError, RoutingStore, STATS_SLOT_MS, SelectSettings, Strategy,
+    RoutingError, RoutingStore, STATS_SLOT_MS, SelectSettings, Strategy, counts_for_canary,
 };

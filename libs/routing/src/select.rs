@@ -216,6 +216,18 @@ pub const STATS_SLOT_MS: u64 = 10_000;
 /// one slot more.
 const STATS_LIFETIME_MS: u64 = 3_600_000 + STATS_SLOT_MS;
 
+/// Whether a pick answered `why` counts in its tenant's canary statistics:
+/// only picks that the tenant's own split rule made (`tenant_rule:canary`,
+/// `tenant_rule:stable`, also when picked from the local snapshot). A canary
+/// is judged on the traffic of the tenant rolling it out, so no other
+/// tenant's requests (or faults) can move its verdict; subject-rule and
+/// default picks belong to no rollout.
+#[must_use]
+pub fn counts_for_canary(why: &str) -> bool {
+    let why = why.strip_prefix("local:").unwrap_or(why);
+    why == "tenant_rule:canary" || why == "tenant_rule:stable"
+}
+
 /// How one proxied request went.
 #[derive(Debug, Clone)]
 pub struct Outcome<'a> {
@@ -225,6 +237,9 @@ pub struct Outcome<'a> {
     pub instance: &'a str,
     /// Its version, for the statistics ('' for none).
     pub version: &'a str,
+    /// The tenant whose statistics of `version` count it ('' for none): the
+    /// tenant whose rollout chose the version (see [`counts_for_canary`]).
+    pub tenant: &'a str,
     /// Whether it succeeded (an answer below 500).
     pub ok: bool,
     /// Until the response headers arrived (or the failure).
@@ -625,6 +640,7 @@ impl RoutingStore {
             service,
             instance,
             version: "",
+            tenant: "",
             ok,
             latency: Duration::ZERO,
             lease,
@@ -633,25 +649,30 @@ impl RoutingStore {
         .await
     }
 
-    /// The statistics key of the slot holding `now_ms`.
-    fn stats_key(&self, service: &str, now_ms: u64) -> String {
+    /// The key of `tenant`'s statistics slot holding `now_ms`.
+    fn stats_key(&self, service: &str, tenant: &str, now_ms: u64) -> String {
         let slot = now_ms / STATS_SLOT_MS;
-        self.key(service, &format!("stats:{slot}"))
+        self.key(service, &format!("stats:{slot}:{tenant}"))
     }
 
-    /// Each version's counts over the last `window` (whole slots of
-    /// [`STATS_SLOT_MS`], the current one included): one round trip.
+    /// Each version's counts in `tenant`'s traffic over the last `window`
+    /// (whole slots of [`STATS_SLOT_MS`], the current one included): one
+    /// round trip.
     pub async fn version_stats(
         &self,
         service: &str,
+        tenant: &str,
         window: Duration,
         now_ms: u64,
     ) -> Result<HashMap<String, VersionStats>, RoutingError> {
         let slots = ms(window).div_ceil(STATS_SLOT_MS).max(1);
         let mut pipe = redis::pipe();
         for back in 0..slots {
-            pipe.cmd("HGETALL")
-                .arg(self.stats_key(service, now_ms.saturating_sub(back * STATS_SLOT_MS)));
+            pipe.cmd("HGETALL").arg(self.stats_key(
+                service,
+                tenant,
+                now_ms.saturating_sub(back * STATS_SLOT_MS),
+            ));
         }
         let pipe = &pipe;
         let slots: Vec<HashMap<String, u64>> = self
@@ -720,16 +741,39 @@ impl RoutingStore {
         Ok(view)
     }
 
-    /// Adds counts gathered in the gateway to the statistics slot of
-    /// `now_ms` (successes batched off the request path): one round trip.
+    /// Adds counts gathered in the gateway (tenant → version → counts) to
+    /// each tenant's statistics slot of `now_ms` (successes batched off the
+    /// request path): one round trip.
     pub async fn add_stats(
         &self,
         service: &str,
-        stats: &HashMap<String, VersionStats>,
+        stats: &HashMap<String, HashMap<String, VersionStats>>,
         now_ms: u64,
     ) -> Result<(), RoutingError> {
-        let key = self.stats_key(service, now_ms);
         let mut pipe = redis::pipe();
+        for (tenant, by_version) in stats {
+            self.add_tenant_stats(&mut pipe, service, tenant, by_version, now_ms);
+        }
+        if stats.is_empty() {
+            return Ok(());
+        }
+        let pipe = &pipe;
+        self.redis
+            .run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+            .await?;
+        Ok(())
+    }
+
+    /// Queues one tenant's counts for [`RoutingStore::add_stats`].
+    fn add_tenant_stats(
+        &self,
+        pipe: &mut redis::Pipeline,
+        service: &str,
+        tenant: &str,
+        stats: &HashMap<String, VersionStats>,
+        now_ms: u64,
+    ) {
+        let key = self.stats_key(service, tenant, now_ms);
         for (version, counts) in stats {
             if counts.requests > 0 {
                 pipe.cmd("HINCRBY")
@@ -757,11 +801,6 @@ impl RoutingStore {
             .arg(&key)
             .arg(STATS_LIFETIME_MS)
             .ignore();
-        let pipe = &pipe;
-        self.redis
-            .run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
-            .await?;
-        Ok(())
     }
 
     /// The settings selection runs with.
@@ -785,7 +824,7 @@ impl RoutingStore {
             self.key(service, "breakers"),
             self.key(service, "leases"),
             self.key(service, "inflight"),
-            self.stats_key(service, now_ms),
+            self.stats_key(service, outcome.tenant, now_ms),
         ];
         let breaker = &self.settings.breaker;
         let mut invocation = self.outcome.prepare_invoke();
@@ -800,7 +839,11 @@ impl RoutingStore {
             .arg(ms(breaker.base_cooldown))
             .arg(ms(breaker.max_cooldown))
             .arg(lease.unwrap_or(""))
-            .arg(outcome.version)
+            .arg(if outcome.tenant.is_empty() {
+                ""
+            } else {
+                outcome.version
+            })
             .arg(ms(outcome.latency))
             .arg(STATS_LIFETIME_MS);
         let invocation = &invocation;

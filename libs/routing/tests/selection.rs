@@ -644,13 +644,14 @@ async fn a_mirror_replaces_everything_but_never_with_an_older_snapshot() {
     );
 }
 
-/// Canary analysis reads what the outcomes counted: per version, over the
-/// slots of its window, failures and the latency histogram included.
+/// Canary analysis reads what the outcomes counted: per tenant and version,
+/// over the slots of its window, failures and the latency histogram included.
+/// One tenant's failures never appear in another tenant's statistics.
 #[tokio::test]
-async fn outcomes_are_counted_per_version_over_the_window() {
+async fn outcomes_are_counted_per_tenant_and_version_over_the_window() {
     use gatehouse_routing::{Outcome, STATS_SLOT_MS};
     let (store, _pool, _prefix) = store();
-    let record = |version: &'static str, ok: bool, ms: u64, now_ms: u64| {
+    let record = |tenant: &'static str, version: &'static str, ok: bool, ms: u64, now_ms: u64| {
         let store = store.clone();
         async move {
             store
@@ -658,6 +659,7 @@ async fn outcomes_are_counted_per_version_over_the_window() {
                     service: SERVICE,
                     instance: "a",
                     version,
+                    tenant,
                     ok,
                     latency: Duration::from_millis(ms),
                     lease: None,
@@ -668,14 +670,18 @@ async fn outcomes_are_counted_per_version_over_the_window() {
         }
     };
     // An old slot, outside a 20 s window.
-    record("v2", false, 5, NOW - 5 * STATS_SLOT_MS).await;
+    record("t", "v2", false, 5, NOW - 5 * STATS_SLOT_MS).await;
     for n in 0..10 {
-        record("v2", n % 5 != 0, 8, NOW - STATS_SLOT_MS).await;
-        record("v1", true, 4, NOW).await;
+        record("t", "v2", n % 5 != 0, 8, NOW - STATS_SLOT_MS).await;
+        record("t", "v1", true, 4, NOW).await;
+        // Another tenant's failures on the same version.
+        record("other", "v2", false, 3000, NOW).await;
     }
-    record("v2", true, 900, NOW).await;
+    record("t", "v2", true, 900, NOW).await;
+    // No tenant named: no statistics at all.
+    record("", "v2", false, 5, NOW).await;
     let stats = store
-        .version_stats(SERVICE, Duration::from_secs(20), NOW)
+        .version_stats(SERVICE, "t", Duration::from_secs(20), NOW)
         .await
         .unwrap();
     let (v1, v2) = (&stats["v1"], &stats["v2"]);
@@ -683,13 +689,63 @@ async fn outcomes_are_counted_per_version_over_the_window() {
     assert_eq!((v2.requests, v2.errors), (11, 2), "{v2:?}");
     assert!(v1.p99_ms().unwrap() < 8.0);
     assert!(v2.p99_ms().unwrap() >= 900.0, "{:?}", v2.p99_ms());
+    let other = store
+        .version_stats(SERVICE, "other", Duration::from_secs(20), NOW)
+        .await
+        .unwrap();
+    assert_eq!(other.len(), 1, "{other:?}");
+    assert_eq!((other["v2"].requests, other["v2"].errors), (10, 10));
     // A plain record (no version) counts nowhere.
     store.record(SERVICE, "a", true, None, NOW).await.unwrap();
     let again = store
-        .version_stats(SERVICE, Duration::from_secs(20), NOW)
+        .version_stats(SERVICE, "t", Duration::from_secs(20), NOW)
         .await
         .unwrap();
     assert_eq!(again["v1"].requests + again["v2"].requests, 21);
+    // Batched counts land in each tenant's own statistics too.
+    let mut batch: std::collections::HashMap<
+        String,
+        std::collections::HashMap<String, gatehouse_routing::VersionStats>,
+    > = std::collections::HashMap::new();
+    batch
+        .entry("other".to_owned())
+        .or_default()
+        .entry("v1".to_owned())
+        .or_default()
+        .count(true, Duration::from_millis(2));
+    store.add_stats(SERVICE, &batch, NOW).await.unwrap();
+    let other = store
+        .version_stats(SERVICE, "other", Duration::from_secs(20), NOW)
+        .await
+        .unwrap();
+    assert_eq!(other["v1"].requests, 1);
+    let mine = store
+        .version_stats(SERVICE, "t", Duration::from_secs(20), NOW)
+        .await
+        .unwrap();
+    assert_eq!(mine["v1"].requests, 10, "another tenant's batch stays out");
+}
+
+/// Only picks made by a tenant's own split count for its canary.
+#[test]
+fn only_a_tenants_split_counts_for_its_canary() {
+    use gatehouse_routing::counts_for_canary;
+    for why in [
+        "tenant_rule:canary",
+        "tenant_rule:stable",
+        "local:tenant_rule:canary",
+    ] {
+        assert!(counts_for_canary(why), "{why}");
+    }
+    for why in [
+        "tenant_rule",
+        "default",
+        "default:canary",
+        "subject_rule",
+        "local:default",
+    ] {
+        assert!(!counts_for_canary(why), "{why}");
+    }
 }
 
 /// The gateway's in-memory fast path chooses as the Lua script does: the same

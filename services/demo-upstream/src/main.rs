@@ -7,7 +7,9 @@
 //! large upload through the proxy costs this process nothing either).
 //!
 //! Faults for tests and the canary demo: `--error-percent N` answers 500 to
-//! exactly N of every 100 requests (deterministic, so a test can count), and
+//! exactly N of every 100 requests (deterministic, so a test can count),
+//! `--fail-path P` answers 500 to every request whose path starts with `P`
+//! (an endpoint with a bug, which only the callers who reach it trip), and
 //! `--latency-ms N` delays every answer. A request asking to upgrade (any
 //! `Upgrade` protocol) is switched and its bytes echoed back.
 
@@ -44,16 +46,29 @@ struct Args {
     /// Answer 500 to this many of every 100 requests (0-100).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
     error_percent: u8,
+    /// Answer 500 to every request whose path starts with this prefix.
+    #[arg(long)]
+    fail_path: Option<String>,
     /// Delay every answer by this many milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
 }
 
+/// The faults an instance injects (see the module doc).
+#[derive(Debug, Clone, Default)]
+struct Faults {
+    /// 500 to this many of every 100 requests.
+    error_percent: u8,
+    /// 500 to every request under this path prefix.
+    fail_path: Option<String>,
+    /// Added to every answer.
+    latency: Duration,
+}
+
 /// What every request sees.
 struct Upstream {
     version: String,
-    error_percent: u8,
-    latency: Duration,
+    faults: Faults,
     served: AtomicU64,
 }
 
@@ -74,8 +89,9 @@ async fn echo(State(upstream): State<Arc<Upstream>>, mut request: Request) -> Re
             }
         }
     }
-    if !upstream.latency.is_zero() {
-        tokio::time::sleep(upstream.latency).await;
+    let faults = &upstream.faults;
+    if !faults.latency.is_zero() {
+        tokio::time::sleep(faults.latency).await;
     }
     let with_prefix = |prefix: &str| -> BTreeMap<String, String> {
         headers
@@ -89,7 +105,11 @@ async fn echo(State(upstream): State<Arc<Upstream>>, mut request: Request) -> Re
             })
             .collect()
     };
-    let failing = n % 100 < u64::from(upstream.error_percent);
+    let failing = n % 100 < u64::from(faults.error_percent)
+        || faults
+            .fail_path
+            .as_deref()
+            .is_some_and(|prefix| uri.path().starts_with(prefix));
     let status = if failing {
         StatusCode::INTERNAL_SERVER_ERROR
     } else {
@@ -134,11 +154,11 @@ fn upgrade_echo(request: &mut Request, protocol: HeaderValue) -> Response {
         .into_response()
 }
 
-fn app(version: String, error_percent: u8, latency: Duration) -> Router {
+fn app(version: String, mut faults: Faults) -> Router {
+    faults.error_percent = faults.error_percent.min(100);
     let upstream = Upstream {
         version,
-        error_percent: error_percent.min(100),
-        latency,
+        faults,
         served: AtomicU64::new(0),
     };
     Router::new().fallback(echo).with_state(Arc::new(upstream))
@@ -152,8 +172,12 @@ async fn run(args: Args) -> std::io::Result<()> {
         args.name,
         listener.local_addr()?
     );
-    let latency = Duration::from_millis(args.latency_ms);
-    axum::serve(listener, app(args.name, args.error_percent, latency))
+    let faults = Faults {
+        error_percent: args.error_percent,
+        fail_path: args.fail_path,
+        latency: Duration::from_millis(args.latency_ms),
+    };
+    axum::serve(listener, app(args.name, faults))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
@@ -191,7 +215,7 @@ mod tests {
 
     #[tokio::test]
     async fn echoes_version_method_path_and_only_identity_headers() {
-        let response = app("v2".into(), 0, Duration::ZERO)
+        let response = app("v2".into(), Faults::default())
             .oneshot(
                 Request::post("/orders/7?x=1")
                     .header("x-gatehouse-user", "alice")
@@ -217,7 +241,13 @@ mod tests {
     /// count what a canary should see.
     #[tokio::test]
     async fn injects_exactly_the_asked_share_of_errors() {
-        let app = app("v2".into(), 20, Duration::ZERO);
+        let app = app(
+            "v2".into(),
+            Faults {
+                error_percent: 20,
+                ..Faults::default()
+            },
+        );
         let mut errors = 0;
         for _ in 0..200 {
             let response = app
@@ -230,5 +260,30 @@ mod tests {
             }
         }
         assert_eq!(errors, 40);
+    }
+
+    /// Only the broken endpoint fails.
+    #[tokio::test]
+    async fn fails_every_request_under_the_broken_path_and_nothing_else() {
+        let app = app(
+            "v2".into(),
+            Faults {
+                fail_path: Some("/broken".into()),
+                ..Faults::default()
+            },
+        );
+        for (path, expected) in [
+            ("/broken", StatusCode::INTERNAL_SERVER_ERROR),
+            ("/broken/7", StatusCode::INTERNAL_SERVER_ERROR),
+            ("/items", StatusCode::OK),
+            ("/", StatusCode::OK),
+        ] {
+            let response = app
+                .clone()
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), expected, "{path}");
+        }
     }
 }

@@ -60,6 +60,7 @@ use axum::routing::any;
 use gatehouse_app::admission::{Admitted, Expect, Need, Presented, Verdict, Via};
 use gatehouse_core::ServiceName;
 use gatehouse_routing::{Pick, Picked};
+use uuid::Uuid;
 
 use crate::auth::client::ClientInfo;
 use crate::auth::csrf;
@@ -361,7 +362,7 @@ async fn send(
                 {
                     // An instance switching protocols unasked would get a
                     // tunnel past every later decision.
-                    record(state, &target.service, &pick, false, sent);
+                    record(state, &target.service, caller.tenant.id, &pick, false, sent);
                     return Err(ApiError::new(
                         StatusCode::BAD_GATEWAY,
                         "bad-gateway",
@@ -372,7 +373,7 @@ async fn send(
                     ));
                 }
                 let ok = !response.status().is_server_error();
-                record(state, &target.service, &pick, ok, sent);
+                record(state, &target.service, caller.tenant.id, &pick, ok, sent);
                 let tunnel = client_upgrade.map(|upgrade| Tunnel {
                     client: upgrade,
                     credential,
@@ -391,12 +392,12 @@ async fn send(
             }
             Err(SendError::Connect(e)) if retryable && exclude.is_none() => {
                 tracing::warn!(service = %target.service, instance = %pick.instance, error = %e, "instance unreachable; trying another");
-                record(state, &target.service, &pick, false, sent);
+                record(state, &target.service, caller.tenant.id, &pick, false, sent);
                 exclude = Some(pick.instance);
             }
             Err(e) => {
                 tracing::warn!(service = %target.service, instance = %pick.instance, address = %pick.address, error = %e, "proxied request failed");
-                record(state, &target.service, &pick, false, sent);
+                record(state, &target.service, caller.tenant.id, &pick, false, sent);
                 return Err(upstream_failure(&target.service, &pick, &e));
             }
         }
@@ -627,18 +628,25 @@ async fn pick(
 /// Reports the outcome after the answer has left (off the request's path).
 /// A plain success is only counted in memory (batched); anything else goes
 /// to Redis in a task of its own.
-fn record(state: &AppState, service: &ServiceName, pick: &Pick, ok: bool, sent: Instant) {
+fn record(
+    state: &AppState,
+    service: &ServiceName,
+    tenant: Uuid,
+    pick: &Pick,
+    ok: bool,
+    sent: Instant,
+) {
     let latency = sent.elapsed();
     if state
         .routing
-        .batch_success(pick, service.as_str(), ok, latency)
+        .batch_success(pick, service.as_str(), tenant, ok, latency)
     {
         return;
     }
     let routing = Arc::clone(&state.routing);
     let (service, pick) = (service.to_string(), pick.clone());
     tokio::spawn(async move {
-        routing.record(&pick, &service, ok, latency).await;
+        routing.record(&pick, &service, tenant, ok, latency).await;
     });
 }
 
