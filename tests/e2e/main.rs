@@ -257,6 +257,31 @@ pub(crate) async fn session_token(
     body["session_token"].as_str().unwrap().to_owned()
 }
 
+/// Makes `service` available to `tenant` through the admin API, as the
+/// platform admin (asserts 201 or 200), and returns once the gateway's
+/// mirror has it: `probe` (a request that needs it) says so.
+pub(crate) async fn make_available<F, Fut>(gateway: &Gateway, service: &str, tenant: &str, probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let admin = session_token(gateway, "system", "admin", ADMIN_PASSWORD).await;
+    let response = client()
+        .put(gateway.url(&format!(
+            "/admin/api/v1/services/{service}/tenants/{tenant}"
+        )))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        matches!(response.status().as_u16(), 200 | 201),
+        "{service} available to {tenant}: {}",
+        response.status()
+    );
+    until_in_force(&format!("{service} available to {tenant}"), probe).await;
+}
+
 /// A service client created by the platform admin (bound to `tenant` when
 /// given); returns its secret.
 pub(crate) async fn service_client(gateway: &Gateway, id: &str, tenant: Option<&str>) -> String {

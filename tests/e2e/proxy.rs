@@ -271,17 +271,29 @@ async fn who_may_pass_and_what_bad_requests_get() {
             .unwrap()
             .contains("delete on orders:1")
     );
-    // Another tenant's platform admin has no grant on acme's orders app either.
+    // Another tenant's platform admin: orders is not available to the system
+    // tenant, so for him it does not exist (404, before any decision)...
     let admin = access_token(&p.gateway, "system", "admin").await;
-    expect_problem(
+    let as_admin = || async {
         client()
             .get(p.gateway.url("/svc/orders/items"))
             .bearer_auth(&admin)
             .send()
             .await
-            .unwrap(),
-        403,
-    )
+            .unwrap()
+    };
+    let problem = expect_problem(as_admin().await, 404).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no service orders"),
+        "{problem}"
+    );
+    // ...and once it is available, he still has no grant on it.
+    crate::make_available(&p.gateway, "orders", "system", || async {
+        as_admin().await.status() == 403
+    })
     .await;
     // Dot segments, sent as they are (an HTTP library would resolve them).
     for path in ["/svc/orders/a/../../billing", "/svc/orders/%2e%2e/billing"] {
@@ -727,6 +739,7 @@ async fn another_tenants_failures_never_roll_back_a_tenants_canary() {
     wait_for_port(v2_port).await;
     let analysis =
         serde_json::json!({ "max_error_rate_increase": 0.05, "min_requests": 20, "window_s": 60 });
+    crate::make_available(&gateway, "orders", "system", || async { true }).await;
     let canary =
         serde_json::json!({"stable": "v1", "canary": "v2", "percent": 100, "analysis": analysis});
     // acme rolls v2 out to all of its traffic, judged by the analysis.

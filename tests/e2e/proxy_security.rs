@@ -200,6 +200,19 @@ async fn encoded_dot_segments_and_slashes_cannot_move_the_decision() {
     let port = port_of(&a.gateway);
     let admin = access_token(&a.gateway, "system", "admin").await;
     let tenant_admin = access_token(&a.gateway, "acme", "alice").await;
+    // The platform's own tenant may use orders (as when the finding was
+    // seen), so what refuses the admin below is the decision.
+    crate::make_available(&a.gateway, "orders", "system", || async {
+        client()
+            .get(a.gateway.url("/svc/orders/items"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 403
+    })
+    .await;
     let before = a.upstream.count();
     // The three requests seen live, and their relatives.
     for (method, path, token) in [
@@ -1077,4 +1090,151 @@ async fn with_redis_away_the_handshake_answers_503_and_issues_nothing() {
     let redeemed = redeem(apps, &host, &code).await;
     assert!(redeemed.headers().get("set-cookie").is_none());
     expect_problem(redeemed, 503).await;
+}
+
+/// Finding 12b: any tenant could route to any service. Now a tenant reaches
+/// only the services the platform made available to it: `billing` exists,
+/// has a default version and an instance, and acme's members even hold a
+/// grant on it, yet until the platform makes it available to acme the proxy
+/// answers 404 (as for a service that does not exist) and forward auth with
+/// `service=billing` answers 403, and nothing reaches the upstream.
+#[tokio::test]
+async fn a_tenant_reaches_only_the_services_made_available_to_it() {
+    use reqwest::Method;
+    let a = attacked(&[SAME_ORIGIN]).await;
+    mirrored(&a).await;
+    let platform = crate::session_token(&a.gateway, "system", "admin", crate::ADMIN_PASSWORD).await;
+    let tenant_admin = alice(&a.gateway).await;
+    let call = |token: &str, method: Method, path: &str, body: Option<serde_json::Value>| {
+        let mut request = client()
+            .request(method, a.gateway.url(&format!("/admin/api/v1{path}")))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send()
+    };
+    for (path, body) in [
+        ("/services", serde_json::json!({"name": "billing"})),
+        (
+            "/services/billing/versions",
+            serde_json::json!({"version": "v1"}),
+        ),
+        (
+            "/services/billing/instances",
+            serde_json::json!({"version": "v1", "address": a.upstream.address}),
+        ),
+    ] {
+        let response = call(&platform, Method::POST, path, Some(body))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{path}");
+    }
+    // acme's administrator grants her members billing (she may: it is her
+    // tenant's role), so only availability stands in the way.
+    let granted = call(
+        &tenant_admin,
+        Method::POST,
+        "/tenants/acme/roles/member/permissions",
+        Some(serde_json::json!({"resource": "billing:*", "action": "read"})),
+    )
+    .await
+    .unwrap();
+    assert!(granted.status().is_success(), "{}", granted.status());
+    // billing is mirrored here (the system tenant, to which it is available,
+    // meets the decision: 403), so acme's 404 below is availability.
+    let admin = access_token(&a.gateway, "system", "admin").await;
+    crate::make_available(&a.gateway, "billing", "system", || async {
+        client()
+            .get(a.gateway.url("/svc/billing/invoices"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 403
+    })
+    .await;
+    let before = a.upstream.count();
+    let bob_gets = || async {
+        client()
+            .get(a.gateway.url("/svc/billing/invoices"))
+            .bearer_auth(&a.bob)
+            .send()
+            .await
+            .unwrap()
+    };
+    let problem = expect_problem(bob_gets().await, 404).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no service billing"),
+        "{problem}"
+    );
+    let verify = || async {
+        client()
+            .get(a.gateway.url("/v1/verify?tenant=acme&service=billing"))
+            .bearer_auth(&a.bob)
+            .header("x-original-method", "GET")
+            .header("x-original-uri", "/billing/invoices")
+            .send()
+            .await
+            .unwrap()
+    };
+    let problem = expect_problem(verify().await, 403).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not available to tenant acme"),
+        "{problem}"
+    );
+    // The tenant admin cannot open the door herself (a platform call is 404
+    // to her, as another tenant's are), nor route to it.
+    let own = call(
+        &tenant_admin,
+        Method::PUT,
+        "/services/billing/tenants/acme",
+        None,
+    )
+    .await
+    .unwrap();
+    expect_problem(own, 404).await;
+    let rollout = call(
+        &tenant_admin,
+        Method::PUT,
+        "/tenants/acme/rollouts/billing",
+        Some(serde_json::json!({"stable": "v1"})),
+    )
+    .await
+    .unwrap();
+    expect_problem(rollout, 404).await;
+    assert_eq!(
+        a.upstream.count(),
+        before,
+        "nothing reached the upstream:\n{}",
+        a.upstream.seen()
+    );
+    // Made available by the platform: the same requests pass.
+    crate::make_available(&a.gateway, "billing", "acme", || async {
+        bob_gets().await.status() == 200
+    })
+    .await;
+    assert_eq!(verify().await.status(), 200);
+    // Withdrawn: closed again.
+    let withdrawn = call(
+        &platform,
+        Method::DELETE,
+        "/services/billing/tenants/acme",
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(withdrawn.status(), 200);
+    until_in_force("billing withdrawn from acme", || async {
+        bob_gets().await.status() == 404
+    })
+    .await;
+    assert_eq!(verify().await.status(), 403);
 }

@@ -283,6 +283,105 @@ async fn operators_register_versions_and_instances_and_roll_out_through_the_api(
     assert_eq!(v2.status(), 201);
     let v2: Value = v2.json().await.unwrap();
     let ask = json!({ "tenant": "acme", "service": "billing" });
+    // billing is not available to acme yet: nobody of acme is routed to it,
+    // acme's administrator cannot roll it out or add rules for it, and
+    // cannot make it available herself (platform calls are 404 to her, as
+    // every other tenant's are).
+    let problem = expect_problem(resolve(&gateway, "router", &secret, &ask).await, 404).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not available to tenant acme"),
+        "{problem}"
+    );
+    for (path, body) in [
+        ("/tenants/acme/rollouts/billing", json!({"stable": "v1"})),
+        (
+            "/tenants/acme/rollouts/billing/subject-rules",
+            json!({"version": "v2", "role": "member"}),
+        ),
+    ] {
+        let method = if path.ends_with("subject-rules") {
+            Method::POST
+        } else {
+            Method::PUT
+        };
+        let problem =
+            expect_problem(call(&gateway, &alice, method, path, Some(body)).await, 404).await;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("not available"),
+            "{path}: {problem}"
+        );
+    }
+    let listed: Value = call(
+        &gateway,
+        &alice,
+        Method::GET,
+        "/tenants/acme/services",
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let names: Vec<&str> = listed["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["orders"], "{listed}");
+    let make_available = || {
+        call(
+            &gateway,
+            &admin,
+            Method::PUT,
+            "/services/billing/tenants/acme",
+            None,
+        )
+    };
+    expect_problem(
+        call(
+            &gateway,
+            &alice,
+            Method::PUT,
+            "/services/billing/tenants/acme",
+            None,
+        )
+        .await,
+        404,
+    )
+    .await;
+    for (path, status) in [
+        ("/services/nothing/tenants/acme", 404),
+        ("/services/billing/tenants/nobody", 404),
+        ("/services/Bad%20Name/tenants/acme", 404),
+    ] {
+        expect_problem(
+            call(&gateway, &admin, Method::PUT, path, None).await,
+            status,
+        )
+        .await;
+    }
+    assert_eq!(make_available().await.status(), 201);
+    assert_eq!(make_available().await.status(), 200, "idempotent");
+    let granted: Value = call(
+        &gateway,
+        &admin,
+        Method::GET,
+        "/services/billing/tenants",
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(granted["tenants"][0]["tenant"], "acme", "{granted}");
+    assert_eq!(granted["tenants"].as_array().unwrap().len(), 1);
     let answer = || async {
         let response = resolve(&gateway, "router", &secret, &ask).await;
         match response.status() {
@@ -395,6 +494,72 @@ async fn operators_register_versions_and_instances_and_roll_out_through_the_api(
         204
     );
     until_in_force("deregistered", || async { answer().await == "503" }).await;
+    // Withdrawn from acme: its rollout and subject rules go with it, and
+    // nobody of acme is routed to billing any more.
+    assert_eq!(
+        call(
+            &gateway,
+            &alice,
+            Method::PUT,
+            "/tenants/acme/rollouts/billing",
+            Some(json!({"stable": "v1", "canary": "v2", "percent": 50})),
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(
+        call(
+            &gateway,
+            &alice,
+            Method::POST,
+            "/tenants/acme/rollouts/billing/subject-rules",
+            Some(json!({"version": "v2", "role": "member"})),
+        )
+        .await
+        .status(),
+        201
+    );
+    let withdraw = || {
+        call(
+            &gateway,
+            &admin,
+            Method::DELETE,
+            "/services/billing/tenants/acme",
+            None,
+        )
+    };
+    let withdrawn = withdraw().await;
+    assert_eq!(withdrawn.status(), 200);
+    let withdrawn: Value = withdrawn.json().await.unwrap();
+    assert_eq!(
+        withdrawn["removed"],
+        json!({"rollouts": 1, "subject_rules": 1})
+    );
+    expect_problem(withdraw().await, 404).await;
+    until_in_force("not available any more", || async {
+        answer().await == "404"
+    })
+    .await;
+    let listed: Value = rollouts(&gateway, &alice).await;
+    assert!(
+        listed["rollouts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["service"] != "billing"),
+        "{listed}"
+    );
+    let rules = call(
+        &gateway,
+        &alice,
+        Method::GET,
+        "/tenants/acme/rollouts/billing/subject-rules",
+        None,
+    )
+    .await;
+    let rules: Value = rules.json().await.unwrap();
+    assert_eq!(rules["subject_rules"], json!([]));
     // Every change is in the audit log, under the tenant it concerns.
     let audited: Vec<String> = sqlx::query_scalar(
         "SELECT action FROM audit_events WHERE action LIKE 'rollout.%' OR action LIKE 'service%' ORDER BY id",
@@ -410,6 +575,8 @@ async fn operators_register_versions_and_instances_and_roll_out_through_the_api(
         "rollout.rollback",
         "rollout.delete",
         "service_instance.deregister",
+        "service.make_available",
+        "service.withdraw",
     ] {
         assert!(
             audited.iter().any(|a| a == action),
@@ -684,6 +851,18 @@ async fn a_services_strategy_is_its_own_and_changes_at_run_time() {
             Method::POST,
             path,
             Some(json!({"version": "v1"}))
+        )
+        .await
+        .status(),
+        201
+    );
+    assert_eq!(
+        call(
+            &gateway,
+            &admin,
+            Method::PUT,
+            "/services/search/tenants/acme",
+            None
         )
         .await
         .status(),

@@ -56,6 +56,10 @@ pub enum RoutingServiceError {
         /// Why.
         error: RuleError,
     },
+    /// The service is not available to the tenant (or not mirrored here
+    /// yet): nobody of that tenant is routed to it.
+    #[error("service {0} is not available to this tenant")]
+    NotAvailable(String),
 }
 
 /// How long picks skip Redis after a failure (each attempt during an outage
@@ -75,6 +79,8 @@ struct LocalRoutes {
     instances: Vec<MirroredInstance>,
     /// Tenant id -> its subject rules, in the order they are tried.
     subject_rules: HashMap<String, Vec<SubjectRule>>,
+    /// The tenants the platform made the service available to.
+    available_to: std::collections::HashSet<Uuid>,
 }
 
 /// A subject rule as kept in memory.
@@ -229,6 +235,7 @@ impl Routing {
                     .collect(),
                 instances: instances.clone(),
                 subject_rules: subject_rules_by_tenant(&routes.subject_rules),
+                available_to: routes.available_to.iter().copied().collect(),
             },
         );
         Ok(self
@@ -253,13 +260,36 @@ impl Routing {
         self.local.read().ok()?.get(service).cloned()
     }
 
-    /// Whether `service` is known here and routes anyone (a default version
-    /// or a tenant rule), from memory: the proxy answers 404 for anything
-    /// else before spending a decision or a Redis round trip on it.
+    /// Whether `service` is known here, available to the tenant and routes
+    /// anyone (a default version or a tenant rule), from memory: the proxy
+    /// answers 404 for anything else before spending a decision or a Redis
+    /// round trip on it, so a tenant does not learn which services exist
+    /// beyond its own.
     #[must_use]
-    pub fn routes_anyone(&self, service: &str) -> bool {
+    pub fn serves(&self, service: &str, tenant_id: Uuid) -> bool {
+        self.local_routes(service).is_some_and(|routes| {
+            routes.available_to.contains(&tenant_id)
+                && (routes.default.is_some() || !routes.tenants.is_empty())
+        })
+    }
+
+    /// Whether the platform made `service` available to the tenant, from
+    /// memory (the set is mirrored with the service; a service not mirrored
+    /// here yet is available to nobody).
+    #[must_use]
+    pub fn available(&self, service: &str, tenant_id: Uuid) -> bool {
         self.local_routes(service)
-            .is_some_and(|routes| routes.default.is_some() || !routes.tenants.is_empty())
+            .is_some_and(|routes| routes.available_to.contains(&tenant_id))
+    }
+
+    /// `Err(NotAvailable)` unless [`Routing::available`]: every way to a
+    /// version (pick, version, resolve) passes here.
+    fn require_available(&self, service: &str, tenant_id: Uuid) -> Result<(), RoutingServiceError> {
+        if self.available(service, tenant_id) {
+            Ok(())
+        } else {
+            Err(RoutingServiceError::NotAvailable(service.to_owned()))
+        }
     }
 
     /// The version a subject rule of the tenant sends this caller to, if
@@ -341,6 +371,7 @@ impl Routing {
         user_id: Option<Uuid>,
         forced: Option<&str>,
     ) -> Result<Option<String>, RoutingServiceError> {
+        self.require_available(service, tenant_id)?;
         let tenant = tenant_id.to_string();
         let user = user_id.map(|u| u.to_string());
         Ok(self
@@ -358,6 +389,7 @@ impl Routing {
         tenant_id: Uuid,
         user_id: Option<Uuid>,
     ) -> Result<Picked, RoutingServiceError> {
+        self.require_available(service, tenant_id)?;
         let tenant = tenant_id.to_string();
         let user = user_id.map(|u| u.to_string());
         let request = PickRequest {
@@ -387,9 +419,15 @@ impl Routing {
         forced: Option<&str>,
         exclude: Option<&str>,
     ) -> Result<Picked, RoutingServiceError> {
+        // One read of the snapshot serves the availability check, the
+        // strategy and a local pick.
+        let routes = self
+            .local_routes(service)
+            .filter(|routes| routes.available_to.contains(&tenant_id))
+            .ok_or_else(|| RoutingServiceError::NotAvailable(service.to_owned()))?;
         let tenant = tenant_id.to_string();
         let user = user_id.map(|u| u.to_string());
-        let strategy = self.strategy_of(service);
+        let strategy = routes.strategy;
         let now = now_ms();
         let local = |why_prefix| LocalPick {
             service,
@@ -404,7 +442,6 @@ impl Routing {
         };
         // The fast path: no state shared between gateways, a fresh view.
         if matches!(strategy, Strategy::Random | Strategy::UserHash)
-            && let Some(routes) = self.local_routes(service)
             && let Some(view) = self.fresh_view(service, now)
         {
             MEMORY_PICKS.increment(1);
@@ -438,11 +475,6 @@ impl Routing {
                 Err(e) => return Err(e.into()),
             }
         }
-        let routes = self.local_routes(service).ok_or_else(|| {
-            RoutingServiceError::Routing(RoutingError::Answer(format!(
-                "Redis is away and service {service} has not been mirrored here yet"
-            )))
-        })?;
         LOCAL_PICKS.increment(1);
         Ok(pick_locally(
             &routes,
@@ -759,6 +791,7 @@ mod tests {
             default: Some(Rule::pin("v1").unwrap()),
             tenants: HashMap::from([("t-canary".to_owned(), tenant_rule)]),
             subject_rules: HashMap::new(),
+            available_to: std::collections::HashSet::new(),
             instances: vec![
                 instance("a", "v1", 1),
                 instance("b", "v1", 3),

@@ -151,9 +151,10 @@ pub async fn apply(
         }
     }
     for rollout in &seed.rollouts {
-        if let Some(tenant_id) = ensure_rollout(&mut tx, rollout, &mut report).await? {
-            let last = report.created.len() - 1;
-            record_change(&mut tx, Some(tenant_id), &report.created[last..]).await?;
+        let before = report.created.len();
+        let tenant_id = ensure_rollout(&mut tx, rollout, &mut report).await?;
+        if report.created.len() > before {
+            record_change(&mut tx, Some(tenant_id), &report.created[before..]).await?;
         }
     }
     tx.commit().await?;
@@ -427,12 +428,13 @@ async fn version_id(
         .ok_or_else(|| StoreError::Conflict(format!("service {service} has no version {version}")))
 }
 
-/// Returns the tenant id when the rollout was created.
+/// Makes the service available to the tenant and creates the rollout;
+/// returns the tenant's id.
 async fn ensure_rollout(
     tx: &mut PgConnection,
     rollout: &RolloutSeed,
     report: &mut Report,
-) -> Result<Option<Uuid>, StoreError> {
+) -> Result<Uuid, StoreError> {
     let tenant_id: Uuid = sqlx::query_scalar("SELECT id FROM tenants WHERE slug = $1")
         .bind(rollout.tenant.as_str())
         .fetch_one(&mut *tx)
@@ -441,6 +443,21 @@ async fn ensure_rollout(
         .bind(rollout.service.as_str())
         .fetch_one(&mut *tx)
         .await?;
+    // A seeded rollout makes the service available to its tenant (a rollout
+    // exists only for an available pair).
+    let granted = sqlx::query(
+        "INSERT INTO tenant_services (tenant_id, service_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant_id)
+    .bind(service_id)
+    .execute(&mut *tx)
+    .await?;
+    if granted.rows_affected() == 1 {
+        report.created.push(format!(
+            "{} available to {}",
+            rollout.service, rollout.tenant
+        ));
+    }
     let stable = version_id(tx, service_id, &rollout.service, &rollout.stable).await?;
     let (canary, percent) = match &rollout.canary {
         Some((label, percent)) => (
@@ -460,13 +477,12 @@ async fn ensure_rollout(
     .bind(percent)
     .execute(&mut *tx)
     .await?;
-    if done.rows_affected() == 0 {
-        return Ok(None);
+    if done.rows_affected() == 1 {
+        report
+            .created
+            .push(format!("rollout {}/{}", rollout.tenant, rollout.service));
     }
-    report
-        .created
-        .push(format!("rollout {}/{}", rollout.tenant, rollout.service));
-    Ok(Some(tenant_id))
+    Ok(tenant_id)
 }
 
 /// Bumps the tenant's data version and writes the outbox and audit rows that

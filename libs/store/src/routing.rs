@@ -57,6 +57,9 @@ pub struct ServiceRoutes {
     pub rollouts: Vec<RolloutRow>,
     /// Per-tenant subject rules, in the order they are tried.
     pub subject_rules: Vec<SubjectRuleRow>,
+    /// The tenants the service is available to (migration
+    /// 20261204000001): nobody else is routed to it.
+    pub available_to: Vec<Uuid>,
 }
 
 /// A subject rule: the tenant's users holding `role`, or whose `attribute`
@@ -123,6 +126,7 @@ pub async fn service_routes(pool: &PgPool, name: &str) -> Result<ServiceRoutes, 
             instances: Vec::new(),
             rollouts: Vec::new(),
             subject_rules: Vec::new(),
+            available_to: Vec::new(),
         });
     };
     let default_version: Option<String> = sqlx::query_scalar(
@@ -158,6 +162,12 @@ pub async fn service_routes(pool: &PgPool, name: &str) -> Result<ServiceRoutes, 
     .bind(service_id)
     .fetch_all(&mut *tx)
     .await?;
+    let available_to: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT tenant_id FROM tenant_services WHERE service_id = $1 ORDER BY tenant_id",
+    )
+    .bind(service_id)
+    .fetch_all(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(ServiceRoutes {
         name: name.to_owned(),
@@ -167,6 +177,7 @@ pub async fn service_routes(pool: &PgPool, name: &str) -> Result<ServiceRoutes, 
         instances,
         rollouts,
         subject_rules,
+        available_to,
     })
 }
 
@@ -248,19 +259,21 @@ pub async fn set_version_status(
 
 /// Every service with its versions.
 pub async fn list_services(pool: &PgPool) -> Result<Vec<ServiceView>, StoreError> {
-    Ok(sqlx::query_as::<_, ServiceView>(
-        "SELECT s.name, s.description, s.strategy,
-                COALESCE(array_agg(v.version ORDER BY v.created_at) FILTER (WHERE v.id IS NOT NULL), '{}') AS versions,
-                max(v.version) FILTER (WHERE v.is_default) AS default_version,
-                (SELECT count(*) FROM service_instances i
-                  WHERE i.service_id = s.id AND i.status <> 'deregistered') AS instances,
-                jsonb_object_agg(v.version, v.status) FILTER (WHERE v.id IS NOT NULL) AS version_status
-           FROM services s LEFT JOIN service_versions v ON v.service_id = s.id
-          GROUP BY s.id ORDER BY s.name",
+    Ok(
+        sqlx::query_as::<_, ServiceView>(&format!("{SERVICE_VIEW} GROUP BY s.id ORDER BY s.name"))
+            .fetch_all(pool)
+            .await?,
     )
-    .fetch_all(pool)
-    .await?)
 }
+
+/// The select of [`ServiceView`], before its `WHERE` and `GROUP BY s.id`.
+const SERVICE_VIEW: &str = "SELECT s.name, s.description, s.strategy,
+        COALESCE(array_agg(v.version ORDER BY v.created_at) FILTER (WHERE v.id IS NOT NULL), '{}') AS versions,
+        max(v.version) FILTER (WHERE v.is_default) AS default_version,
+        (SELECT count(*) FROM service_instances i
+          WHERE i.service_id = s.id AND i.status <> 'deregistered') AS instances,
+        jsonb_object_agg(v.version, v.status) FILTER (WHERE v.id IS NOT NULL) AS version_status
+   FROM services s LEFT JOIN service_versions v ON v.service_id = s.id";
 
 /// Creates a service (`Conflict` when the name is taken). `strategy` must
 /// be one the schema allows (the caller checks it).
@@ -298,6 +311,143 @@ async fn service_id(pool: &PgPool, name: &str) -> Result<Option<Uuid>, StoreErro
             .fetch_optional(pool)
             .await?,
     )
+}
+
+/// The id of `service` when it is available to the tenant: `NoService` when
+/// it does not exist, `NotAvailable` when the platform has not made it
+/// available to the tenant. (The foreign keys of migration 20261204000001
+/// refuse a rollout or rule for a pair withdrawn meanwhile.)
+async fn available_service_id(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    service: &str,
+) -> Result<Uuid, WriteError> {
+    let found: Option<(Uuid, bool)> = sqlx::query_as(
+        "SELECT s.id, EXISTS (SELECT 1 FROM tenant_services a
+                               WHERE a.service_id = s.id AND a.tenant_id = $2)
+           FROM services s WHERE s.name = $1",
+    )
+    .bind(service)
+    .bind(tenant_id)
+    .fetch_optional(pool)
+    .await
+    .map_err(StoreError::from)?;
+    match found {
+        None => Err(WriteError::NoService(service.to_owned())),
+        Some((_, false)) => Err(WriteError::NotAvailable(service.to_owned())),
+        Some((id, true)) => Ok(id),
+    }
+}
+
+/// A tenant a service is available to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct AvailabilityView {
+    /// The tenant's slug.
+    pub tenant: String,
+    /// Since when.
+    #[serde(with = "time::serde::rfc3339")]
+    pub granted_at: time::OffsetDateTime,
+}
+
+/// The tenants `service` is available to, by slug; `None` for an unknown
+/// service.
+pub async fn service_tenants(
+    pool: &PgPool,
+    service: &str,
+) -> Result<Option<Vec<AvailabilityView>>, StoreError> {
+    let Some(service_id) = service_id(pool, service).await? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        sqlx::query_as::<_, AvailabilityView>(
+            "SELECT t.slug AS tenant, a.granted_at
+               FROM tenant_services a JOIN tenants t ON t.id = a.tenant_id
+              WHERE a.service_id = $1 ORDER BY t.slug",
+        )
+        .bind(service_id)
+        .fetch_all(pool)
+        .await?,
+    ))
+}
+
+/// Makes `service` available to the tenant; `Ok(true)` when it was not yet.
+pub async fn make_available(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    service: &str,
+    actor: Option<Uuid>,
+) -> Result<bool, WriteError> {
+    let service_id = service_id(pool, service)
+        .await?
+        .ok_or_else(|| WriteError::NoService(service.to_owned()))?;
+    let done = sqlx::query(
+        "INSERT INTO tenant_services (tenant_id, service_id, granted_by) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant_id)
+    .bind(service_id)
+    .bind(actor)
+    .execute(pool)
+    .await
+    .map_err(StoreError::from)?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// What withdrawing a service from a tenant removed with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Withdrawn {
+    /// The tenant's rollout of the service (0 or 1).
+    pub rollouts: i64,
+    /// The tenant's subject rules for the service.
+    pub subject_rules: i64,
+}
+
+/// Withdraws `service` from the tenant, with the tenant's rollout and
+/// subject rules for it (the foreign keys cascade), in one transaction;
+/// `Ok(None)` when it was not available.
+pub async fn withdraw(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    service: &str,
+) -> Result<Option<Withdrawn>, WriteError> {
+    let service_id = service_id(pool, service)
+        .await?
+        .ok_or_else(|| WriteError::NoService(service.to_owned()))?;
+    let mut tx = pool.begin().await.map_err(StoreError::from)?;
+    let (rollouts, subject_rules): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM tenant_rollouts WHERE tenant_id = $1 AND service_id = $2),
+                (SELECT count(*) FROM service_subject_rules WHERE tenant_id = $1 AND service_id = $2)",
+    )
+    .bind(tenant_id)
+    .bind(service_id)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(StoreError::from)?;
+    let done = sqlx::query("DELETE FROM tenant_services WHERE tenant_id = $1 AND service_id = $2")
+        .bind(tenant_id)
+        .bind(service_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok((done.rows_affected() == 1).then_some(Withdrawn {
+        rollouts,
+        subject_rules,
+    }))
+}
+
+/// The services available to the tenant, with their versions.
+pub async fn tenant_services(
+    pool: &PgPool,
+    tenant_id: Uuid,
+) -> Result<Vec<ServiceView>, StoreError> {
+    Ok(sqlx::query_as::<_, ServiceView>(&format!(
+        "{SERVICE_VIEW} WHERE s.id IN (SELECT service_id FROM tenant_services WHERE tenant_id = $1)
+          GROUP BY s.id ORDER BY s.name"
+    ))
+    .bind(tenant_id)
+    .fetch_all(pool)
+    .await?)
 }
 
 /// Adds a version to a service (the first one becomes the default).
@@ -399,6 +549,11 @@ pub enum WriteError {
         /// The version named.
         version: String,
     },
+    /// The service exists but is not available to the tenant.
+    #[error(
+        "service {0:?} is not available to this tenant (a platform administrator makes it available with PUT /admin/api/v1/services/{0}/tenants/<tenant>)"
+    )]
+    NotAvailable(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -564,9 +719,7 @@ pub async fn put_rollout(
     rollout: &NewRollout<'_>,
     actor: Option<Uuid>,
 ) -> Result<RolloutView, WriteError> {
-    let service_id = service_id(pool, service)
-        .await?
-        .ok_or_else(|| WriteError::NoService(service.to_owned()))?;
+    let service_id = available_service_id(pool, tenant_id, service).await?;
     let version = |label: &str| {
         let label = label.to_owned();
         async move {
@@ -839,9 +992,7 @@ pub async fn add_subject_rule(
     position: i32,
     actor: Option<Uuid>,
 ) -> Result<SubjectRuleRow, WriteError> {
-    let service_id = service_id(pool, service)
-        .await?
-        .ok_or_else(|| WriteError::NoService(service.to_owned()))?;
+    let service_id = available_service_id(pool, tenant_id, service).await?;
     let version_id: Uuid = sqlx::query_scalar(
         "SELECT id FROM service_versions WHERE service_id = $1 AND version = $2",
     )

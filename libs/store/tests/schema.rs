@@ -280,3 +280,90 @@ async fn only_one_signing_key_can_be_current() {
             .is_unique_violation()
     );
 }
+
+/// A rollout or subject rule exists only for a service available to its
+/// tenant, whoever writes it (migration 20261204000001), and withdrawing the
+/// service takes them with it.
+#[tokio::test]
+async fn rollouts_and_rules_exist_only_for_available_services() {
+    let db = TestDatabase::new().await;
+    two_tenants(&db).await;
+    let pool = &db.pool;
+    let tenant: Uuid = sqlx::query_scalar("SELECT id FROM tenants WHERE slug = 'acme'")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let (service, version) = (Uuid::now_v7(), Uuid::now_v7());
+    sqlx::query("INSERT INTO services (id, name) VALUES ($1, 'billing')")
+        .bind(service)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO service_versions (id, service_id, version, is_default) VALUES ($1, $2, 'v1', true)",
+    )
+    .bind(version)
+    .bind(service)
+    .execute(pool)
+    .await
+    .unwrap();
+    let rollout = || {
+        sqlx::query(
+            "INSERT INTO tenant_rollouts (tenant_id, service_id, stable_version_id) VALUES ($1, $2, $3)",
+        )
+        .bind(tenant)
+        .bind(service)
+        .bind(version)
+        .execute(pool)
+    };
+    let rule = || {
+        sqlx::query(
+            "INSERT INTO service_subject_rules (id, tenant_id, service_id, version_id, role)
+             VALUES (gen_random_uuid(), $1, $2, $3, 'beta')",
+        )
+        .bind(tenant)
+        .bind(service)
+        .bind(version)
+        .execute(pool)
+    };
+    let refused = rollout().await.unwrap_err();
+    assert!(
+        refused.to_string().contains("tenant_rollouts_available"),
+        "{refused}"
+    );
+    let refused = rule().await.unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("service_subject_rules_available"),
+        "{refused}"
+    );
+    sqlx::query("INSERT INTO tenant_services (tenant_id, service_id) VALUES ($1, $2)")
+        .bind(tenant)
+        .bind(service)
+        .execute(pool)
+        .await
+        .unwrap();
+    rollout().await.unwrap();
+    rule().await.unwrap();
+    let withdrawn = gatehouse_store::routing::withdraw(pool, tenant, "billing")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((withdrawn.rollouts, withdrawn.subject_rules), (1, 1));
+    let left: (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM tenant_rollouts WHERE service_id = $1),
+                (SELECT count(*) FROM service_subject_rules WHERE service_id = $1)",
+    )
+    .bind(service)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(left, (0, 0));
+    assert!(
+        gatehouse_store::routing::withdraw(pool, tenant, "billing")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

@@ -37,6 +37,19 @@ fn routing_admin_routes() -> Router<AppState> {
             post(routes::admin_routing::versions_create),
         )
         .route(
+            "/admin/api/v1/services/{service}/tenants",
+            get(routes::admin_routing::service_tenants),
+        )
+        .route(
+            "/admin/api/v1/services/{service}/tenants/{tenant}",
+            put(routes::admin_routing::service_tenant_put)
+                .delete(routes::admin_routing::service_tenant_delete),
+        )
+        .route(
+            "/admin/api/v1/tenants/{tenant}/services",
+            get(routes::admin_routing::tenant_services),
+        )
+        .route(
             "/admin/api/v1/services/{service}/versions/{version}",
             patch(routes::admin_routing::version_update),
         )

@@ -58,6 +58,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, he
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use gatehouse_app::admission::{Admitted, Expect, Need, Presented, Verdict, Via};
+use gatehouse_app::routing::RoutingServiceError;
 use gatehouse_core::ServiceName;
 use gatehouse_routing::{Pick, Picked};
 use uuid::Uuid;
@@ -527,12 +528,13 @@ async fn decide(
     upgrade: bool,
 ) -> Result<Granted, ApiError> {
     refuse_cross_site(state, mode, parts, caller, upgrade)?;
-    // Only a signed-in caller learns which services exist.
-    if !state.routing.routes_anyone(target.service.as_str()) {
-        return Err(ApiError::not_found(format!(
-            "no service {} is routed here",
-            target.service
-        )));
+    // Only a signed-in caller learns which services exist, and only those
+    // the platform made available to its tenant.
+    if !state
+        .routing
+        .serves(target.service.as_str(), caller.tenant.id)
+    {
+        return Err(not_routed(&target.service));
     }
     let host = parts
         .headers
@@ -590,6 +592,12 @@ fn outgoing_headers(
     Ok(outgoing)
 }
 
+/// 404 for a service that is unknown here or not available to the caller's
+/// tenant (the two look the same to a tenant).
+fn not_routed(service: &ServiceName) -> ApiError {
+    ApiError::not_found(format!("no service {service} is routed here"))
+}
+
 /// The tenant's (or a subject rule's) version of `service` and an instance of it.
 async fn pick(
     state: &AppState,
@@ -608,9 +616,13 @@ async fn pick(
             exclude,
         )
         .await
-        .map_err(|e| {
-            tracing::warn!(%service, error = %e, "routing cannot answer");
-            ApiError::unavailable("routing is unavailable; retry shortly", 1)
+        .map_err(|e| match e {
+            // Withdrawn between the decision and the pick.
+            RoutingServiceError::NotAvailable(_) => not_routed(service),
+            e => {
+                tracing::warn!(%service, error = %e, "routing cannot answer");
+                ApiError::unavailable("routing is unavailable; retry shortly", 1)
+            }
         })?;
     match picked {
         Picked::Instance(pick) => Ok(pick),

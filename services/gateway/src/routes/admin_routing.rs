@@ -32,7 +32,9 @@ fn invalid(detail: impl Into<String>) -> ApiError {
 /// body's mistake (422).
 fn write_error(e: WriteError) -> ApiError {
     match e {
-        WriteError::NoService(_) => ApiError::not_found(e.to_string()),
+        WriteError::NoService(_) | WriteError::NotAvailable(_) => {
+            ApiError::not_found(e.to_string())
+        }
         WriteError::NoVersion { .. } => invalid(e.to_string()),
         WriteError::Store(e) => e.into(),
     }
@@ -158,6 +160,117 @@ impl Operator {
 pub async fn services_list(op: Operator) -> Result<Json<Value>, ApiError> {
     op.platform(Access::Read, "service.list").await?;
     let services = config::list_services(&op.state.db).await?;
+    Ok(Json(json!({ "services": services })))
+}
+
+// ---------------------------------------------------------------- availability
+
+/// The tenant a platform administrator names in a path (404 when unknown).
+async fn named_tenant(op: &Operator, raw: &str) -> Result<Tenant, ApiError> {
+    let slug = gatehouse_core::TenantSlug::parse(raw)
+        .map_err(|e| ApiError::not_found(format!("no tenant: {e}")))?;
+    op.state
+        .directory
+        .tenant_by_slug(&slug)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no tenant {slug}")))
+}
+
+/// `GET /admin/api/v1/services/{service}/tenants`: the tenants the service
+/// is available to (platform administrators).
+pub async fn service_tenants(
+    op: Operator,
+    Path(service): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    op.platform(Access::Read, "service.tenants").await?;
+    let service = service_name(&service)?;
+    let tenants = config::service_tenants(&op.state.db, service.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no service {service}")))?;
+    Ok(Json(
+        json!({ "service": service.as_str(), "tenants": tenants }),
+    ))
+}
+
+/// `PUT /admin/api/v1/services/{service}/tenants/{tenant}`: makes the
+/// service available to the tenant (201 when it was not yet, 200 when it
+/// already was). Until then nobody of that tenant is routed to it, and its
+/// administrators cannot roll it out.
+pub async fn service_tenant_put(
+    op: Operator,
+    Path((service, tenant)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    op.platform(Access::Write, "service.make_available").await?;
+    let service = service_name(&service)?;
+    let tenant = named_tenant(&op, &tenant).await?;
+    let created = config::make_available(
+        &op.state.db,
+        tenant.id,
+        service.as_str(),
+        Some(op.me.0.session.user_id),
+    )
+    .await
+    .map_err(write_error)?;
+    let status = if created {
+        op.done(&tenant, "service.make_available", service.to_string())
+            .await;
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({ "service": service.as_str(), "tenant": tenant.slug, "available": true })),
+    ))
+}
+
+/// `DELETE /admin/api/v1/services/{service}/tenants/{tenant}`: withdraws
+/// the service from the tenant, with the tenant's rollout and subject rules
+/// for it (answered, so the caller sees what went).
+pub async fn service_tenant_delete(
+    op: Operator,
+    Path((service, tenant)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    op.platform(Access::Write, "service.withdraw").await?;
+    let service = service_name(&service)?;
+    let tenant = named_tenant(&op, &tenant).await?;
+    let withdrawn = config::withdraw(&op.state.db, tenant.id, service.as_str())
+        .await
+        .map_err(write_error)?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "service {service} is not available to tenant {}",
+                tenant.slug
+            ))
+        })?;
+    op.done(
+        &tenant,
+        "service.withdraw",
+        format!(
+            "{service}: {} rollout(s), {} subject rule(s) removed",
+            withdrawn.rollouts, withdrawn.subject_rules
+        ),
+    )
+    .await;
+    Ok(Json(json!({
+        "service": service.as_str(),
+        "tenant": tenant.slug,
+        "available": false,
+        "removed": withdrawn,
+    })))
+}
+
+/// `GET /admin/api/v1/tenants/{tenant}/services`: what the tenant's
+/// administrators may roll out (the services available to it, with their
+/// versions and each version's status).
+pub async fn tenant_services(
+    op: Operator,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = op
+        .tenant(&tenant, Access::Read, "service.list_available")
+        .await?;
+    let services = config::tenant_services(&op.state.db, tenant.id).await?;
     Ok(Json(json!({ "services": services })))
 }
 

@@ -9,6 +9,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use gatehouse_app::routing::RoutingServiceError;
 use gatehouse_core::{ServiceName, TenantSlug};
 use gatehouse_routing::Picked;
 use serde::Deserialize;
@@ -67,9 +68,14 @@ pub async fn resolve(
         .routing
         .resolve(service.as_str(), tenant.id, None)
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "routing store unavailable");
-            ApiError::unavailable("the routing store is unavailable", 1)
+        .map_err(|e| match e {
+            RoutingServiceError::NotAvailable(_) => ApiError::not_found(format!(
+                "service {service} is not available to tenant {slug}"
+            )),
+            e => {
+                tracing::warn!(error = %e, "routing store unavailable");
+                ApiError::unavailable("the routing store is unavailable", 1)
+            }
         })?;
     match picked {
         Picked::Instance(pick) => Ok(Json(json!({

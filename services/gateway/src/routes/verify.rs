@@ -218,6 +218,19 @@ pub async fn verify(
         ));
     };
     let tenant = caller.tenant;
+    // A tenant reaches only the services made available to it: a proxy
+    // routing by `service=` must not send anyone else to its default
+    // upstream. (403: what an auth_request proxy understands.)
+    if let Some(service) = &service
+        && !state.routing.available(service.as_str(), tenant.id)
+    {
+        outcome("denied", started);
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("service {service} is not available to tenant {slug}"),
+        ));
+    }
     let request = HttpRequest {
         method: original.method,
         path: RequestPath::Uri(original.uri),
