@@ -1238,3 +1238,42 @@ async fn a_tenant_reaches_only_the_services_made_available_to_it() {
     .await;
     assert_eq!(verify().await.status(), 403);
 }
+
+/// A signed-in browser cannot fill Redis with handshake codes: one session
+/// starts at most `ISSUES_PER_WINDOW` app sign-ins a minute (429 with
+/// Retry-After beyond, no code issued); another session is not held back by
+/// it, and a code issued within the share still works.
+#[tokio::test]
+async fn one_session_cannot_mint_handshake_codes_at_request_rate() {
+    let (a, apps) = own_origin().await;
+    let to = format!("http://orders.localhost:{apps}/items");
+    let session = crate::session_token(&a.gateway, "acme", "bob", DEMO_PASSWORD).await;
+    let cookie = format!("gh_session={session}");
+    let mut codes = Vec::new();
+    for _ in 0..gatehouse_session::ISSUES_PER_WINDOW {
+        let issued = handshake(&a.gateway, &to, Some(&cookie)).await;
+        assert_eq!(issued.status(), 303);
+        let location = issued.headers()["location"].to_str().unwrap().to_owned();
+        codes.push(location.split_once("code=").unwrap().1.to_owned());
+    }
+    let refused = handshake(&a.gateway, &to, Some(&cookie)).await;
+    assert_eq!(
+        refused.headers()["retry-after"],
+        gatehouse_session::ISSUE_WINDOW.as_secs().to_string()
+    );
+    assert!(refused.headers().get("location").is_none());
+    let problem = expect_problem(refused, 429).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("app sign-ins"),
+        "{problem}"
+    );
+    // Another session (the same user's, elsewhere) has its own share.
+    let other = crate::session_token(&a.gateway, "acme", "bob", DEMO_PASSWORD).await;
+    let issued = handshake(&a.gateway, &to, Some(&format!("gh_session={other}"))).await;
+    assert_eq!(issued.status(), 303);
+    // A code issued within the share is redeemed as usual.
+    let host = format!("orders.localhost:{apps}");
+    let redeemed = redeem(apps, &host, codes.last().unwrap()).await;
+    assert_eq!(redeemed.status(), 303);
+    assert!(redeemed.headers().get("set-cookie").is_some());
+}

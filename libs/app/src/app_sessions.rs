@@ -67,13 +67,15 @@ impl AppSessions {
     }
 
     /// Starts a handshake for `session` towards the app at `host`
-    /// (`name[:port]`, lower case), returning to `return_path`.
+    /// (`name[:port]`, lower case), returning to `return_path`. `None` when
+    /// the session has started its share of handshakes for now
+    /// (`gatehouse_session::ISSUES_PER_WINDOW` per `ISSUE_WINDOW`).
     pub async fn begin(
         &self,
         session: &Session,
         host: &str,
         return_path: &str,
-    ) -> Result<String, SessionError> {
+    ) -> Result<Option<String>, SessionError> {
         self.handshakes
             .issue(&HandshakeGrant {
                 tenant_id: session.tenant_id,

@@ -33,12 +33,21 @@ pub struct HandshakeGrant {
     pub return_path: String,
 }
 
+/// Codes one session may issue per [`ISSUE_WINDOW`]: far more than a person
+/// opening apps needs (an app's own session lasts as long as the user's), few
+/// enough that a session cannot fill Redis with codes.
+pub const ISSUES_PER_WINDOW: u32 = 30;
+
+/// The window [`ISSUES_PER_WINDOW`] counts over.
+pub const ISSUE_WINDOW: Duration = Duration::from_secs(60);
+
 /// Issues and redeems handshake codes in Redis.
 #[derive(Clone)]
 pub struct Handshakes {
     redis: RedisPool,
     keys: Keyspace,
     lifetime: Duration,
+    issue: std::sync::Arc<redis::Script>,
 }
 
 impl std::fmt::Debug for Handshakes {
@@ -57,6 +66,9 @@ impl Handshakes {
             redis,
             keys,
             lifetime: lifetime.max(Duration::from_secs(1)),
+            issue: std::sync::Arc::new(redis::Script::new(include_str!(
+                "../../../lua/handshake_issue.lua"
+            ))),
         }
     }
 
@@ -66,32 +78,39 @@ impl Handshakes {
             .tenant_key(&tenant_id.simple().to_string(), &format!("hs:{digest}"))
     }
 
-    /// A fresh code for `grant` (`<tenant>.<256 random bits>`). The host and
-    /// path must hold no line breaks (the caller validated them).
-    pub async fn issue(&self, grant: &HandshakeGrant) -> Result<String, SessionError> {
+    /// A fresh code for `grant` (`<tenant>.<256 random bits>`), or `None`
+    /// when its session has issued [`ISSUES_PER_WINDOW`] codes in the current
+    /// [`ISSUE_WINDOW`] (the caller answers 429). The host and path must hold
+    /// no line breaks (the caller validated them). Not retried after a
+    /// dropped connection: the count is not idempotent.
+    pub async fn issue(&self, grant: &HandshakeGrant) -> Result<Option<String>, SessionError> {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         let secret = URL_SAFE_NO_PAD.encode(bytes);
         let key = self.key(grant.tenant_id, &secret);
+        let counter = self.keys.tenant_key(
+            &grant.tenant_id.simple().to_string(),
+            &format!("hsn:{}", grant.session_id),
+        );
         let value = format!(
             "{}\n{}\n{}",
             grant.session_id, grant.host, grant.return_path
         );
-        let ttl = self.lifetime.as_secs();
-        let (key, value) = (&key, &value);
-        // SET with a fresh random key: sending it twice changes nothing.
-        self.redis
-            .run_idempotent(|mut conn| async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("EX")
-                    .arg(ttl)
-                    .query_async::<()>(&mut conn)
-                    .await
-            })
+        let (ttl, window) = (self.lifetime.as_secs(), ISSUE_WINDOW.as_secs());
+        let mut invocation = self.issue.prepare_invoke();
+        invocation
+            .key(&counter)
+            .key(&key)
+            .arg(ISSUES_PER_WINDOW)
+            .arg(window)
+            .arg(&value)
+            .arg(ttl);
+        let invocation = &invocation;
+        let issued: i64 = self
+            .redis
+            .run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
             .await?;
-        Ok(format!("{}.{secret}", grant.tenant_id.simple()))
+        Ok((issued == 1).then(|| format!("{}.{secret}", grant.tenant_id.simple())))
     }
 
     /// The grant behind `code`, once: the first redemption deletes it. `None`

@@ -18,7 +18,7 @@ mod refresh;
 mod store;
 mod token;
 
-pub use handshake::{HandshakeGrant, Handshakes};
+pub use handshake::{HandshakeGrant, Handshakes, ISSUE_WINDOW, ISSUES_PER_WINDOW};
 pub use refresh::{RefreshKey, RefreshLimits, RefreshStore, RefreshToken, Rotation};
 pub use store::{EndedSessions, NewSession, Session, SessionConfig, SessionError, SessionStore};
 pub use token::{SessionId, SessionToken};

@@ -153,10 +153,22 @@ pub async fn start(
         );
         return Ok(see_other(&location, None));
     };
-    let code = state
+    let Some(code) = state
         .app_sessions
         .begin(&signed_in.session, &app.host, &app.return_path)
-        .await?;
+        .await?
+    else {
+        let window = gatehouse_session::ISSUE_WINDOW.as_secs();
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "throttled",
+            format!(
+                "this session started {} app sign-ins within {window} s; wait and open the app again",
+                gatehouse_session::ISSUES_PER_WINDOW
+            ),
+        )
+        .with_retry_after(window));
+    };
     let location = format!("{}{CALLBACK_PATH}?code={code}", app.origin);
     Ok(see_other(&location, None))
 }
