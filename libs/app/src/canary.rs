@@ -102,7 +102,7 @@ impl CanaryController {
                                 &rollout.service,
                                 &key.1,
                                 Duration::from_secs(u64::from(analysis.window_s)),
-                                crate::routing::now_ms(),
+                                self.routing.now_ms(),
                             )
                             .await;
                         if let Err(e) = &read {

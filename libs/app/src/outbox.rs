@@ -229,9 +229,7 @@ fn envelope(row: &OutboxRow) -> Envelope {
         v: ENVELOPE_VERSION,
         kind: row.kind.clone(),
         tenant: row.tenant_id,
-        at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        at: row.created_unix,
         payload,
     }
 }

@@ -104,6 +104,8 @@ pub struct SubjectFacts<'a> {
 pub struct Routing {
     db: PgPool,
     store: RoutingStore,
+    /// Heartbeat deadlines, breakers and statistics slots are read against it.
+    clock: Arc<dyn gatehouse_core::Clock>,
     /// For services this instance has not mirrored yet.
     strategy: Strategy,
     local: std::sync::RwLock<HashMap<String, Arc<LocalRoutes>>>,
@@ -148,23 +150,21 @@ impl std::fmt::Debug for Routing {
     }
 }
 
-/// Now, in milliseconds since the Unix epoch (the clock selection and
-/// statistics use).
-#[must_use]
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Routing {
     /// Routing over `db` (configuration) and `store` (the Redis mirror and
-    /// live state); `strategy` serves services until their own is mirrored.
+    /// live state); `strategy` serves services until their own is mirrored;
+    /// `clock` is what heartbeats, breakers and statistics are timed by.
     #[must_use]
-    pub fn new(db: PgPool, store: RoutingStore, strategy: Strategy) -> Self {
+    pub fn new(
+        db: PgPool,
+        store: RoutingStore,
+        strategy: Strategy,
+        clock: Arc<dyn gatehouse_core::Clock>,
+    ) -> Self {
         Self {
             db,
             store,
+            clock,
             strategy,
             local: std::sync::RwLock::new(HashMap::new()),
             redis_breaker: Breaker::new(REDIS_BREAKER_OPEN),
@@ -177,6 +177,13 @@ impl Routing {
     #[must_use]
     pub fn store(&self) -> &RoutingStore {
         &self.store
+    }
+
+    /// Now, in milliseconds since the Unix epoch, by routing's clock (what
+    /// selection and statistics are written in).
+    #[must_use]
+    pub fn now_ms(&self) -> u64 {
+        self.clock.unix_millis()
     }
 
     /// Mirrors one service (a deleted service is mirrored as empty). Returns
@@ -357,7 +364,7 @@ impl Routing {
     ) -> Result<(), RoutingServiceError> {
         Ok(self
             .store
-            .heartbeat(service, &instance.to_string(), ttl, now_ms())
+            .heartbeat(service, &instance.to_string(), ttl, self.now_ms())
             .await?)
     }
 
@@ -398,7 +405,7 @@ impl Routing {
             tenant: &tenant,
             user: user.as_deref(),
             forced_version: None,
-            now_ms: now_ms(),
+            now_ms: self.now_ms(),
             lease: false,
             exclude: None,
         };
@@ -428,7 +435,7 @@ impl Routing {
         let tenant = tenant_id.to_string();
         let user = user_id.map(|u| u.to_string());
         let strategy = routes.strategy;
-        let now = now_ms();
+        let now = self.now_ms();
         let local = |why_prefix| LocalPick {
             service,
             tenant: &tenant,
@@ -526,7 +533,7 @@ impl Routing {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        let now = now_ms();
+        let now = self.now_ms();
         for (service, outcomes) in pending {
             for (instance, successes) in &outcomes.successes {
                 // One success resets the consecutive failures and moves the
@@ -637,7 +644,7 @@ impl Routing {
             ok,
             latency,
             lease: pick.lease.as_deref(),
-            now_ms: now_ms(),
+            now_ms: self.now_ms(),
         };
         match self.store.record_request(&outcome).await {
             Ok(state) => {

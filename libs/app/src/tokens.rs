@@ -88,6 +88,8 @@ pub struct TokenService {
     config: TokenConfig,
     settings: TokenSettings,
     ring: RwLock<Arc<KeyRing>>,
+    /// The schedule of key rotations is judged by it.
+    clock: Arc<dyn gatehouse_core::Clock>,
     /// Tokens already verified (by digest of the whole token, until `exp`).
     /// Entries outlive key rotations safely: a key is retired only after
     /// every token it signed has expired.
@@ -105,17 +107,20 @@ fn new_key(kek: &Kek, alg: SigningAlgorithm) -> Result<NewKey, String> {
     })
 }
 
-/// Runs key maintenance once (`force` = rotate now).
+/// Runs key maintenance once (`force` = rotate now), judging the rotation
+/// schedule at `now` (the caller's clock).
 pub async fn maintain(
     db: &PgPool,
     kek: &Kek,
     config: &TokenConfig,
     force: bool,
+    now: time::OffsetDateTime,
 ) -> Result<KeyReport, KeyRingError> {
     let policy = KeyPolicy {
         rotate_every: config.rotate_every,
         retire_after: config.retire_after(),
         force_rotate: force,
+        now,
     };
     let alg = config.signing_alg;
     let mut factory = move || new_key(kek, alg);
@@ -166,6 +171,7 @@ impl TokenService {
         kek: Kek,
         config: TokenConfig,
         issuer: &url::Url,
+        clock: Arc<dyn gatehouse_core::Clock>,
     ) -> Result<Self, KeyRingError> {
         let settings = TokenSettings {
             issuer: issuer.as_str().trim_end_matches('/').to_owned(),
@@ -173,7 +179,7 @@ impl TokenService {
             access_ttl_s: i64::try_from(config.access_ttl.as_secs()).unwrap_or(600),
             leeway_s: i64::try_from(config.leeway.as_secs()).unwrap_or(30),
         };
-        maintain(&db, &kek, &config, false).await?;
+        maintain(&db, &kek, &config, false, clock.now()).await?;
         let ring = load(&db, &kek, &settings).await?;
         let verified = gatehouse_tokens::VerifiedCache::new(VERIFIED_TOKENS, settings.leeway_s);
         Ok(Self {
@@ -182,13 +188,14 @@ impl TokenService {
             config,
             settings,
             ring: RwLock::new(Arc::new(ring)),
+            clock,
             verified,
         })
     }
 
     /// Runs scheduled maintenance and reloads the ring (every `key_refresh`).
     pub async fn refresh(&self) -> Result<KeyReport, KeyRingError> {
-        let report = maintain(&self.db, &self.kek, &self.config, false).await?;
+        let report = maintain(&self.db, &self.kek, &self.config, false, self.clock.now()).await?;
         let ring = load(&self.db, &self.kek, &self.settings).await?;
         if let Ok(mut slot) = self.ring.write() {
             *slot = Arc::new(ring);

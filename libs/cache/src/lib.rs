@@ -134,7 +134,7 @@ impl Default for CacheSettings {
 fn jittered(ttl: Duration, jitter: f64, seed: &impl Hash) -> Duration {
     let random = RandomState::new().hash_one(seed);
     // 53 random bits → [0, 1).
-    #[allow(clippy::cast_precision_loss)]
+    #[allow(clippy::cast_precision_loss, reason = "53 bits fit an f64 exactly")]
     let unit = (random >> 11) as f64 / (1u64 << 53) as f64;
     ttl.mul_f64((1.0 + jitter * (2.0 * unit - 1.0)).max(0.0))
 }

@@ -16,6 +16,12 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
     fn unix_seconds(&self) -> i64 {
         self.now().unix_timestamp()
     }
+
+    /// The current time as milliseconds since the Unix epoch (0 before it):
+    /// what routing's deadlines and statistics slots are written in.
+    fn unix_millis(&self) -> u64 {
+        u64::try_from(self.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+    }
 }
 
 /// The real clock.
@@ -72,5 +78,9 @@ mod tests {
         clock.advance(time::Duration::minutes(31));
         assert_eq!(other.now(), start + time::Duration::minutes(31));
         assert_eq!(other.unix_seconds(), start.unix_timestamp() + 31 * 60);
+        assert_eq!(
+            other.unix_millis(),
+            u64::try_from(start.unix_timestamp() + 31 * 60).unwrap() * 1000
+        );
     }
 }

@@ -536,10 +536,10 @@ fn record_lag(id: &str) {
     let Some(added_ms) = id.split('-').next().and_then(|ms| ms.parse::<u64>().ok()) else {
         return;
     };
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    #[allow(clippy::cast_precision_loss)]
+    // Against the real clock on purpose: the stream id is Redis's wall
+    // clock, and the lag is a measurement, not a decision.
+    let now_ms = gatehouse_core::Clock::unix_millis(&gatehouse_core::SystemClock);
+    #[allow(clippy::cast_precision_loss, reason = "a lag in ms, far below 2^52")]
     metrics::histogram!("gatehouse_event_stream_lag_seconds")
         .record(now_ms.saturating_sub(added_ms) as f64 / 1000.0);
 }

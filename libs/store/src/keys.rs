@@ -67,6 +67,8 @@ pub struct KeyPolicy {
     pub retire_after: Duration,
     /// Rotate now, whatever the schedule (`gatehouse keys rotate`).
     pub force_rotate: bool,
+    /// Now, by the caller's `Clock`: the schedule is judged at this time.
+    pub now: OffsetDateTime,
 }
 
 /// What [`maintain`] changed.
@@ -141,7 +143,7 @@ pub async fn maintain(
             .await?;
     let due = match (&current, policy.rotate_every) {
         (Some((_, Some(activated))), Some(every)) => {
-            let age = OffsetDateTime::now_utc() - *activated;
+            let age = policy.now - *activated;
             age.whole_milliseconds() >= i128::try_from(every.as_millis()).unwrap_or(i128::MAX)
         }
         _ => false,

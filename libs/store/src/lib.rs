@@ -135,14 +135,19 @@ pub fn is_connection_failure(e: &sqlx::Error) -> bool {
 static CONNECTIONS_BROKEN_AT_MS: std::sync::atomic::AtomicU64 =
     std::sync::atomic::AtomicU64::new(0);
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// Milliseconds on a monotonic clock started with the process (at least 1,
+/// so 0 keeps meaning "never"): connection ages are compared on it, and no
+/// wall-clock step can retire or keep a connection by mistake.
+fn monotonic_ms() -> u64 {
+    static STARTED: std::sync::LazyLock<std::time::Instant> =
+        std::sync::LazyLock::new(std::time::Instant::now);
+    u64::try_from(STARTED.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
 }
 
 fn connections_broken_now() {
-    CONNECTIONS_BROKEN_AT_MS.store(unix_ms(), std::sync::atomic::Ordering::Relaxed);
+    CONNECTIONS_BROKEN_AT_MS.store(monotonic_ms(), std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Runs a read, and once more if it failed because its connection was
@@ -225,7 +230,7 @@ pub fn connect_lazy(settings: &DbSettings) -> PgPool {
         .before_acquire(|_conn, meta| {
             Box::pin(async move {
                 let broken_at = CONNECTIONS_BROKEN_AT_MS.load(std::sync::atomic::Ordering::Relaxed);
-                let opened_at = unix_ms()
+                let opened_at = monotonic_ms()
                     .saturating_sub(u64::try_from(meta.age.as_millis()).unwrap_or(u64::MAX));
                 Ok(broken_at == 0 || opened_at > broken_at)
             })

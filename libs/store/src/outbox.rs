@@ -20,6 +20,9 @@ pub struct OutboxRow {
     pub schema_version: i16,
     /// The payload.
     pub payload: Value,
+    /// When the change was written (seconds since the Unix epoch, by
+    /// Postgres's clock): the event's `at`.
+    pub created_unix: i64,
 }
 
 /// Locks up to `limit` unpublished rows, oldest first, skipping rows another
@@ -31,7 +34,9 @@ pub async fn claim(
     limit: i64,
 ) -> Result<Vec<OutboxRow>, StoreError> {
     Ok(sqlx::query_as::<_, OutboxRow>(
-        "SELECT id, tenant_id, kind, schema_version, payload FROM outbox_events
+        "SELECT id, tenant_id, kind, schema_version, payload,
+                extract(epoch FROM created_at)::bigint AS created_unix
+           FROM outbox_events
          WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)

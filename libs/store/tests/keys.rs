@@ -25,6 +25,7 @@ fn policy() -> KeyPolicy {
         rotate_every: None,
         retire_after: Duration::from_secs(3600),
         force_rotate: false,
+        now: time::OffsetDateTime::now_utc(),
     }
 }
 

@@ -72,6 +72,9 @@ pub struct VerifyConfig {
     pub jwks_max_age: Duration,
     /// Also ask the gateway whether each token is still active (revocation).
     pub introspection: Option<Introspection>,
+    /// What `exp` and `nbf` are checked against (the system clock unless a
+    /// test sets another).
+    pub clock: std::sync::Arc<dyn gatehouse_core::Clock>,
 }
 
 /// Credentials and caching for revocation checks through `/oauth2/introspect`.
@@ -126,6 +129,7 @@ impl VerifyConfig {
             refetch_min_interval: Duration::from_secs(10),
             jwks_max_age: Duration::from_secs(300),
             introspection: None,
+            clock: std::sync::Arc::new(gatehouse_core::SystemClock),
         }
     }
 }
@@ -182,12 +186,6 @@ impl std::fmt::Debug for JwksVerifier {
     }
 }
 
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 impl JwksVerifier {
     /// Fetches the JWKS once; fails when the gateway cannot be reached.
     pub async fn connect(config: VerifyConfig) -> Result<Self, VerifyLayerError> {
@@ -229,7 +227,7 @@ impl JwksVerifier {
             self.refresh(|(_, fetched_at)| fetched_at.elapsed() >= max_age)
                 .await;
         } else {
-            match verifier.verify(token, now_unix(), tenant) {
+            match verifier.verify(token, self.config.clock.unix_seconds(), tenant) {
                 Err(VerifyError::UnknownKey) => {}
                 other => return other,
             }
@@ -240,7 +238,9 @@ impl JwksVerifier {
             })
             .await;
         }
-        self.current().0.verify(token, now_unix(), tenant)
+        self.current()
+            .0
+            .verify(token, self.config.clock.unix_seconds(), tenant)
     }
 
     /// Refetches the JWKS when `needed` still holds once this caller has the

@@ -6,6 +6,7 @@
 )]
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use gatehouse_gateway::bootstrap::{self, Passwords, Upstream};
@@ -206,16 +207,18 @@ async fn rotate_keys(vars: &[(String, String)]) -> Result<(), Failure> {
     let kek = gatehouse_app::tokens::kek_from(&config.key_encryption_key);
     // Refuse to rotate with a KEK that cannot open the keys in use: the new
     // keys would be sealed under a different KEK than the old ones.
+    let clock: Arc<dyn gatehouse_core::Clock> = Arc::new(gatehouse_core::SystemClock);
     gatehouse_app::tokens::TokenService::start(
         pool.clone(),
         kek,
         config.tokens.clone(),
         &config.issuer,
+        clock.clone(),
     )
     .await
     .map_err(|e| Failure::Config(format!("{}: {e}", config::env::KEY_ENCRYPTION_KEY)))?;
     let kek = gatehouse_app::tokens::kek_from(&config.key_encryption_key);
-    let report = gatehouse_app::tokens::maintain(&pool, &kek, &config.tokens, true)
+    let report = gatehouse_app::tokens::maintain(&pool, &kek, &config.tokens, true, clock.now())
         .await
         .map_err(|e| anyhow::anyhow!("rotation failed: {e}"))?;
     let current = gatehouse_store::keys::published(&pool)

@@ -314,7 +314,8 @@ fn access_line(
     };
     let id = id.to_str().unwrap_or("-");
     let micros = elapsed.as_micros();
-    let now = time::OffsetDateTime::now_utc();
+    // The access line is stamped with the real time, whatever clock decides.
+    let now = gatehouse_core::Clock::now(&gatehouse_core::SystemClock);
     let mut line = String::with_capacity(256);
     if log.json() {
         let _ = write!(

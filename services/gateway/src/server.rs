@@ -160,6 +160,7 @@ impl Application {
             gatehouse_app::tokens::kek_from(&config.key_encryption_key),
             config.tokens.clone(),
             &config.issuer,
+            auth.clock.clone(),
         )
         .await
         .map_err(|e| StartupError::Keys(e.to_string()))?;
@@ -436,6 +437,7 @@ async fn wire_cache_and_events(
         db.clone(),
         gatehouse_routing::RoutingStore::new(redis.clone(), keys.clone(), config.routing.clone()),
         gatehouse_routing::Strategy::Weighted,
+        auth.clock.clone(),
     ));
     let invalidation: Arc<dyn gatehouse_events::EventConsumer> =
         Arc::new(gatehouse_app::outbox::Invalidation::new(
