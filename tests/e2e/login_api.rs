@@ -34,7 +34,20 @@ async fn login_returns_a_session_that_me_recognises() {
     let me: Value = me(&gateway, token).await.json().await.unwrap();
     assert_eq!(me["tenant"], "acme");
     assert_eq!(me["username"], "alice");
-    assert_eq!(me["roles"], json!(["tenant-admin"]));
+    // "roles" means one thing everywhere: the effective roles, as the
+    // access token carries them; the assigned ones are named as such.
+    assert_eq!(me["roles"], json!(["member", "tenant-admin"]));
+    assert_eq!(me["direct_roles"], json!(["tenant-admin"]));
+    let access = body["access_token"].as_str().unwrap();
+    let payload = access.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .unwrap(),
+    )
+    .unwrap();
+    let mut token_roles: Vec<String> = serde_json::from_value(claims["roles"].clone()).unwrap();
+    token_roles.sort();
+    assert_eq!(me["roles"], json!(token_roles));
     assert_eq!(me["session_id"], body["session_id"]);
     assert!(me["sub"].is_string());
 }

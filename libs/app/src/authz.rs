@@ -244,6 +244,48 @@ impl AuthzService {
         Ok(rules.set.effective_roles(&request_for(&subject, question)))
     }
 
+    /// The user's roles at `now`, both ways, from the cache: `effective`
+    /// (what tokens, `X-Gatehouse-Roles` and decisions use: unexpired
+    /// assignments and every role they inherit) and `direct` (the unexpired
+    /// assignments themselves). Empty for an unknown or disabled user.
+    pub async fn role_names(
+        &self,
+        tenant_id: Uuid,
+        user_id: Uuid,
+        now: i64,
+    ) -> Result<RoleNames, AuthzError> {
+        let (rules, _) = self.rules(tenant_id).await?;
+        let Some(subject) = self
+            .directory
+            .subject(tenant_id, rules.version, user_id)
+            .await?
+            .0
+        else {
+            return Ok(RoleNames::default());
+        };
+        if subject.status != "active" {
+            return Ok(RoleNames::default());
+        }
+        let mut direct: Vec<String> = subject
+            .assignments
+            .iter()
+            .filter(|a| a.expires_at.is_none_or(|at| at > now))
+            .map(|a| a.role.clone())
+            .collect();
+        direct.sort();
+        direct.dedup();
+        let question = Question {
+            resource: String::new(),
+            resource_attributes: Map::new(),
+            action: String::new(),
+            context: Map::new(),
+            now,
+        };
+        let mut effective = rules.set.effective_roles(&request_for(&subject, question));
+        effective.sort();
+        Ok(RoleNames { effective, direct })
+    }
+
     /// Loads a subject by id (through the cache, at the current version).
     pub async fn subject_by_id(
         &self,
@@ -313,6 +355,17 @@ pub fn request_for(subject: &Subject, question: Question) -> Request {
         context: question.context,
         now: question.now,
     }
+}
+
+/// A user's roles, named one way everywhere: `effective` are the roles that
+/// count (tokens, identity headers, decisions); `direct` are the ones
+/// assigned to the user, shown where an administrator needs to know.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RoleNames {
+    /// Assigned (unexpired) and inherited, sorted.
+    pub effective: Vec<String>,
+    /// Assigned to the user directly (unexpired), sorted.
+    pub direct: Vec<String>,
 }
 
 /// The engine's answer for `subject`, with one rule of the gateway's in front:

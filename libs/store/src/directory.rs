@@ -102,26 +102,6 @@ pub async fn credential_epoch(
     .await?)
 }
 
-/// Names of the roles directly assigned to a user that have not expired at `now`.
-pub async fn active_role_names(
-    pool: &PgPool,
-    tenant_id: Uuid,
-    user_id: Uuid,
-    now: time::OffsetDateTime,
-) -> Result<Vec<String>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT r.name FROM user_roles ur JOIN roles r ON r.id = ur.role_id
-         WHERE ur.tenant_id = $1 AND ur.user_id = $2
-           AND (ur.expires_at IS NULL OR ur.expires_at > $3)
-         ORDER BY r.name",
-    )
-    .bind(tenant_id)
-    .bind(user_id)
-    .bind(now)
-    .fetch_all(pool)
-    .await?)
-}
-
 /// Replaces a user's password hash only if it is still `expected` (so a
 /// rehash on login never overwrites a concurrent password change).
 pub async fn replace_password_hash(

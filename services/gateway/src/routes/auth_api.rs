@@ -285,14 +285,16 @@ pub async fn me(
     me: CurrentSession,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let s = &me.0.session;
-    let roles =
-        directory::active_role_names(&state.db, s.tenant_id, s.user_id, state.auth.clock.now())
-            .await?;
+    let roles = state
+        .authz
+        .role_names(s.tenant_id, s.user_id, state.auth.clock.unix_seconds())
+        .await?;
     Ok(Json(json!({
         "sub": s.user_id,
         "tenant": s.tenant_slug,
         "username": s.username,
-        "roles": roles,
+        "roles": roles.effective,
+        "direct_roles": roles.direct,
         "session_id": s.id,
     })))
 }

@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gatehouse_session::SessionId;
-use gatehouse_store::directory::{self, Tenant};
+use gatehouse_store::directory::Tenant;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -328,13 +328,15 @@ pub async fn account_page(
         Ok(me) => me,
         Err(response) => return Ok(response),
     };
-    let roles = directory::active_role_names(
-        &state.db,
-        tenant.id,
-        me.session.user_id,
-        state.auth.clock.now(),
-    )
-    .await?;
+    let roles = state
+        .authz
+        .role_names(
+            tenant.id,
+            me.session.user_id,
+            state.auth.clock.unix_seconds(),
+        )
+        .await?
+        .effective;
     let sessions = state
         .auth
         .sessions
