@@ -309,31 +309,18 @@ fn every_lua_script_is_loaded_by_exactly_one_module() {
 }
 
 /// The gateway's files that still reach past `libs/app` into the store,
-/// the session store or Redis, as of issue 20's first step. The rule is that
+/// the session store or Redis (23 when this rule came in; issue 20). The rule is that
 /// this list only shrinks: a file not on it may not start, and a file that
 /// stops must be taken off it (so the debt left is always this list).
 const GATEWAY_STATE_DEBT: &[&str] = &[
-    "services/gateway/src/audit.rs",
-    "services/gateway/src/auth/gate.rs",
     "services/gateway/src/auth/login.rs",
     "services/gateway/src/bootstrap.rs",
     "services/gateway/src/config.rs",
     "services/gateway/src/error.rs",
-    "services/gateway/src/extract/admin.rs",
-    "services/gateway/src/extract/request_access.rs",
-    "services/gateway/src/extract/service_client.rs",
-    "services/gateway/src/extract/session.rs",
-    "services/gateway/src/extract/tenant.rs",
     "services/gateway/src/main.rs",
     "services/gateway/src/operator.rs",
-    "services/gateway/src/proxy/handshake.rs",
     "services/gateway/src/routes/admin_authz.rs",
-    "services/gateway/src/routes/admin_routing.rs",
     "services/gateway/src/routes/auth_api.rs",
-    "services/gateway/src/routes/authz_api.rs",
-    "services/gateway/src/routes/browser.rs",
-    "services/gateway/src/routes/health.rs",
-    "services/gateway/src/routes/introspect.rs",
     "services/gateway/src/server.rs",
     "services/gateway/src/state.rs",
 ];
@@ -342,9 +329,9 @@ const GATEWAY_STATE_DEBT: &[&str] = &[
 fn the_gateways_direct_state_access_only_shrinks() {
     let reaches = |code: &str| {
         [
-            "gatehouse_store",
-            "gatehouse_session",
-            "gatehouse_redis",
+            "gatehouse_store::",
+            "gatehouse_session::",
+            "gatehouse_redis::",
             "redis::",
         ]
         .iter()

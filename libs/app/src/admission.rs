@@ -25,7 +25,9 @@
 use std::sync::Arc;
 
 use gatehouse_core::Clock;
-use gatehouse_session::{Session, SessionError, SessionId, SessionStore, SessionToken};
+/// The session record and its id, as admission hands them out.
+pub use gatehouse_session::{Session, SessionId};
+use gatehouse_session::{SessionError, SessionStore, SessionToken};
 use gatehouse_store::StoreError;
 use gatehouse_store::directory::Tenant;
 use gatehouse_tokens::AccessClaims;

@@ -10,6 +10,8 @@
 //! session ends (sign-out, "sign out everywhere", revocation, expiry), every
 //! app's credential ends with it.
 
+/// How many app sign-ins one session may start, and over what window.
+pub use gatehouse_session::{ISSUE_WINDOW, ISSUES_PER_WINDOW};
 use std::sync::Arc;
 
 use base64::Engine as _;

@@ -17,9 +17,12 @@ use std::time::{Duration, Instant};
 
 use gatehouse_core::Verification;
 use gatehouse_store::StoreError;
-use gatehouse_store::clients::{self, ServiceClient};
+use gatehouse_store::clients;
+/// A service client as this module hands it out.
+pub use gatehouse_store::clients::{ClientView, ServiceClient};
 use sha2::{Digest as _, Sha256};
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::passwords::PasswordPool;
 
@@ -155,6 +158,42 @@ impl ServiceClients {
                 limiter.shrink_to_fit();
             }
         }
+    }
+
+    /// Every service client, for the admin API.
+    pub async fn list(&self) -> Result<Vec<ClientView>, StoreError> {
+        clients::list(&self.db).await
+    }
+
+    /// Creates a client bound to `tenant_id` (or to none) and returns its
+    /// secret, shown once: only its SHA-256 is stored. `event` (the
+    /// authorised caller's) is recorded in the same transaction as the
+    /// client and its outbox event. `Conflict` when the id is taken.
+    pub async fn create(
+        &self,
+        event: &gatehouse_store::audit::AuditEvent,
+        client_id: &str,
+        tenant_id: Option<Uuid>,
+        description: &str,
+    ) -> Result<String, StoreError> {
+        let (secret, hash) = new_secret();
+        clients::create(&self.db, client_id, tenant_id, &hash, description, event).await?;
+        Ok(secret)
+    }
+
+    /// Deletes a client, with its outbox event and `event` in the same
+    /// transaction, and forgets its verified secret here; `false` when
+    /// there was none.
+    pub async fn delete(
+        &self,
+        event: &gatehouse_store::audit::AuditEvent,
+        client_id: &str,
+    ) -> Result<bool, StoreError> {
+        let deleted = clients::delete(&self.db, client_id, event).await?;
+        if deleted {
+            self.forget(client_id);
+        }
+        Ok(deleted)
     }
 
     /// Drops a changed client's verified secret (this instance; the

@@ -26,7 +26,9 @@ use gatehouse_cache::{
 use gatehouse_core::TenantSlug;
 use gatehouse_store::StoreError;
 use gatehouse_store::access::{self, RulesSnapshot, Subject};
-use gatehouse_store::directory::{self, Principal, Tenant};
+use gatehouse_store::directory;
+/// The records this module hands out (the store's rows, for now).
+pub use gatehouse_store::directory::{Principal, Tenant};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;

@@ -12,6 +12,7 @@
 
 pub mod admission;
 pub mod app_sessions;
+pub mod audit;
 pub mod authz;
 pub mod canary;
 pub mod clients;
@@ -20,4 +21,11 @@ pub mod outbox;
 pub mod passwords;
 pub mod revocation;
 pub mod routing;
+pub mod routing_admin;
 pub mod tokens;
+
+/// Postgres's failures, as every operation here reports them.
+pub use gatehouse_store::StoreError;
+
+/// Whether Postgres answers (readiness).
+pub use gatehouse_store::ping as ping_database;

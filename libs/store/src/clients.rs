@@ -72,13 +72,15 @@ pub async fn list(pool: &PgPool) -> Result<Vec<ClientView>, StoreError> {
     .await?)
 }
 
-/// Creates a client; `Conflict` when the id is taken.
+/// Creates a client, with its outbox event and `audit` in the same
+/// transaction; `Conflict` (and nothing written) when the id is taken.
 pub async fn create(
     pool: &PgPool,
     client_id: &str,
     tenant_id: Option<Uuid>,
     secret_hash: &str,
     description: &str,
+    audit: &crate::audit::AuditEvent,
 ) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     sqlx::query(
@@ -92,6 +94,7 @@ pub async fn create(
     .execute(&mut *tx)
     .await?;
     crate::outbox::client_changed(&mut tx, client_id, "created").await?;
+    crate::audit::record(&mut *tx, audit).await?;
     tx.commit().await?;
     Ok(())
 }

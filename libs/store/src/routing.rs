@@ -2,7 +2,7 @@
 //! a service's versions, instances and per-tenant rollouts, read in one
 //! snapshot per service.
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::StoreError;
@@ -218,14 +218,17 @@ pub struct VersionView {
 }
 
 /// The service's versions, oldest first (empty for an unknown service).
-pub async fn list_versions(pool: &PgPool, service: &str) -> Result<Vec<VersionView>, StoreError> {
+pub async fn list_versions<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    service: &str,
+) -> Result<Vec<VersionView>, StoreError> {
     Ok(sqlx::query_as::<_, VersionView>(
         "SELECT v.version, v.is_default, v.status
            FROM service_versions v JOIN services s ON s.id = v.service_id
           WHERE s.name = $1 ORDER BY v.created_at",
     )
     .bind(service)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?)
 }
 
@@ -233,7 +236,7 @@ pub async fn list_versions(pool: &PgPool, service: &str) -> Result<Vec<VersionVi
 /// The triggers of migration 20261203000008 refuse (`Conflict`, with the
 /// reason) retiring a version in use.
 pub async fn set_version_status(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     service: &str,
     version: &str,
     status: &str,
@@ -246,12 +249,12 @@ pub async fn set_version_status(
     .bind(service)
     .bind(version)
     .bind(status)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 1 {
         return Ok(true);
     }
-    Ok(list_versions(pool, service)
+    Ok(list_versions(&mut *conn, service)
         .await?
         .iter()
         .any(|v| v.version == version))
@@ -278,7 +281,7 @@ const SERVICE_VIEW: &str = "SELECT s.name, s.description, s.strategy,
 /// Creates a service (`Conflict` when the name is taken). `strategy` must
 /// be one the schema allows (the caller checks it).
 pub async fn create_service(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     name: &str,
     description: &str,
     strategy: &str,
@@ -288,27 +291,34 @@ pub async fn create_service(
         .bind(name)
         .bind(description)
         .bind(strategy)
-        .execute(pool)
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }
 
 /// Changes how a service's instances are chosen; `false` when there is no
 /// such service.
-pub async fn set_strategy(pool: &PgPool, name: &str, strategy: &str) -> Result<bool, StoreError> {
+pub async fn set_strategy(
+    conn: &mut PgConnection,
+    name: &str,
+    strategy: &str,
+) -> Result<bool, StoreError> {
     let done = sqlx::query("UPDATE services SET strategy = $2, updated_at = now() WHERE name = $1")
         .bind(name)
         .bind(strategy)
-        .execute(pool)
+        .execute(&mut *conn)
         .await?;
     Ok(done.rows_affected() == 1)
 }
 
-async fn service_id(pool: &PgPool, name: &str) -> Result<Option<Uuid>, StoreError> {
+async fn service_id<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    name: &str,
+) -> Result<Option<Uuid>, StoreError> {
     Ok(
         sqlx::query_scalar("SELECT id FROM services WHERE name = $1")
             .bind(name)
-            .fetch_optional(pool)
+            .fetch_optional(db)
             .await?,
     )
 }
@@ -318,7 +328,7 @@ async fn service_id(pool: &PgPool, name: &str) -> Result<Option<Uuid>, StoreErro
 /// available to the tenant. (The foreign keys of migration 20261204000001
 /// refuse a rollout or rule for a pair withdrawn meanwhile.)
 async fn available_service_id(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     tenant_id: Uuid,
     service: &str,
 ) -> Result<Uuid, WriteError> {
@@ -329,7 +339,7 @@ async fn available_service_id(
     )
     .bind(service)
     .bind(tenant_id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(StoreError::from)?;
     match found {
@@ -372,12 +382,12 @@ pub async fn service_tenants(
 
 /// Makes `service` available to the tenant; `Ok(true)` when it was not yet.
 pub async fn make_available(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     tenant_id: Uuid,
     service: &str,
     actor: Option<Uuid>,
 ) -> Result<bool, WriteError> {
-    let service_id = service_id(pool, service)
+    let service_id = service_id(&mut *conn, service)
         .await?
         .ok_or_else(|| WriteError::NoService(service.to_owned()))?;
     let done = sqlx::query(
@@ -387,7 +397,7 @@ pub async fn make_available(
     .bind(tenant_id)
     .bind(service_id)
     .bind(actor)
-    .execute(pool)
+    .execute(&mut *conn)
     .await
     .map_err(StoreError::from)?;
     Ok(done.rows_affected() == 1)
@@ -406,30 +416,28 @@ pub struct Withdrawn {
 /// subject rules for it (the foreign keys cascade), in one transaction;
 /// `Ok(None)` when it was not available.
 pub async fn withdraw(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     tenant_id: Uuid,
     service: &str,
 ) -> Result<Option<Withdrawn>, WriteError> {
-    let service_id = service_id(pool, service)
+    let service_id = service_id(&mut *conn, service)
         .await?
         .ok_or_else(|| WriteError::NoService(service.to_owned()))?;
-    let mut tx = pool.begin().await.map_err(StoreError::from)?;
     let (rollouts, subject_rules): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM tenant_rollouts WHERE tenant_id = $1 AND service_id = $2),
                 (SELECT count(*) FROM service_subject_rules WHERE tenant_id = $1 AND service_id = $2)",
     )
     .bind(tenant_id)
     .bind(service_id)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await
     .map_err(StoreError::from)?;
     let done = sqlx::query("DELETE FROM tenant_services WHERE tenant_id = $1 AND service_id = $2")
         .bind(tenant_id)
         .bind(service_id)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await
         .map_err(StoreError::from)?;
-    tx.commit().await.map_err(StoreError::from)?;
     Ok((done.rows_affected() == 1).then_some(Withdrawn {
         rollouts,
         subject_rules,
@@ -453,20 +461,19 @@ pub async fn tenant_services(
 /// Adds a version to a service (the first one becomes the default).
 /// `Ok(false)` when there is no such service; `Conflict` when it exists.
 pub async fn create_version(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     service: &str,
     version: &str,
     make_default: bool,
 ) -> Result<bool, StoreError> {
-    let Some(service_id) = service_id(pool, service).await? else {
+    let Some(service_id) = service_id(&mut *conn, service).await? else {
         return Ok(false);
     };
-    let mut tx = pool.begin().await?;
     let has_default: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM service_versions WHERE service_id = $1 AND is_default)",
     )
     .bind(service_id)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
     let default = make_default || !has_default;
     if default {
@@ -474,7 +481,7 @@ pub async fn create_version(
             "UPDATE service_versions SET is_default = false WHERE service_id = $1 AND is_default",
         )
         .bind(service_id)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
     }
     sqlx::query(
@@ -484,28 +491,26 @@ pub async fn create_version(
     .bind(service_id)
     .bind(version)
     .bind(default)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    tx.commit().await?;
     Ok(true)
 }
 
 /// Makes `version` the service's default. `Ok(false)` when either is unknown.
 pub async fn set_default_version(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     service: &str,
     version: &str,
 ) -> Result<bool, StoreError> {
-    let Some(service_id) = service_id(pool, service).await? else {
+    let Some(service_id) = service_id(&mut *conn, service).await? else {
         return Ok(false);
     };
-    let mut tx = pool.begin().await?;
     let exists: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM service_versions WHERE service_id = $1 AND version = $2)",
     )
     .bind(service_id)
     .bind(version)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
     if !exists {
         return Ok(false);
@@ -516,9 +521,8 @@ pub async fn set_default_version(
     )
     .bind(service_id)
     .bind(version)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    tx.commit().await?;
     Ok(true)
 }
 
@@ -561,11 +565,11 @@ pub enum WriteError {
 
 /// Registers (or re-activates, with new settings) an instance; returns its id.
 pub async fn register_instance(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     service: &str,
     instance: &NewInstance<'_>,
 ) -> Result<Uuid, WriteError> {
-    let service_id = service_id(pool, service)
+    let service_id = service_id(&mut *conn, service)
         .await?
         .ok_or_else(|| WriteError::NoService(service.to_owned()))?;
     let version_id: Uuid = sqlx::query_scalar(
@@ -573,7 +577,7 @@ pub async fn register_instance(
     )
     .bind(service_id)
     .bind(instance.version)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(StoreError::from)?
     .ok_or_else(|| WriteError::NoVersion {
@@ -594,7 +598,7 @@ pub async fn register_instance(
     .bind(instance.address)
     .bind(instance.weight)
     .bind(instance.heartbeat_ttl_ms)
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await
     .map_err(StoreError::from)?;
     Ok(id)
@@ -619,7 +623,7 @@ pub async fn instance_ttl(
 
 /// Deregisters an instance; `false` when the service has no such active one.
 pub async fn deregister_instance(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     service: &str,
     instance: Uuid,
 ) -> Result<bool, StoreError> {
@@ -630,7 +634,7 @@ pub async fn deregister_instance(
     )
     .bind(service)
     .bind(instance)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -673,7 +677,10 @@ const ROLLOUT_VIEW: &str = "sv.name AS service, s.version AS stable, c.version A
     r.ramp_interval_s, r.next_step_at, r.analysis";
 
 /// The tenant's rollouts.
-pub async fn list_rollouts(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<RolloutView>, StoreError> {
+pub async fn list_rollouts<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    tenant_id: Uuid,
+) -> Result<Vec<RolloutView>, StoreError> {
     Ok(sqlx::query_as::<_, RolloutView>(&format!(
         "SELECT {ROLLOUT_VIEW}
            FROM tenant_rollouts r
@@ -683,7 +690,7 @@ pub async fn list_rollouts(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<Rollout
           WHERE r.tenant_id = $1 ORDER BY sv.name"
     ))
     .bind(tenant_id)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?)
 }
 
@@ -709,37 +716,41 @@ pub struct NewRollout<'a> {
     pub analysis: Option<&'a serde_json::Value>,
 }
 
+/// The id of `service`'s version `label`, or `NoVersion`.
+async fn version_of(
+    conn: &mut PgConnection,
+    service_id: Uuid,
+    service: &str,
+    label: &str,
+) -> Result<Uuid, WriteError> {
+    sqlx::query_scalar::<_, Uuid>(
+        "SELECT id FROM service_versions WHERE service_id = $1 AND version = $2",
+    )
+    .bind(service_id)
+    .bind(label)
+    .fetch_optional(conn)
+    .await
+    .map_err(StoreError::from)?
+    .ok_or_else(|| WriteError::NoVersion {
+        service: service.to_owned(),
+        version: label.to_owned(),
+    })
+}
+
 /// Creates or replaces the tenant's rollout of `service`, keeping the
 /// previous one in `previous`. With a ramp, the canary starts at the first
 /// step and the rollout is `ramping`; else it is `steady`.
 pub async fn put_rollout(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     tenant_id: Uuid,
     service: &str,
     rollout: &NewRollout<'_>,
     actor: Option<Uuid>,
 ) -> Result<RolloutView, WriteError> {
-    let service_id = available_service_id(pool, tenant_id, service).await?;
-    let version = |label: &str| {
-        let label = label.to_owned();
-        async move {
-            sqlx::query_scalar::<_, Uuid>(
-                "SELECT id FROM service_versions WHERE service_id = $1 AND version = $2",
-            )
-            .bind(service_id)
-            .bind(&label)
-            .fetch_optional(pool)
-            .await
-            .map_err(StoreError::from)?
-            .ok_or_else(|| WriteError::NoVersion {
-                service: service.to_owned(),
-                version: label,
-            })
-        }
-    };
-    let stable = version(rollout.stable).await?;
+    let service_id = available_service_id(&mut *conn, tenant_id, service).await?;
+    let stable = version_of(&mut *conn, service_id, service, rollout.stable).await?;
     let canary = match rollout.canary {
-        Some(label) => Some(version(label).await?),
+        Some(label) => Some(version_of(&mut *conn, service_id, service, label).await?),
         None => None,
     };
     sqlx::query(
@@ -783,10 +794,10 @@ pub async fn put_rollout(
     .bind(rollout.ramp_steps)
     .bind(rollout.ramp_interval_s)
     .bind(rollout.analysis)
-    .execute(pool)
+    .execute(&mut *conn)
     .await
     .map_err(StoreError::from)?;
-    let views = list_rollouts(pool, tenant_id).await?;
+    let views = list_rollouts(&mut *conn, tenant_id).await?;
     views
         .into_iter()
         .find(|v| v.service == service)
@@ -796,7 +807,7 @@ pub async fn put_rollout(
 /// Instant rollback: every bucket back on the stable version (the canary stays
 /// named, at 0%). `None` when the tenant has no rollout of `service`.
 pub async fn roll_back(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     tenant_id: Uuid,
     service: &str,
     actor: Option<Uuid>,
@@ -813,12 +824,12 @@ pub async fn roll_back(
     .bind(tenant_id)
     .bind(service)
     .bind(actor)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 0 {
         return Ok(None);
     }
-    Ok(list_rollouts(pool, tenant_id)
+    Ok(list_rollouts(&mut *conn, tenant_id)
         .await?
         .into_iter()
         .find(|v| v.service == service))
@@ -826,7 +837,7 @@ pub async fn roll_back(
 
 /// Removes the tenant's rollout of `service` (it follows the default again).
 pub async fn delete_rollout(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     tenant_id: Uuid,
     service: &str,
 ) -> Result<bool, StoreError> {
@@ -836,7 +847,7 @@ pub async fn delete_rollout(
     )
     .bind(tenant_id)
     .bind(service)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -984,7 +995,7 @@ pub enum SubjectMatch<'a> {
 
 /// Adds a subject rule sending matching users of the tenant to `version`.
 pub async fn add_subject_rule(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     tenant_id: Uuid,
     service: &str,
     version: &str,
@@ -992,13 +1003,13 @@ pub async fn add_subject_rule(
     position: i32,
     actor: Option<Uuid>,
 ) -> Result<SubjectRuleRow, WriteError> {
-    let service_id = available_service_id(pool, tenant_id, service).await?;
+    let service_id = available_service_id(&mut *conn, tenant_id, service).await?;
     let version_id: Uuid = sqlx::query_scalar(
         "SELECT id FROM service_versions WHERE service_id = $1 AND version = $2",
     )
     .bind(service_id)
     .bind(version)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(StoreError::from)?
     .ok_or_else(|| WriteError::NoVersion {
@@ -1024,7 +1035,7 @@ pub async fn add_subject_rule(
     .bind(equals)
     .bind(position)
     .bind(actor)
-    .execute(pool)
+    .execute(&mut *conn)
     .await
     .map_err(StoreError::from)?;
     Ok(SubjectRuleRow {
@@ -1041,7 +1052,7 @@ pub async fn add_subject_rule(
 
 /// Removes one of the tenant's subject rules; `false` when there was none.
 pub async fn delete_subject_rule(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     tenant_id: Uuid,
     service: &str,
     id: Uuid,
@@ -1053,7 +1064,7 @@ pub async fn delete_subject_rule(
     .bind(tenant_id)
     .bind(service)
     .bind(id)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
 }

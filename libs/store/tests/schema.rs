@@ -346,7 +346,8 @@ async fn rollouts_and_rules_exist_only_for_available_services() {
         .unwrap();
     rollout().await.unwrap();
     rule().await.unwrap();
-    let withdrawn = gatehouse_store::routing::withdraw(pool, tenant, "billing")
+    let mut conn = pool.acquire().await.unwrap();
+    let withdrawn = gatehouse_store::routing::withdraw(&mut conn, tenant, "billing")
         .await
         .unwrap()
         .unwrap();
@@ -361,7 +362,7 @@ async fn rollouts_and_rules_exist_only_for_available_services() {
     .unwrap();
     assert_eq!(left, (0, 0));
     assert!(
-        gatehouse_store::routing::withdraw(pool, tenant, "billing")
+        gatehouse_store::routing::withdraw(&mut conn, tenant, "billing")
             .await
             .unwrap()
             .is_none()

@@ -3,8 +3,8 @@
 //! the action itself has already happened and is not undone).
 
 use axum::http::HeaderMap;
-use gatehouse_session::Session;
-use gatehouse_store::audit::{Actor, AuditEvent, Outcome};
+use gatehouse_app::admission::Session;
+use gatehouse_app::audit::{Actor, AuditEvent, Outcome};
 use sqlx::PgPool;
 
 /// The request id the request-id layer put on the request.
@@ -18,7 +18,7 @@ pub fn request_id(headers: &HeaderMap) -> Option<String> {
 
 /// Appends `event`; a failure is logged with the action, never returned.
 pub async fn record(db: &PgPool, event: &AuditEvent) {
-    if let Err(e) = gatehouse_store::audit::record(db, event).await {
+    if let Err(e) = gatehouse_app::audit::record(db, event).await {
         tracing::error!(error = %e, action = event.action, "audit event not recorded");
     }
 }

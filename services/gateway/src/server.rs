@@ -201,6 +201,7 @@ impl Application {
             directory,
             relay,
             routing,
+            routing_admin: gatehouse_app::routing_admin::RoutingAdmin::new(db.clone()),
             db,
             redis,
             redis_cache,

@@ -70,6 +70,9 @@ pub struct AppParts {
     /// Grey routing: the Redis mirror of the routing configuration, and
     /// version and instance selection.
     pub routing: Arc<gatehouse_app::routing::Routing>,
+    /// Routing's admin reads and writes, each write audited in its own
+    /// transaction.
+    pub routing_admin: gatehouse_app::routing_admin::RoutingAdmin,
     /// Host-scoped sessions for apps on their own origin (the handshake).
     pub app_sessions: Arc<gatehouse_app::app_sessions::AppSessions>,
     /// The last readiness answer: `/readyz` asks the stores at most once a

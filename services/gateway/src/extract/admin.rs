@@ -11,9 +11,9 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use gatehouse_app::audit::{Actor, AuditEvent, Outcome};
+use gatehouse_app::directory::Tenant;
 use gatehouse_core::TenantSlug;
-use gatehouse_store::audit::{Actor, AuditEvent, Outcome};
-use gatehouse_store::directory::Tenant;
 use serde_json::{Map, json};
 
 use gatehouse_app::authz::{self, Question};

@@ -4,8 +4,8 @@
 //! One function, so a rule added here holds for both ways in.
 
 use axum::http::{HeaderName, HeaderValue};
+use gatehouse_app::directory::Tenant;
 use gatehouse_authz::http::HttpMapping;
-use gatehouse_store::directory::Tenant;
 use serde_json::{Map, json};
 use uuid::Uuid;
 

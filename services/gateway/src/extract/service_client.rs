@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use gatehouse_app::clients::ClientAuthError;
-use gatehouse_store::clients::ServiceClient;
+use gatehouse_app::clients::ServiceClient;
 
 use crate::error::ApiError;
 use crate::state::AppState;

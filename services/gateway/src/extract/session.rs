@@ -7,9 +7,9 @@ use std::sync::Arc;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
+use gatehouse_app::admission::Session;
 pub use gatehouse_app::admission::Via;
 use gatehouse_app::admission::{Expect, Need, Presented, Verdict};
-use gatehouse_session::Session;
 
 use crate::auth::cookies;
 use crate::auth::csrf;
@@ -21,7 +21,7 @@ pub struct Authenticated {
     /// The live session.
     pub session: Session,
     /// The caller's tenant (active), as admission read it.
-    pub tenant: gatehouse_store::directory::Tenant,
+    pub tenant: gatehouse_app::directory::Tenant,
     /// How it was presented.
     pub via: Via,
     /// The access token's claims, when a JWT proved it.

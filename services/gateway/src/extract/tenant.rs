@@ -5,8 +5,8 @@ use axum::http::request::Parts;
 use std::sync::Arc;
 
 use gatehouse_app::directory::Directory;
+use gatehouse_app::directory::Tenant;
 use gatehouse_core::TenantSlug;
-use gatehouse_store::directory::Tenant;
 
 use crate::error::ApiError;
 

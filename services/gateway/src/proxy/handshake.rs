@@ -158,13 +158,13 @@ pub async fn start(
         .begin(&signed_in.session, &app.host, &app.return_path)
         .await?
     else {
-        let window = gatehouse_session::ISSUE_WINDOW.as_secs();
+        let window = gatehouse_app::app_sessions::ISSUE_WINDOW.as_secs();
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "throttled",
             format!(
                 "this session started {} app sign-ins within {window} s; wait and open the app again",
-                gatehouse_session::ISSUES_PER_WINDOW
+                gatehouse_app::app_sessions::ISSUES_PER_WINDOW
             ),
         )
         .with_retry_after(window));

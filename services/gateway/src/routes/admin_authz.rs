@@ -11,10 +11,10 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use gatehouse_app::directory::Tenant;
 use gatehouse_authz::{Effect, Pattern, PolicyDef, PolicySet, validate_policy_document};
 use gatehouse_store::access::{self, Change, ChangeContext, ChangeError, NewPolicy, Permission};
 use gatehouse_store::audit::Actor;
-use gatehouse_store::directory::Tenant;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;

@@ -11,16 +11,16 @@ use axum::Json;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
+use gatehouse_app::directory::Tenant;
+use gatehouse_app::routing_admin::{NewInstance, NewRollout, SubjectMatch, WriteError};
 use gatehouse_core::{ServiceName, VersionLabel};
-use gatehouse_store::directory::Tenant;
-use gatehouse_store::routing::{self as config, NewInstance, NewRollout, WriteError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::auth::client::ClientInfo;
 use crate::error::ApiError;
-use crate::extract::admin::{Access, SYSTEM_TENANT, admin_tenant, audit_admin};
+use crate::extract::admin::{Access, SYSTEM_TENANT, admin_event, admin_tenant};
 use crate::extract::session::CurrentSession;
 use crate::state::AppState;
 
@@ -147,19 +147,28 @@ impl Operator {
         admin_tenant(state, me, client, raw, "rollouts", access, action).await
     }
 
-    /// A write succeeded: audit it, and wake the relay so its event (left by
-    /// the trigger) goes out now.
-    async fn done(&self, tenant: &Tenant, action: &'static str, target: String) {
+    /// The audit event of this caller's `action` on `tenant` (the write's
+    /// operation fills in the target and records it in its transaction).
+    fn event(&self, tenant: &Tenant, action: &'static str) -> gatehouse_app::audit::AuditEvent {
+        admin_event(&self.me, tenant, action, None, &self.client, &self.headers)
+    }
+
+    /// A write committed: wake the relay so its event (left by the
+    /// trigger) goes out now.
+    fn done(&self) {
         self.state.relay.kick();
-        let (state, me, client, headers) = (&self.state, &self.me, &self.client, &self.headers);
-        audit_admin(state, me, tenant, action, Some(target), client, headers).await;
+    }
+
+    /// Routing's admin operations.
+    fn routing(&self) -> &gatehouse_app::routing_admin::RoutingAdmin {
+        &self.state.routing_admin
     }
 }
 
 /// `GET /admin/api/v1/services`
 pub async fn services_list(op: Operator) -> Result<Json<Value>, ApiError> {
     op.platform(Access::Read, "service.list").await?;
-    let services = config::list_services(&op.state.db).await?;
+    let services = op.routing().services().await?;
     Ok(Json(json!({ "services": services })))
 }
 
@@ -184,7 +193,9 @@ pub async fn service_tenants(
 ) -> Result<Json<Value>, ApiError> {
     op.platform(Access::Read, "service.tenants").await?;
     let service = service_name(&service)?;
-    let tenants = config::service_tenants(&op.state.db, service.as_str())
+    let tenants = op
+        .routing()
+        .service_tenants(service.as_str())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no service {service}")))?;
     Ok(Json(
@@ -203,17 +214,18 @@ pub async fn service_tenant_put(
     op.platform(Access::Write, "service.make_available").await?;
     let service = service_name(&service)?;
     let tenant = named_tenant(&op, &tenant).await?;
-    let created = config::make_available(
-        &op.state.db,
-        tenant.id,
-        service.as_str(),
-        Some(op.me.0.session.user_id),
-    )
-    .await
-    .map_err(write_error)?;
+    let created = op
+        .routing()
+        .make_available(
+            op.event(&tenant, "service.make_available"),
+            tenant.id,
+            service.as_str(),
+            Some(op.me.0.session.user_id),
+        )
+        .await
+        .map_err(write_error)?;
     let status = if created {
-        op.done(&tenant, "service.make_available", service.to_string())
-            .await;
+        op.done();
         StatusCode::CREATED
     } else {
         StatusCode::OK
@@ -234,7 +246,13 @@ pub async fn service_tenant_delete(
     op.platform(Access::Write, "service.withdraw").await?;
     let service = service_name(&service)?;
     let tenant = named_tenant(&op, &tenant).await?;
-    let withdrawn = config::withdraw(&op.state.db, tenant.id, service.as_str())
+    let withdrawn = op
+        .routing()
+        .withdraw(
+            op.event(&tenant, "service.withdraw"),
+            tenant.id,
+            service.as_str(),
+        )
         .await
         .map_err(write_error)?
         .ok_or_else(|| {
@@ -243,15 +261,7 @@ pub async fn service_tenant_delete(
                 tenant.slug
             ))
         })?;
-    op.done(
-        &tenant,
-        "service.withdraw",
-        format!(
-            "{service}: {} rollout(s), {} subject rule(s) removed",
-            withdrawn.rollouts, withdrawn.subject_rules
-        ),
-    )
-    .await;
+    op.done();
     Ok(Json(json!({
         "service": service.as_str(),
         "tenant": tenant.slug,
@@ -270,7 +280,7 @@ pub async fn tenant_services(
     let tenant = op
         .tenant(&tenant, Access::Read, "service.list_available")
         .await?;
-    let services = config::tenant_services(&op.state.db, tenant.id).await?;
+    let services = op.routing().tenant_services(tenant.id).await?;
     Ok(Json(json!({ "services": services })))
 }
 
@@ -308,18 +318,21 @@ pub async fn services_create(
     }
     let chosen = strategy(body.strategy.as_deref().unwrap_or("weighted"))?;
     let tenant = op.platform(Access::Write, "service.create").await?;
-    config::create_service(
-        &op.state.db,
-        name.as_str(),
-        &body.description,
-        chosen.as_str(),
-    )
-    .await
-    .map_err(|e| match e.kind() {
-        gatehouse_core::ErrorKind::Conflict => conflict(format!("service {name} already exists")),
-        _ => e.into(),
-    })?;
-    op.done(&tenant, "service.create", name.to_string()).await;
+    op.routing()
+        .create_service(
+            op.event(&tenant, "service.create"),
+            name.as_str(),
+            &body.description,
+            chosen.as_str(),
+        )
+        .await
+        .map_err(|e| match e.kind() {
+            gatehouse_core::ErrorKind::Conflict => {
+                conflict(format!("service {name} already exists"))
+            }
+            _ => e.into(),
+        })?;
+    op.done();
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -345,15 +358,15 @@ pub async fn service_update(
     let chosen = strategy(&body.strategy)?;
     let tenant = op.platform(Access::Write, "service.strategy").await?;
     let service = service_name(&service)?;
-    if !config::set_strategy(&op.state.db, service.as_str(), chosen.as_str()).await? {
+    let event = op.event(&tenant, "service.strategy");
+    if !op
+        .routing()
+        .set_strategy(event, service.as_str(), chosen.as_str())
+        .await?
+    {
         return Err(ApiError::not_found(format!("no service {service}")));
     }
-    op.done(
-        &tenant,
-        "service.strategy",
-        format!("{service}: {}", chosen.as_str()),
-    )
-    .await;
+    op.done();
     Ok(Json(
         json!({ "name": service.as_str(), "strategy": chosen.as_str() }),
     ))
@@ -378,28 +391,25 @@ pub async fn versions_create(
     let version = version_label("version", &body.version)?;
     let tenant = op.platform(Access::Write, "service_version.create").await?;
     let service = service_name(&service)?;
-    let created = config::create_version(
-        &op.state.db,
-        service.as_str(),
-        version.as_str(),
-        body.default,
-    )
-    .await
-    .map_err(|e| match e.kind() {
-        gatehouse_core::ErrorKind::Conflict => {
-            conflict(format!("service {service} already has version {version}"))
-        }
-        _ => e.into(),
-    })?;
+    let created = op
+        .routing()
+        .create_version(
+            op.event(&tenant, "service_version.create"),
+            service.as_str(),
+            version.as_str(),
+            body.default,
+        )
+        .await
+        .map_err(|e| match e.kind() {
+            gatehouse_core::ErrorKind::Conflict => {
+                conflict(format!("service {service} already has version {version}"))
+            }
+            _ => e.into(),
+        })?;
     if !created {
         return Err(ApiError::not_found(format!("no service {service}")));
     }
-    op.done(
-        &tenant,
-        "service_version.create",
-        format!("{service}@{version}"),
-    )
-    .await;
+    op.done();
     Ok((
         StatusCode::CREATED,
         Json(json!({ "service": service.as_str(), "version": version.as_str() })),
@@ -445,39 +455,38 @@ pub async fn version_update(
     let version = VersionLabel::parse(&version)
         .map_err(|e| ApiError::not_found(format!("no version: {e}")))?;
     let missing = || ApiError::not_found(format!("no version {version} of service {service}"));
-    let refused = |e: gatehouse_store::StoreError| match e {
-        gatehouse_store::StoreError::Conflict(reason) => conflict(reason),
+    // A refusal by the version's users (a trigger) says why: 409.
+    let refused = |e: gatehouse_app::StoreError| match e {
+        gatehouse_app::StoreError::Conflict(reason) => conflict(reason),
         other => other.into(),
     };
     if let Some(status) = &body.status {
-        if !config::set_version_status(&op.state.db, service.as_str(), version.as_str(), status)
+        let event = op.event(&tenant, "service_version.status");
+        if !op
+            .routing()
+            .set_version_status(event, service.as_str(), version.as_str(), status)
             .await
             .map_err(refused)?
         {
             return Err(missing());
         }
-        op.done(
-            &tenant,
-            "service_version.status",
-            format!("{service}@{version}: {status}"),
-        )
-        .await;
+        op.done();
     }
     if body.default == Some(true) {
-        if !config::set_default_version(&op.state.db, service.as_str(), version.as_str())
+        let event = op.event(&tenant, "service_version.default");
+        if !op
+            .routing()
+            .set_default_version(event, service.as_str(), version.as_str())
             .await
             .map_err(refused)?
         {
             return Err(missing());
         }
-        op.done(
-            &tenant,
-            "service_version.default",
-            format!("{service}@{version}"),
-        )
-        .await;
+        op.done();
     }
-    let view = config::list_versions(&op.state.db, service.as_str())
+    let view = op
+        .routing()
+        .versions(service.as_str())
         .await?
         .into_iter()
         .find(|v| v.version == version.as_str())
@@ -551,18 +560,16 @@ pub async fn instances_register(
         weight: body.weight,
         heartbeat_ttl_ms: body.heartbeat_ttl_ms,
     };
-    let id = config::register_instance(&op.state.db, service.as_str(), &instance)
+    let event = op.event(&tenant, "service_instance.register");
+    let id = op
+        .routing()
+        .register_instance(event, service.as_str(), &instance)
         .await
         .map_err(write_error)?;
+    op.done();
     if let Some(ttl) = body.heartbeat_ttl_ms {
         heartbeat(&op.state, service.as_str(), id, ttl).await?;
     }
-    op.done(
-        &tenant,
-        "service_instance.register",
-        format!("{service}@{version} {}", body.address),
-    )
-    .await;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -585,7 +592,7 @@ pub async fn instance_heartbeat(
         .await?;
     let service = service_name(&service)?;
     let id = instance_id(&id)?;
-    match config::instance_ttl(&op.state.db, service.as_str(), id).await? {
+    match op.routing().instance_ttl(service.as_str(), id).await? {
         None => Err(ApiError::not_found(
             "no such active instance (register it again)",
         )),
@@ -608,9 +615,15 @@ pub async fn instance_deregister(
         .await?;
     let service = service_name(&service)?;
     let id = instance_id(&id)?;
-    if !config::deregister_instance(&op.state.db, service.as_str(), id).await? {
+    let event = op.event(&tenant, "service_instance.deregister");
+    if !op
+        .routing()
+        .deregister_instance(event, service.as_str(), id)
+        .await?
+    {
         return Err(ApiError::not_found("no such active instance"));
     }
+    op.done();
     // Out of selection now; the event re-mirrors the service everywhere.
     if let Err(e) = op
         .state
@@ -621,12 +634,7 @@ pub async fn instance_deregister(
     {
         tracing::warn!(error = %e, "instance deregistered; it leaves selection with the next mirror");
     }
-    op.done(
-        &tenant,
-        "service_instance.deregister",
-        format!("{service} {id}"),
-    )
-    .await;
+
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -638,7 +646,7 @@ pub async fn rollouts_list(
     Path(tenant): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = op.tenant(&tenant, Access::Read, "rollout.list").await?;
-    let rollouts = config::list_rollouts(&op.state.db, tenant.id).await?;
+    let rollouts = op.routing().rollouts(tenant.id).await?;
     Ok(Json(json!({ "rollouts": rollouts })))
 }
 
@@ -793,32 +801,19 @@ pub async fn rollout_put(
         ramp_interval_s: body.ramp.as_ref().map(|r| r.interval_s),
         analysis: analysis.as_ref(),
     };
-    let view = config::put_rollout(
-        &op.state.db,
-        tenant.id,
-        service.as_str(),
-        &rollout,
-        Some(op.me.0.session.user_id),
-    )
-    .await
-    .map_err(write_error)?;
-    op.done(
-        &tenant,
-        "rollout.put",
-        format!("{service}: {}", rule_text(&view)),
-    )
-    .await;
+    let view = op
+        .routing()
+        .put_rollout(
+            op.event(&tenant, "rollout.put"),
+            tenant.id,
+            service.as_str(),
+            &rollout,
+            Some(op.me.0.session.user_id),
+        )
+        .await
+        .map_err(write_error)?;
+    op.done();
     Ok(Json(json!({ "rollout": view })))
-}
-
-fn rule_text(view: &config::RolloutView) -> String {
-    match &view.canary {
-        Some(canary) => format!(
-            "{} -> {canary} at {} of 10000",
-            view.stable, view.canary_buckets
-        ),
-        None => format!("pinned to {}", view.stable),
-    }
 }
 
 /// `POST /admin/api/v1/tenants/{tenant}/rollouts/{service}/rollback`: every
@@ -831,21 +826,22 @@ pub async fn rollout_rollback(
         .tenant(&tenant, Access::Write, "rollout.rollback")
         .await?;
     let service = service_name(&service)?;
-    let view = config::roll_back(
-        &op.state.db,
-        tenant.id,
-        service.as_str(),
-        Some(op.me.0.session.user_id),
-    )
-    .await?
-    .ok_or_else(|| {
-        ApiError::not_found(format!(
-            "tenant {} has no rollout of {service}",
-            tenant.slug
-        ))
-    })?;
-    op.done(&tenant, "rollout.rollback", service.to_string())
-        .await;
+    let view = op
+        .routing()
+        .roll_back(
+            op.event(&tenant, "rollout.rollback"),
+            tenant.id,
+            service.as_str(),
+            Some(op.me.0.session.user_id),
+        )
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "tenant {} has no rollout of {service}",
+                tenant.slug
+            ))
+        })?;
+    op.done();
     Ok(Json(json!({ "rollout": view })))
 }
 
@@ -857,14 +853,18 @@ pub async fn rollout_delete(
 ) -> Result<StatusCode, ApiError> {
     let tenant = op.tenant(&tenant, Access::Write, "rollout.delete").await?;
     let service = service_name(&service)?;
-    if !config::delete_rollout(&op.state.db, tenant.id, service.as_str()).await? {
+    let event = op.event(&tenant, "rollout.delete");
+    if !op
+        .routing()
+        .delete_rollout(event, tenant.id, service.as_str())
+        .await?
+    {
         return Err(ApiError::not_found(format!(
             "tenant {} has no rollout of {service}",
             tenant.slug
         )));
     }
-    op.done(&tenant, "rollout.delete", service.to_string())
-        .await;
+    op.done();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -888,7 +888,7 @@ pub struct SubjectRuleBody {
 
 /// What the rule matches, checked: exactly one of a role name or an
 /// attribute name with a value of at most 1 KiB.
-fn subject_match(body: &SubjectRuleBody) -> Result<config::SubjectMatch<'_>, ApiError> {
+fn subject_match(body: &SubjectRuleBody) -> Result<SubjectMatch<'_>, ApiError> {
     let name_ok = |name: &str, first: fn(char) -> bool, rest: fn(char) -> bool| {
         name.len() <= 63 && name.chars().next().is_some_and(first) && name.chars().all(rest)
     };
@@ -902,7 +902,7 @@ fn subject_match(body: &SubjectRuleBody) -> Result<config::SubjectMatch<'_>, Api
             if !ok {
                 return Err(invalid("role: a role name (a-z, 0-9, _ . -, at most 63)"));
             }
-            Ok(config::SubjectMatch::Role(role))
+            Ok(SubjectMatch::Role(role))
         }
         (None, Some(attribute), Some(equals)) => {
             let ok = name_ok(
@@ -916,7 +916,7 @@ fn subject_match(body: &SubjectRuleBody) -> Result<config::SubjectMatch<'_>, Api
             if equals.to_string().len() > 1024 {
                 return Err(invalid("equals: at most 1 KiB of JSON"));
             }
-            Ok(config::SubjectMatch::Attribute(attribute, equals))
+            Ok(SubjectMatch::Attribute(attribute, equals))
         }
         (None, Some(_), None) => Err(invalid("attribute needs equals (the value to match)")),
         _ => Err(invalid(
@@ -934,7 +934,10 @@ pub async fn subject_rules_list(
         .tenant(&tenant, Access::Read, "subject_rule.list")
         .await?;
     let service = service_name(&service)?;
-    let rules = config::list_subject_rules(&op.state.db, tenant.id, service.as_str()).await?;
+    let rules = op
+        .routing()
+        .subject_rules(tenant.id, service.as_str())
+        .await?;
     Ok(Json(json!({ "subject_rules": rules })))
 }
 
@@ -953,30 +956,20 @@ pub async fn subject_rule_add(
         .tenant(&tenant, Access::Write, "subject_rule.add")
         .await?;
     let service = service_name(&service)?;
-    let rule = config::add_subject_rule(
-        &op.state.db,
-        tenant.id,
-        service.as_str(),
-        version.as_str(),
-        &matches,
-        body.position,
-        Some(op.me.0.session.user_id),
-    )
-    .await
-    .map_err(write_error)?;
-    let what = match (&rule.role, &rule.attribute) {
-        (Some(name), _) => format!("role {name}"),
-        (None, Some(attribute)) => {
-            format!("{attribute} = {}", rule.equals.clone().unwrap_or_default())
-        }
-        (None, None) => String::new(),
-    };
-    op.done(
-        &tenant,
-        "subject_rule.add",
-        format!("{service}: {what} -> {}", rule.version),
-    )
-    .await;
+    let rule = op
+        .routing()
+        .add_subject_rule(
+            op.event(&tenant, "subject_rule.add"),
+            tenant.id,
+            service.as_str(),
+            version.as_str(),
+            &matches,
+            body.position,
+            Some(op.me.0.session.user_id),
+        )
+        .await
+        .map_err(write_error)?;
+    op.done();
     Ok((StatusCode::CREATED, Json(json!({ "subject_rule": rule }))))
 }
 
@@ -991,14 +984,18 @@ pub async fn subject_rule_delete(
     let service = service_name(&service)?;
     let id = uuid::Uuid::parse_str(&id)
         .map_err(|_| ApiError::not_found(format!("no subject rule {id}")))?;
-    if !config::delete_subject_rule(&op.state.db, tenant.id, service.as_str(), id).await? {
+    let event = op.event(&tenant, "subject_rule.delete");
+    if !op
+        .routing()
+        .delete_subject_rule(event, tenant.id, service.as_str(), id)
+        .await?
+    {
         return Err(ApiError::not_found(format!(
             "tenant {} has no subject rule {id} for {service}",
             tenant.slug
         )));
     }
-    op.done(&tenant, "subject_rule.delete", format!("{service} {id}"))
-        .await;
+    op.done();
     Ok(StatusCode::NO_CONTENT)
 }
 

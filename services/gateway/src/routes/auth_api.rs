@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use gatehouse_session::SessionId;
+use gatehouse_app::admission::SessionId;
 use gatehouse_store::directory;
 use serde::Deserialize;
 use serde_json::json;

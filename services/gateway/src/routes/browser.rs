@@ -6,8 +6,8 @@ use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use gatehouse_session::SessionId;
-use gatehouse_store::directory::Tenant;
+use gatehouse_app::admission::SessionId;
+use gatehouse_app::directory::Tenant;
 use serde::Deserialize;
 use serde_json::json;
 

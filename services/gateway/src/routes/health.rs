@@ -70,8 +70,11 @@ async fn measure(state: &AppState) -> Readiness {
             None => None,
         }
     };
-    let (postgres, redis, redis_cache) =
-        tokio::join!(gatehouse_store::ping(&state.db), state.redis.ping(), cache);
+    let (postgres, redis, redis_cache) = tokio::join!(
+        gatehouse_app::ping_database(&state.db),
+        state.redis.ping(),
+        cache
+    );
     let mut readiness: Readiness = vec![
         ("postgres", postgres.map_err(|e| e.to_string())),
         ("redis", redis.map_err(|e| e.to_string())),

@@ -13,8 +13,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
 use gatehouse_core::TenantSlug;
-use gatehouse_store::clients;
-use gatehouse_store::directory;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -22,7 +20,7 @@ use gatehouse_app::admission::{Expect, Need, Presented, Refusal};
 
 use crate::auth::client::ClientInfo;
 use crate::error::ApiError;
-use crate::extract::admin::{Access, SYSTEM_TENANT, admin_event, admin_tenant, audit_admin};
+use crate::extract::admin::{Access, SYSTEM_TENANT, admin_event, admin_tenant};
 use crate::extract::service_client::authenticate_client;
 use crate::extract::session::CurrentSession;
 use crate::state::AppState;
@@ -171,44 +169,39 @@ pub async fn clients_create(
         None => None,
         Some(raw) => {
             let slug = TenantSlug::parse(raw).map_err(|e| invalid(format!("tenant: {e}")))?;
-            let tenant = directory::tenant_by_slug(&state.db, &slug)
+            let tenant = state
+                .directory
+                .tenant_by_slug(&slug)
                 .await?
                 .ok_or_else(|| invalid(format!("tenant: no tenant {raw:?}")))?;
             Some(tenant.id)
         }
     };
-    let (secret, hash) = gatehouse_app::clients::new_secret();
-    clients::create(
-        &state.db,
-        &body.client_id,
-        tenant_id,
-        &hash,
-        &body.description,
-    )
-    .await
-    .map_err(|e| match e.kind() {
-        gatehouse_core::ErrorKind::Conflict => ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("client {:?} already exists", body.client_id),
-        ),
-        _ => e.into(),
-    })?;
-    state.relay.kick();
     let target = match &body.tenant {
         Some(t) => format!("{} (tenant {t})", body.client_id),
         None => body.client_id.clone(),
     };
-    audit_admin(
-        &state,
+    let event = admin_event(
         &me,
         &platform,
         "service_client.create",
         Some(target),
         &client,
         &headers,
-    )
-    .await;
+    );
+    let secret = state
+        .clients
+        .create(&event, &body.client_id, tenant_id, &body.description)
+        .await
+        .map_err(|e| match e.kind() {
+            gatehouse_core::ErrorKind::Conflict => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("client {:?} already exists", body.client_id),
+            ),
+            _ => e.into(),
+        })?;
+    state.relay.kick();
     Ok((
         StatusCode::CREATED,
         Json(
@@ -234,7 +227,7 @@ pub async fn clients_list(
     )
     .await?;
     Ok(Json(
-        json!({ "service_clients": clients::list(&state.db).await? }),
+        json!({ "service_clients": state.clients.list().await? }),
     ))
 }
 
@@ -264,10 +257,9 @@ pub async fn clients_delete(
         &client,
         &headers,
     );
-    if !clients::delete(&state.db, &client_id, &event).await? {
+    if !state.clients.delete(&event, &client_id).await? {
         return Err(ApiError::not_found(format!("no client {client_id:?}")));
     }
-    state.clients.forget(&client_id);
     state.relay.kick();
     Ok(StatusCode::NO_CONTENT)
 }
