@@ -790,14 +790,22 @@ async fn another_tenants_failures_never_roll_back_a_tenants_canary() {
             StatusCode::OK
         );
     }
-    // ...while the attacker sends twice as many failures to the same version.
+    // ...while the attacker sends up to twice as many failures to the same
+    // version (fewer reach it if the controller rolls the attacker's own
+    // canary back meanwhile: then v1 answers the rest).
+    let mut failed_on_v2 = 0;
     for _ in 0..60 {
         let (status, version, _) = get(&gateway, "/svc/orders/broken", &attacker).await;
-        assert_eq!(
-            (status, version.as_deref()),
-            (StatusCode::INTERNAL_SERVER_ERROR, Some("v2"))
-        );
+        match (status, version.as_deref()) {
+            (StatusCode::INTERNAL_SERVER_ERROR, Some("v2")) => failed_on_v2 += 1,
+            (StatusCode::OK, Some("v1")) => {}
+            other => panic!("unexpected answer to the attacker: {other:?}"),
+        }
     }
+    assert!(
+        failed_on_v2 >= 20,
+        "the attacker's failures on v2 ({failed_on_v2}) are enough to be judged"
+    );
     let system_rollout = || async {
         let list: Value = client()
             .get(gateway.url("/admin/api/v1/tenants/system/rollouts"))

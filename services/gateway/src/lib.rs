@@ -14,7 +14,6 @@ pub mod error;
 pub mod extract;
 pub mod listener;
 pub mod middleware;
-pub mod operator;
 pub mod pages;
 pub mod proxy;
 pub mod routes;

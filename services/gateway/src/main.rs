@@ -344,13 +344,13 @@ async fn run_user(vars: &[(String, String)], action: UserAction) -> Result<(), F
         &config.tokens,
         std::sync::Arc::new(gatehouse_core::SystemClock),
     );
-    let operator_error = |e: gatehouse_gateway::operator::OperatorError| match e {
-        gatehouse_gateway::operator::OperatorError::NotFound(message) => Failure::Config(message),
+    let operator_error = |e: gatehouse_app::operator::OperatorError| match e {
+        gatehouse_app::operator::OperatorError::NotFound(message) => Failure::Config(message),
         other => Failure::Runtime(anyhow::Error::from(other)),
     };
     match action {
         UserAction::Disable { tenant, username } => {
-            let ended = gatehouse_gateway::operator::set_user_enabled(
+            let ended = gatehouse_app::operator::set_user_enabled(
                 &pool,
                 &revocations,
                 &tenant,
@@ -362,7 +362,7 @@ async fn run_user(vars: &[(String, String)], action: UserAction) -> Result<(), F
             println!("user {username}@{tenant} disabled; {ended} session(s) ended");
         }
         UserAction::Enable { tenant, username } => {
-            gatehouse_gateway::operator::set_user_enabled(
+            gatehouse_app::operator::set_user_enabled(
                 &pool,
                 &revocations,
                 &tenant,
@@ -392,7 +392,7 @@ async fn run_user(vars: &[(String, String)], action: UserAction) -> Result<(), F
             let hasher = gatehouse_core::PasswordHasher::new(config.argon2)
                 .map_err(|e| Failure::Config(format!("GATEHOUSE_ARGON2__*: {e}")))?;
             let hash = hasher.hash(&password).map_err(anyhow::Error::from)?;
-            let ended = gatehouse_gateway::operator::set_user_password(
+            let ended = gatehouse_app::operator::set_user_password(
                 &pool,
                 &revocations,
                 &tenant,

@@ -18,11 +18,11 @@ use secrecy::ExposeSecret as _;
 
 use crate::auth::cookies::CookieSettings;
 use crate::auth::csrf::CsrfKey;
-use crate::auth::device::DeviceKey;
-use crate::auth::login::LoginService;
 use crate::config::HttpSettings;
 use crate::config::{Config, env};
 use crate::state::{AppParts, AppState, AuthState};
+use gatehouse_app::devices::DeviceKey;
+use gatehouse_app::login::LoginService;
 use gatehouse_app::passwords::PasswordPool;
 
 /// Why `serve` could not start; `setting()` names what to fix.
@@ -188,7 +188,17 @@ impl Application {
             failures: crate::auth::failures::FailedPresentations::default(),
         });
         let app_sessions = app_sessions(config, &redis, &admission);
+        let authz = Arc::new(gatehouse_app::authz::AuthzService::new(directory.clone()));
+        let refresher = gatehouse_app::refresh::Refresher::new(
+            auth.refresh.clone(),
+            Arc::clone(&admission),
+            Arc::clone(&tokens),
+            Arc::clone(&authz),
+            db.clone(),
+            auth.clock.clone(),
+        );
         let state = AppState::new(AppParts {
+            refresher,
             readiness: crate::state::ReadinessMemo::default(),
             denials: crate::audit::DenialAudit::default(),
             app_sessions,
@@ -197,7 +207,7 @@ impl Application {
             admission,
             gate,
             clients,
-            authz: Arc::new(gatehouse_app::authz::AuthzService::new(directory.clone())),
+            authz,
             directory,
             relay,
             routing,

@@ -12,8 +12,8 @@ use axum::extract::FromRef;
 
 use crate::auth::cookies::CookieSettings;
 use crate::auth::csrf::CsrfKey;
-use crate::auth::login::LoginService;
 use crate::config::HttpSettings;
+use gatehouse_app::login::LoginService;
 
 /// Everything a handler may need: one `Arc`, so the clone every extractor
 /// makes costs one atomic increment (cloning the fields one by one, Redis
@@ -70,6 +70,8 @@ pub struct AppParts {
     /// Grey routing: the Redis mirror of the routing configuration, and
     /// version and instance selection.
     pub routing: Arc<gatehouse_app::routing::Routing>,
+    /// Spends refresh tokens (MAC, admission, rotation, reuse).
+    pub refresher: gatehouse_app::refresh::Refresher,
     /// Routing's admin reads and writes, each write audited in its own
     /// transaction.
     pub routing_admin: gatehouse_app::routing_admin::RoutingAdmin,
@@ -107,7 +109,7 @@ pub struct AuthState {
     /// Time source.
     pub clock: Arc<dyn Clock>,
     /// Signs known-device proofs.
-    pub devices: crate::auth::device::DeviceKey,
+    pub devices: gatehouse_app::devices::DeviceKey,
     /// Login throttling.
     pub throttle: gatehouse_ratelimit::Throttle,
 }

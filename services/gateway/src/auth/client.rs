@@ -22,6 +22,16 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
+    /// The caller as the application layer takes it (sign-in, audit).
+    #[must_use]
+    pub fn origin(&self) -> gatehouse_app::login::Origin {
+        gatehouse_app::login::Origin {
+            addr: self.addr,
+            ip: self.ip.clone(),
+            user_agent: self.user_agent.clone(),
+        }
+    }
+
     /// Whether the socket peer is one of `trusted` (a configured proxy).
     #[must_use]
     pub fn from_trusted_proxy(&self, trusted: &[IpNet]) -> bool {

@@ -4,8 +4,6 @@
 pub mod client;
 pub mod cookies;
 pub mod csrf;
-pub mod device;
 pub mod failures;
 pub mod gate;
-pub mod login;
 pub mod return_to;

@@ -5,17 +5,17 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use gatehouse_app::admission::SessionId;
-use gatehouse_store::directory;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::client::ClientInfo;
-use crate::auth::login::{Credentials, LoggedIn, LoginError};
 use crate::error::ApiError;
 use crate::extract::session::CurrentSession;
 use crate::extract::tenant::active_tenant;
 use crate::state::AppState;
-use gatehouse_app::admission::{Admitted, Expect};
+use gatehouse_app::login::PasswordChangeError;
+use gatehouse_app::login::{Credentials, LoggedIn, LoginError};
+use gatehouse_app::refresh::RefreshError;
 use gatehouse_app::revocation::Ending;
 
 /// Body of `POST /v1/auth/login`.
@@ -67,70 +67,18 @@ pub async fn refresh(
     headers: HeaderMap,
     Json(body): Json<RefreshRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Some(presented) = gatehouse_session::RefreshToken::parse(&body.refresh_token) else {
-        metrics::counter!("gatehouse_tokens_refreshed_total", "result" => "malformed").increment(1);
-        return Err(refresh_refused());
-    };
-    // The MAC before anything else: a forged token must not reach Redis,
-    // where admitting its session would slide the victim's idle deadline.
-    if !state.auth.refresh.is_authentic(&presented) {
-        metrics::counter!("gatehouse_tokens_refreshed_total", "result" => "forged").increment(1);
-        return Err(refresh_refused());
-    }
-    // Then admission: a session that is revoked, of a disabled user or
-    // tenant, or under a kill switch mints nothing (and is ended, so the
-    // rotation below would refuse it too).
-    let admitted = state
-        .admission
-        .admit_session_id(
-            presented.tenant_id(),
-            presented.session_id().clone(),
-            Expect::AnyTenant,
+    let refreshed = state
+        .refresher
+        .refresh(
+            &body.refresh_token,
+            &client.origin(),
+            crate::audit::request_id(&headers),
         )
-        .await?;
-    let Ok(Admitted {
-        session: Some(session),
-        ..
-    }) = admitted
-    else {
-        metrics::counter!("gatehouse_tokens_refreshed_total", "result" => "not_admitted")
-            .increment(1);
-        return Err(refresh_refused());
-    };
-    let rotation = state.auth.refresh.rotate(&presented).await?;
-    let next = match rotation {
-        gatehouse_session::Rotation::Rotated { token, .. } => token,
-        gatehouse_session::Rotation::Reused { user_id } => {
-            metrics::counter!("gatehouse_tokens_refreshed_total", "result" => "reuse").increment(1);
-            state
-                .admission
-                .end(Ending::Compromised {
-                    tenant_id: presented.tenant_id(),
-                    user_id,
-                    id: presented.session_id(),
-                })
-                .await?;
-            let event = gatehouse_store::audit::AuditEvent {
-                tenant_id: Some(presented.tenant_id()),
-                actor: user_id.map_or(
-                    gatehouse_store::audit::Actor::Anonymous,
-                    gatehouse_store::audit::Actor::User,
-                ),
-                action: "refresh.reuse",
-                target: Some(presented.session_id().to_string()),
-                outcome: gatehouse_store::audit::Outcome::Denied,
-                ip: Some(client.ip.clone()),
-                user_agent: Some(client.user_agent.clone()),
-                request_id: crate::audit::request_id(&headers),
-                details: json!({ "effect": "family revoked, session ended" }),
-            };
-            crate::audit::record(&state.db, &event).await;
-            tracing::warn!(session = %presented.session_id(), "refresh token reuse: family revoked, session ended");
-            return Err(refresh_refused());
-        }
-        gatehouse_session::Rotation::Throttled { retry_after } => {
-            metrics::counter!("gatehouse_tokens_refreshed_total", "result" => "throttled")
-                .increment(1);
+        .await;
+    let refreshed = match refreshed {
+        Ok(refreshed) => refreshed,
+        Err(RefreshError::Refused(_)) => return Err(refresh_refused()),
+        Err(RefreshError::Throttled(retry_after)) => {
             let seconds = retry_after.as_secs().max(1);
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -139,23 +87,16 @@ pub async fn refresh(
             )
             .with_retry_after(seconds));
         }
-        gatehouse_session::Rotation::Refused { why } => {
-            metrics::counter!("gatehouse_tokens_refreshed_total", "result" => why).increment(1);
-            return Err(refresh_refused());
-        }
+        Err(RefreshError::Sessions(e)) => return Err(e.into()),
+        Err(RefreshError::Admission(e)) => return Err(e.into()),
+        Err(RefreshError::Token(e)) => return Err(e.into()),
     };
-    let (access_token, claims) = state
-        .tokens
-        .issue_for_session(&state.authz, &session, state.auth.clock.unix_seconds())
-        .await?;
-    metrics::counter!("gatehouse_tokens_refreshed_total", "result" => "ok").increment(1);
-    let now = state.auth.clock.unix_seconds();
     Ok(Json(json!({
-        "access_token": access_token,
+        "access_token": refreshed.access_token,
         "token_type": "Bearer",
-        "expires_in": claims.exp - now,
-        "refresh_token": next.expose(),
-        "session_id": session.id,
+        "expires_in": refreshed.expires_in,
+        "refresh_token": refreshed.refresh_token.expose(),
+        "session_id": refreshed.session.id,
     })))
 }
 
@@ -176,7 +117,7 @@ pub async fn login(
             tenant: &tenant,
             username: &body.username,
             password: body.password,
-            client: &client,
+            client: &client.origin(),
             request_id: crate::audit::request_id(&headers),
             device_proof: body.device_token.as_deref(),
         })
@@ -208,7 +149,7 @@ pub async fn login(
         }
         Err(LoginError::InvalidCredentials) => Err(invalid_credentials()),
         Err(LoginError::Throttled { retry_after, .. }) => {
-            let seconds = crate::auth::login::retry_after_secs(retry_after);
+            let seconds = gatehouse_app::login::retry_after_secs(retry_after);
             Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "throttled",
@@ -371,9 +312,6 @@ pub struct PasswordChange {
     pub new_password: String,
 }
 
-/// Shortest new password accepted.
-pub const MIN_NEW_PASSWORD_CHARS: usize = 10;
-
 /// The password pool's refusal as an answer: busy is a 503 to retry.
 fn pool_error(e: gatehouse_app::passwords::PasswordPoolError) -> ApiError {
     match e {
@@ -382,62 +320,6 @@ fn pool_error(e: gatehouse_app::passwords::PasswordPoolError) -> ApiError {
         }
         gatehouse_app::passwords::PasswordPoolError::Failed(reason) => ApiError::internal(&reason),
     }
-}
-
-/// Checks the caller's current password as a throttled sign-in attempt:
-/// 429 while throttled, 403 when wrong (counted as a failure), `Ok` when right.
-async fn check_current_password(
-    state: &AppState,
-    me: &CurrentSession,
-    client: &ClientInfo,
-    current_password: String,
-    user: &directory::LoginUser,
-) -> Result<(), ApiError> {
-    let s = &me.0.session;
-    let pool = state.auth.login.passwords();
-    let throttle = &state.auth.throttle;
-    let attempt = gatehouse_ratelimit::Attempt {
-        tenant_id: s.tenant_id,
-        username: gatehouse_core::Username::parse(&s.username)
-            .map_or_else(|_| s.username.to_lowercase(), |u| u.normalized().to_owned()),
-        ip: client.addr,
-        known_device: false,
-    };
-    let limits =
-        gatehouse_ratelimit::LoginLimits::from_settings(me.0.tenant.settings.get("login_throttle"))
-            .unwrap_or_default();
-    let reservation = match throttle.reserve(&attempt, &limits).await {
-        Ok(reservation) => reservation,
-        Err((_, retry_after)) => {
-            let seconds = crate::auth::login::retry_after_secs(retry_after);
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "throttled",
-                format!("too many password attempts; retry after {seconds} s"),
-            )
-            .with_retry_after(seconds));
-        }
-    };
-    let verification = match pool
-        .verify(current_password, Some(user.password_hash.clone()))
-        .await
-    {
-        Ok(verification) => verification,
-        Err(e) => {
-            reservation.withdraw().await;
-            return Err(pool_error(e));
-        }
-    };
-    if verification == gatehouse_core::Verification::Mismatch {
-        reservation.failed();
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "wrong-password",
-            "current_password is incorrect",
-        ));
-    }
-    reservation.succeeded().await;
-    Ok(())
 }
 
 /// `POST /v1/auth/password`: changes the caller's password after checking the
@@ -452,61 +334,47 @@ pub async fn password_change(
     me: CurrentSession,
     Json(body): Json<PasswordChange>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let chars = body.new_password.chars().count();
-    if chars < MIN_NEW_PASSWORD_CHARS {
-        return Err(ApiError::bad_request(format!(
-            "new_password must be at least {MIN_NEW_PASSWORD_CHARS} characters"
-        )));
-    }
-    if body.new_password.len() > crate::auth::login::MAX_PASSWORD_BYTES {
-        return Err(ApiError::bad_request(format!(
-            "new_password must be at most {} bytes",
-            crate::auth::login::MAX_PASSWORD_BYTES
-        )));
-    }
-    let s = &me.0.session;
-    let user = directory::user_by_id(&state.db, s.tenant_id, s.user_id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::from_kind(
+    let change = gatehouse_app::login::PasswordChange {
+        session: &me.0.session,
+        tenant: &me.0.tenant,
+        client: &client.origin(),
+        request_id: crate::audit::request_id(&headers),
+        current_password: body.current_password,
+        new_password: body.new_password,
+    };
+    let ended = state
+        .auth
+        .login
+        .change_password(&state.admission, change)
+        .await
+        .map_err(|e| match e {
+            PasswordChangeError::Invalid(detail) => ApiError::bad_request(detail),
+            PasswordChangeError::Gone => ApiError::from_kind(
                 gatehouse_core::ErrorKind::Unauthenticated,
                 "the account no longer exists",
-            )
+            ),
+            PasswordChangeError::Throttled(retry_after) => {
+                let seconds = gatehouse_app::login::retry_after_secs(retry_after);
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "throttled",
+                    format!("too many password attempts; retry after {seconds} s"),
+                )
+                .with_retry_after(seconds)
+            }
+            PasswordChangeError::WrongPassword => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "wrong-password",
+                "current_password is incorrect",
+            ),
+            PasswordChangeError::Conflict => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "the password changed meanwhile; retry",
+            ),
+            PasswordChangeError::Hashing(e) => pool_error(e),
+            PasswordChangeError::Store(e) => e.into(),
+            PasswordChangeError::Sessions(e) => e.into(),
         })?;
-    let pool = state.auth.login.passwords();
-    check_current_password(&state, &me, &client, body.current_password, &user).await?;
-    let new_hash = pool.hash(body.new_password).await.map_err(pool_error)?;
-    if !directory::change_password(
-        &state.db,
-        s.tenant_id,
-        s.user_id,
-        &user.password_hash,
-        &new_hash,
-    )
-    .await?
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            "the password changed meanwhile; retry",
-        ));
-    }
-    let ended = state
-        .admission
-        .end(Ending::AllOfUser {
-            tenant_id: s.tenant_id,
-            user_id: s.user_id,
-            keep: Some(&s.id),
-        })
-        .await?;
-    crate::audit::session_event(
-        &state.db,
-        &me.0.session,
-        "password.change",
-        s.username.clone(),
-        &headers,
-        json!({ "ended_other_sessions": ended }),
-    )
-    .await;
     Ok(Json(json!({ "ended_sessions": ended })))
 }

@@ -12,7 +12,6 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::client::ClientInfo;
-use crate::auth::login::{Credentials, LoggedIn, LoginError};
 use crate::auth::{cookies, csrf, return_to};
 use crate::error::ApiError;
 use crate::extract::session::{Authenticated, authenticate};
@@ -21,6 +20,7 @@ use crate::pages::{
     AccountPage, LoginPage, MessagePage, SessionRow, device_label, format_time, html,
 };
 use crate::state::AppState;
+use gatehouse_app::login::{Credentials, LoggedIn, LoginError};
 use gatehouse_app::revocation::Ending;
 
 const LOGIN_PURPOSE: &str = "login";
@@ -216,7 +216,7 @@ pub async fn login_submit(
             tenant: &tenant,
             username: &form.username,
             password: form.password,
-            client: &client,
+            client: &client.origin(),
             request_id: crate::audit::request_id(&headers),
             device_proof: device_proof.as_deref(),
         })
@@ -257,7 +257,7 @@ pub async fn login_submit(
             None,
         )),
         Err(LoginError::Throttled { retry_after, .. }) => {
-            let seconds = crate::auth::login::retry_after_secs(retry_after);
+            let seconds = gatehouse_app::login::retry_after_secs(retry_after);
             // A person gets the form back with the wait spelled out; a script
             // posting the form (no text/html in Accept) gets problem+json.
             if !accepts_html(&headers) {

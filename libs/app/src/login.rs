@@ -15,9 +15,19 @@ use gatehouse_store::directory::{self, Tenant};
 use serde_json::json;
 use sqlx::PgPool;
 
-use super::client::ClientInfo;
-use super::device::DeviceKey;
-use gatehouse_app::passwords::{PasswordPool, PasswordPoolError};
+use crate::devices::DeviceKey;
+use crate::passwords::{PasswordPool, PasswordPoolError};
+
+/// Who is asking, as the edge saw it: for sessions, throttling and audit.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The client's address (after trusted proxies).
+    pub addr: std::net::IpAddr,
+    /// The same, as text.
+    pub ip: String,
+    /// `User-Agent`, possibly empty.
+    pub user_agent: String,
+}
 
 /// Longest password we will hash; longer input is refused without work so it
 /// cannot be used to burn CPU.
@@ -88,7 +98,7 @@ pub struct Credentials<'a> {
     /// Password as typed.
     pub password: String,
     /// Who is asking.
-    pub client: &'a ClientInfo,
+    pub client: &'a Origin,
     /// For the audit trail.
     pub request_id: Option<String>,
     /// A known-device proof the client presented, if any.
@@ -366,6 +376,167 @@ impl LoginService {
             request_id: c.request_id.clone(),
             details,
         };
-        crate::audit::record(&self.db, &event).await;
+        if let Err(e) = gatehouse_store::audit::record(&self.db, &event).await {
+            tracing::error!(error = %e, action = event.action, "audit event not recorded");
+        }
+    }
+}
+
+/// Fewest characters a new password may have.
+pub const MIN_NEW_PASSWORD_CHARS: usize = 10;
+
+/// Why a password change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordChangeError {
+    /// The new password is too short or too long (the detail says which).
+    #[error("{0}")]
+    Invalid(String),
+    /// The account went while the session lived.
+    #[error("the account no longer exists")]
+    Gone,
+    /// Too many password attempts (the check of the current one is a
+    /// sign-in attempt for the throttle).
+    #[error("too many password attempts")]
+    Throttled(Duration),
+    /// The current password is wrong.
+    #[error("current_password is incorrect")]
+    WrongPassword,
+    /// The password changed meanwhile.
+    #[error("the password changed meanwhile; retry")]
+    Conflict,
+    /// Hashing is busy or failed.
+    #[error(transparent)]
+    Hashing(#[from] PasswordPoolError),
+    /// Postgres.
+    #[error(transparent)]
+    Store(#[from] gatehouse_store::StoreError),
+    /// Ending the other sessions failed (the password did change).
+    #[error(transparent)]
+    Sessions(#[from] gatehouse_session::SessionError),
+}
+
+/// A password change request from a signed-in session.
+#[derive(Debug)]
+pub struct PasswordChange<'a> {
+    /// The caller's session.
+    pub session: &'a Session,
+    /// Its tenant (for its throttle settings).
+    pub tenant: &'a Tenant,
+    /// Who is asking.
+    pub client: &'a Origin,
+    /// For the audit trail.
+    pub request_id: Option<String>,
+    /// The password now.
+    pub current_password: String,
+    /// The password to set.
+    pub new_password: String,
+}
+
+impl LoginService {
+    /// Changes the caller's password after checking the current one, and
+    /// ends every other session of the account (through `admission`, so
+    /// their tokens are revoked too); returns how many ended. The check of
+    /// the current password is a sign-in attempt for the throttle (pair,
+    /// username, IP and tenant limits), so a stolen session cannot guess the
+    /// password faster than the sign-in form allows.
+    pub async fn change_password(
+        &self,
+        admission: &crate::admission::Admission,
+        change: PasswordChange<'_>,
+    ) -> Result<u64, PasswordChangeError> {
+        let chars = change.new_password.chars().count();
+        if chars < MIN_NEW_PASSWORD_CHARS {
+            return Err(PasswordChangeError::Invalid(format!(
+                "new_password must be at least {MIN_NEW_PASSWORD_CHARS} characters"
+            )));
+        }
+        if change.new_password.len() > MAX_PASSWORD_BYTES {
+            return Err(PasswordChangeError::Invalid(format!(
+                "new_password must be at most {MAX_PASSWORD_BYTES} bytes"
+            )));
+        }
+        let s = change.session;
+        let user = directory::user_by_id(&self.db, s.tenant_id, s.user_id)
+            .await?
+            .ok_or(PasswordChangeError::Gone)?;
+        self.check_current_password(&change, &user.password_hash)
+            .await?;
+        let new_hash = self.passwords.hash(change.new_password).await?;
+        if !directory::change_password(
+            &self.db,
+            s.tenant_id,
+            s.user_id,
+            &user.password_hash,
+            &new_hash,
+        )
+        .await?
+        {
+            return Err(PasswordChangeError::Conflict);
+        }
+        let ended = admission
+            .end(crate::revocation::Ending::AllOfUser {
+                tenant_id: s.tenant_id,
+                user_id: s.user_id,
+                keep: Some(&s.id),
+            })
+            .await?;
+        let event = AuditEvent {
+            tenant_id: Some(s.tenant_id),
+            actor: Actor::User(s.user_id),
+            action: "password.change",
+            target: Some(s.username.clone()),
+            outcome: Outcome::Success,
+            ip: Some(change.client.ip.clone()),
+            user_agent: Some(change.client.user_agent.clone()),
+            request_id: change.request_id.clone(),
+            details: json!({ "ended_other_sessions": ended }),
+        };
+        if let Err(e) = gatehouse_store::audit::record(&self.db, &event).await {
+            tracing::error!(error = %e, action = event.action, "audit event not recorded");
+        }
+        Ok(ended)
+    }
+
+    /// The current password, checked as a throttled sign-in attempt.
+    async fn check_current_password(
+        &self,
+        change: &PasswordChange<'_>,
+        stored_hash: &str,
+    ) -> Result<(), PasswordChangeError> {
+        let s = change.session;
+        let attempt = Attempt {
+            tenant_id: s.tenant_id,
+            username: Username::parse(&s.username)
+                .map_or_else(|_| s.username.to_lowercase(), |u| u.normalized().to_owned()),
+            ip: change.client.addr,
+            known_device: false,
+        };
+        let limits = LoginLimits::from_settings(change.tenant.settings.get("login_throttle"))
+            .unwrap_or_default();
+        let reservation = self
+            .throttle
+            .reserve(&attempt, &limits)
+            .await
+            .map_err(|(_, retry_after)| PasswordChangeError::Throttled(retry_after))?;
+        let verification = match self
+            .passwords
+            .verify(
+                change.current_password.clone(),
+                Some(stored_hash.to_owned()),
+            )
+            .await
+        {
+            Ok(verification) => verification,
+            Err(e) => {
+                reservation.withdraw().await;
+                return Err(e.into());
+            }
+        };
+        if verification == Verification::Mismatch {
+            reservation.failed();
+            return Err(PasswordChangeError::WrongPassword);
+        }
+        reservation.succeeded().await;
+        Ok(())
     }
 }

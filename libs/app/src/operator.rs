@@ -53,14 +53,16 @@ async fn record(
         request_id: None,
         details,
     };
-    crate::audit::record(db, &event).await;
+    if let Err(e) = gatehouse_store::audit::record(db, &event).await {
+        tracing::error!(error = %e, action = event.action, "audit event not recorded");
+    }
 }
 
 /// Disables (or re-enables) a user. Disabling ends every session of the
 /// user; returns how many ended.
 pub async fn set_user_enabled(
     db: &PgPool,
-    revocations: &gatehouse_app::revocation::Revocations,
+    revocations: &crate::revocation::Revocations,
     tenant: &str,
     username: &str,
     enabled: bool,
@@ -73,7 +75,7 @@ pub async fn set_user_enabled(
         0
     } else {
         revocations
-            .end(gatehouse_app::revocation::Ending::AllOfUser {
+            .end(crate::revocation::Ending::AllOfUser {
                 tenant_id,
                 user_id,
                 keep: None,
@@ -99,7 +101,7 @@ pub async fn set_user_enabled(
 /// Sets a user's password hash and ends every session of the user.
 pub async fn set_user_password(
     db: &PgPool,
-    revocations: &gatehouse_app::revocation::Revocations,
+    revocations: &crate::revocation::Revocations,
     tenant: &str,
     username: &str,
     new_hash: &str,
@@ -109,7 +111,7 @@ pub async fn set_user_password(
         .await?
         .ok_or_else(|| OperatorError::NotFound(format!("no user {username} in tenant {tenant}")))?;
     let ended = revocations
-        .end(gatehouse_app::revocation::Ending::AllOfUser {
+        .end(crate::revocation::Ending::AllOfUser {
             tenant_id,
             user_id,
             keep: None,
