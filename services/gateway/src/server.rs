@@ -127,31 +127,7 @@ impl Application {
         metrics: PrometheusHandle,
         clock: Arc<dyn gatehouse_core::Clock>,
     ) -> Result<Self, StartupError> {
-        let db_address = format!(
-            "{}:{}",
-            config.db.connect.get_host(),
-            config.db.connect.get_port()
-        );
-        let db =
-            gatehouse_store::connect(&config.db)
-                .await
-                .map_err(|e| StartupError::Database {
-                    address: db_address.clone(),
-                    reason: e.to_string(),
-                })?;
-        if config.migrate_on_start {
-            gatehouse_store::migrate(&db)
-                .await
-                .map_err(|e| StartupError::Migrate(e.to_string()))?;
-        }
-
-        let redis = connect_redis(env::REDIS_URL, &config.redis_state).await?;
-        let redis_cache = if config.redis_cache.url == config.redis_state.url {
-            None
-        } else {
-            Some(connect_redis(env::REDIS_CACHE_URL, &config.redis_cache).await?)
-        };
-
+        let (db, redis, redis_cache) = connect_stores(config).await?;
         let (listener, metrics_listener, apps_listener) = bind_listeners(config).await?;
 
         let auth = auth_state(config, &db, &redis, clock)?;
@@ -500,6 +476,38 @@ async fn metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) {
         every.tick().await;
         handle.run_upkeep();
     }
+}
+
+/// Postgres (migrated when configured), Redis for state, and Redis for the
+/// cache when it is another server.
+async fn connect_stores(
+    config: &Config,
+) -> Result<(sqlx::PgPool, RedisPool, Option<RedisPool>), StartupError> {
+    let db_address = format!(
+        "{}:{}",
+        config.db.connect.get_host(),
+        config.db.connect.get_port()
+    );
+    let db = gatehouse_store::connect(&config.db)
+        .await
+        .map_err(|e| StartupError::Database {
+            address: db_address.clone(),
+            reason: e.to_string(),
+        })?;
+    if config.migrate_on_start {
+        gatehouse_store::migrate(&db)
+            .await
+            .map_err(|e| StartupError::Migrate(e.to_string()))?;
+    }
+
+    let redis = connect_redis(env::REDIS_URL, &config.redis_state).await?;
+    let redis_cache = if config.redis_cache.url == config.redis_state.url {
+        None
+    } else {
+        Some(connect_redis(env::REDIS_CACHE_URL, &config.redis_cache).await?)
+    };
+
+    Ok((db, redis, redis_cache))
 }
 
 /// Sessions, sign-in, throttling, cookies and CSRF, wired from the config.
