@@ -14,6 +14,8 @@ pub mod admission;
 pub mod app_sessions;
 pub mod audit;
 pub mod authz;
+pub mod authz_admin;
+pub mod bootstrap;
 pub mod canary;
 pub mod clients;
 pub mod devices;
@@ -30,6 +32,18 @@ pub mod tokens;
 
 /// Postgres's failures, as every operation here reports them.
 pub use gatehouse_store::StoreError;
+
+/// The session store's and Redis's failures, as operations here report them.
+pub use gatehouse_redis::RedisError;
+pub use gatehouse_session::SessionError;
+
+/// The settings the stores behind this layer are built from (the gateway
+/// reads them from its configuration).
+pub mod settings {
+    pub use gatehouse_redis::RedisSettings;
+    pub use gatehouse_session::SessionConfig;
+    pub use gatehouse_store::DbSettings;
+}
 
 /// Whether Postgres answers (readiness).
 pub use gatehouse_store::ping as ping_database;

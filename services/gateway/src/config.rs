@@ -13,9 +13,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use figment::Figment;
 use figment::providers::{Format as _, Toml};
+use gatehouse_app::settings::{DbSettings, RedisSettings};
 use gatehouse_core::Argon2Cost;
-use gatehouse_redis::RedisSettings;
-use gatehouse_store::DbSettings;
 use gatehouse_telemetry::LogFormat;
 use secrecy::{ExposeSecret as _, SecretBox, SecretString};
 use serde::Deserialize;
@@ -48,9 +47,9 @@ pub mod env {
     /// Prefix of every Redis key.
     pub const REDIS_KEY_PREFIX: &str = "GATEHOUSE_REDIS_KEY_PREFIX";
     /// Password of the bootstrap admin.
-    pub const ADMIN_PASSWORD: &str = "GATEHOUSE_ADMIN_PASSWORD";
+    pub const ADMIN_PASSWORD: &str = gatehouse_app::bootstrap::ADMIN_PASSWORD_VAR;
     /// Password of the demo users.
-    pub const DEMO_PASSWORD: &str = "GATEHOUSE_DEMO_PASSWORD";
+    pub const DEMO_PASSWORD: &str = gatehouse_app::bootstrap::DEMO_PASSWORD_VAR;
 }
 
 /// A setting that could not be accepted; `setting` is the variable to fix.
@@ -753,7 +752,7 @@ pub struct Config {
     /// argon2id cost for password hashing.
     pub argon2: Argon2Cost,
     /// Session lifetimes.
-    pub session: gatehouse_session::SessionConfig,
+    pub session: gatehouse_app::settings::SessionConfig,
     /// Session cookie name (default `__Host-gh_session`, or `gh_session` without Secure).
     pub session_cookie_name: Option<String>,
     /// Most argon2 hashes running at once.
@@ -972,7 +971,7 @@ impl Config {
             migrate_on_start: raw.migrate_on_start,
             bench_endpoints: raw.bench_endpoints,
             argon2: raw.argon2,
-            session: gatehouse_session::SessionConfig {
+            session: gatehouse_app::settings::SessionConfig {
                 idle_timeout: Duration::from_secs(raw.session.idle_timeout_s.max(1)),
                 absolute_timeout: Duration::from_secs(raw.session.absolute_timeout_s.max(1)),
                 touch_interval: Duration::from_secs(raw.session.touch_interval_s),

@@ -142,8 +142,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<gatehouse_store::StoreError> for ApiError {
-    fn from(e: gatehouse_store::StoreError) -> Self {
+impl From<gatehouse_app::StoreError> for ApiError {
+    fn from(e: gatehouse_app::StoreError) -> Self {
         match e.kind() {
             ErrorKind::Unavailable => Self::unavailable("the database is unavailable", 1),
             ErrorKind::Internal => Self::internal(&e),
@@ -152,8 +152,8 @@ impl From<gatehouse_store::StoreError> for ApiError {
     }
 }
 
-impl From<gatehouse_session::SessionError> for ApiError {
-    fn from(e: gatehouse_session::SessionError) -> Self {
+impl From<gatehouse_app::SessionError> for ApiError {
+    fn from(e: gatehouse_app::SessionError) -> Self {
         match e.kind() {
             ErrorKind::Unavailable => {
                 tracing::warn!(error = %e, "session store call failed");
@@ -223,8 +223,8 @@ impl From<gatehouse_app::clients::ClientAuthError> for ApiError {
     }
 }
 
-impl From<gatehouse_redis::RedisError> for ApiError {
-    fn from(e: gatehouse_redis::RedisError) -> Self {
+impl From<gatehouse_app::RedisError> for ApiError {
+    fn from(e: gatehouse_app::RedisError) -> Self {
         tracing::warn!(error = %e, "redis call failed");
         Self::unavailable("the session store is unavailable", 1)
     }

@@ -8,7 +8,6 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
-pub mod bootstrap;
 pub mod config;
 pub mod error;
 pub mod extract;

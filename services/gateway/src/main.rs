@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use gatehouse_gateway::bootstrap::{self, Passwords, Upstream};
+use gatehouse_app::bootstrap::{self, Passwords, Upstream};
 use gatehouse_gateway::config::{self, Config, DatabaseConfig};
 use gatehouse_gateway::{Application, ConfigError};
 
@@ -280,7 +280,7 @@ async fn run_bootstrap(
         .map_err(anyhow::Error::from)?;
     let hasher = gatehouse_core::PasswordHasher::new(config.argon2)
         .map_err(|e| Failure::Config(format!("GATEHOUSE_ARGON2__*: {e}")))?;
-    let report = gatehouse_store::bootstrap::apply(&pool, &seed, &hasher)
+    let report = bootstrap::apply(&pool, &seed, &hasher)
         .await
         .map_err(anyhow::Error::from)?;
 

@@ -173,6 +173,11 @@ impl Application {
             db.clone(),
             auth.clock.clone(),
         );
+        let authz_admin = gatehouse_app::authz_admin::AuthzAdmin::new(
+            db.clone(),
+            directory.clone(),
+            relay.clone(),
+        );
         let state = AppState::new(AppParts {
             refresher,
             readiness: crate::state::ReadinessMemo::default(),
@@ -188,6 +193,7 @@ impl Application {
             relay,
             routing,
             routing_admin: gatehouse_app::routing_admin::RoutingAdmin::new(db.clone()),
+            authz_admin,
             db,
             redis,
             redis_cache,

@@ -72,6 +72,8 @@ pub struct AppParts {
     pub routing: Arc<gatehouse_app::routing::Routing>,
     /// Spends refresh tokens (MAC, admission, rotation, reuse).
     pub refresher: gatehouse_app::refresh::Refresher,
+    /// Authorisation data's admin reads and writes (in force here at once).
+    pub authz_admin: gatehouse_app::authz_admin::AuthzAdmin,
     /// Routing's admin reads and writes, each write audited in its own
     /// transaction.
     pub routing_admin: gatehouse_app::routing_admin::RoutingAdmin,

@@ -2,7 +2,7 @@
 //! permissions, user role assignments (with expiry) and ABAC policies, plus
 //! `policies/validate` and `policies/simulate`.
 //!
-//! Every write goes through `gatehouse_store::access::apply_change`: one
+//! Every write goes through `gatehouse_app::authz_admin::AuthzAdmin::apply`: one
 //! transaction that re-compiles the tenant's rules (refusing anything the
 //! engine could not compile), bumps the data version and writes the outbox
 //! and audit events. Input is checked here first so a bad request gets a
@@ -11,10 +11,12 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use gatehouse_app::audit::Actor;
+use gatehouse_app::authz_admin::{
+    Applied, Change, ChangeContext, ChangeError, NewPolicy, Permission, RoleView,
+};
 use gatehouse_app::directory::Tenant;
 use gatehouse_authz::{Effect, Pattern, PolicyDef, PolicySet, validate_policy_document};
-use gatehouse_store::access::{self, Change, ChangeContext, ChangeError, NewPolicy, Permission};
-use gatehouse_store::audit::Actor;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
@@ -85,16 +87,8 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    async fn apply(&self, change: &Change) -> Result<access::Applied, ApiError> {
-        let applied = access::apply_change(&self.state.db, &self.context, change).await?;
-        // In force here at once (read-your-writes); the relay tells the others.
-        self.state.directory.tenant_changed(
-            self.context.tenant_id,
-            Some(applied.data_version),
-            false,
-        );
-        self.state.relay.kick();
-        Ok(applied)
+    async fn apply(&self, change: &Change) -> Result<Applied, ApiError> {
+        Ok(self.state.authz_admin.apply(&self.context, change).await?)
     }
 }
 
@@ -122,12 +116,10 @@ async fn writer<'a>(
 
 // ---------------------------------------------------------------- roles
 
-async fn find_role(
-    state: &AppState,
-    tenant_id: Uuid,
-    name: &str,
-) -> Result<access::RoleView, ApiError> {
-    let found = access::list_roles(&state.db, tenant_id)
+async fn find_role(state: &AppState, tenant_id: Uuid, name: &str) -> Result<RoleView, ApiError> {
+    let found = state
+        .authz_admin
+        .roles(tenant_id)
         .await?
         .into_iter()
         .find(|r| r.name == name);
@@ -151,7 +143,7 @@ pub async fn roles_list(
         "roles.list",
     )
     .await?;
-    let roles = access::list_roles(&state.db, tenant.id).await?;
+    let roles = state.authz_admin.roles(tenant.id).await?;
     Ok(Json(json!({ "roles": roles })))
 }
 
@@ -277,7 +269,9 @@ pub async fn role_update(
             parent: body.parent,
         })
         .await?;
-    let view = access::list_roles(&state.db, tenant.id)
+    let view = state
+        .authz_admin
+        .roles(tenant.id)
         .await?
         .into_iter()
         .find(|r| r.name == role);
@@ -431,7 +425,7 @@ pub async fn user_roles_list(
     )
     .await?;
     let id = user_id(&state, &tenant, &user).await?;
-    let roles = access::user_assignments(&state.db, tenant.id, id).await?;
+    let roles = state.authz_admin.assignments(tenant.id, id).await?;
     Ok(Json(json!({ "roles": roles })))
 }
 
@@ -475,7 +469,7 @@ pub async fn user_role_put(
             expires_at: body.expires_at,
         })
         .await?;
-    let roles = access::user_assignments(&state.db, tenant.id, id).await?;
+    let roles = state.authz_admin.assignments(tenant.id, id).await?;
     Ok(Json(
         json!({ "roles": roles, "data_version": applied.data_version }),
     ))
@@ -577,7 +571,7 @@ pub async fn policies_list(
         "policies.list",
     )
     .await?;
-    let policies = access::list_policies(&state.db, tenant.id).await?;
+    let policies = state.authz_admin.policies(tenant.id).await?;
     let warnings = state
         .authz
         .rules(tenant.id)
@@ -606,7 +600,9 @@ pub async fn policy_get(
         "policies.get",
     )
     .await?;
-    let found = access::list_policies(&state.db, tenant.id)
+    let found = state
+        .authz_admin
+        .policies(tenant.id)
         .await?
         .into_iter()
         .find(|p| p.name == name);
@@ -731,7 +727,7 @@ async fn with_draft(
     tenant_id: Uuid,
     draft: &PolicyBody,
 ) -> Result<PolicySet, ApiError> {
-    let mut rules = access::load_rules(&state.db, tenant_id).await?.rules;
+    let mut rules = state.authz_admin.rules(tenant_id).await?.rules;
     rules.policies.retain(|p| p.name != draft.name);
     rules.policies.push(draft.to_def());
     PolicySet::compile(&rules).map_err(|e| invalid(e.to_string()))

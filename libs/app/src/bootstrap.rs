@@ -2,13 +2,26 @@
 //! platform admin, and with `--demo` the `acme` tenant, its users, roles and
 //! policy, and the `orders` service with versions `v1` and `v2`.
 //!
-//! The data lives here as a [`Seed`]; `gatehouse_store::bootstrap::apply`
-//! creates whatever is missing, so a second run changes nothing.
+//! The data lives here as a [`Seed`]; [`apply`] creates whatever is
+//! missing, so a second run changes nothing.
 
 use gatehouse_core::{ServiceName, TenantSlug, Username, VersionLabel};
 use gatehouse_store::bootstrap::{
-    PolicySeed, RoleSeed, RolloutSeed, Seed, ServiceSeed, TenantSeed, UserSeed,
+    PolicySeed, RoleSeed, RolloutSeed, ServiceSeed, TenantSeed, UserSeed,
 };
+
+/// The seed and what applying it created.
+pub use gatehouse_store::bootstrap::{Report, Seed};
+
+/// Creates whatever of `seed` is missing, in one transaction (users'
+/// passwords hashed with `hasher`); idempotent.
+pub async fn apply(
+    db: &sqlx::PgPool,
+    seed: &Seed,
+    hasher: &gatehouse_core::PasswordHasher,
+) -> Result<Report, gatehouse_store::StoreError> {
+    gatehouse_store::bootstrap::apply(db, seed, hasher).await
+}
 use rand::Rng as _;
 use serde_json::json;
 
@@ -79,6 +92,13 @@ pub struct Passwords {
     pub demo_generated: bool,
 }
 
+/// The variable the platform admin's password comes from (the name errors
+/// report).
+pub const ADMIN_PASSWORD_VAR: &str = "GATEHOUSE_ADMIN_PASSWORD";
+
+/// The variable the demo users' password comes from.
+pub const DEMO_PASSWORD_VAR: &str = "GATEHOUSE_DEMO_PASSWORD";
+
 /// Shortest password accepted from the environment.
 pub const MIN_PASSWORD_CHARS: usize = 10;
 
@@ -97,8 +117,8 @@ impl Passwords {
             Some(v) => Ok((v, false)),
             None => Ok((generate_password(), true)),
         };
-        let (admin, admin_generated) = check(crate::config::env::ADMIN_PASSWORD, admin)?;
-        let (demo, demo_generated) = check(crate::config::env::DEMO_PASSWORD, demo)?;
+        let (admin, admin_generated) = check(ADMIN_PASSWORD_VAR, admin)?;
+        let (demo, demo_generated) = check(DEMO_PASSWORD_VAR, demo)?;
         Ok(Self {
             admin,
             admin_generated,
