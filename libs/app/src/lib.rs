@@ -28,6 +28,7 @@ pub mod refresh;
 pub mod revocation;
 pub mod routing;
 pub mod routing_admin;
+pub mod services;
 pub mod tokens;
 
 /// Postgres's failures, as every operation here reports them.

@@ -9,9 +9,11 @@
 
 use std::sync::Arc;
 
-use gatehouse_events::{
-    EventStream, Revocation, RevocationMirror, StreamSettings, TailerHandle, TokenFacts,
-};
+use gatehouse_events::{EventStream, RevocationMirror, StreamSettings, TailerHandle, TokenFacts};
+
+/// What an administrator revokes (a token by id, a user's tokens issued
+/// before an instant, a tenant's).
+pub use gatehouse_events::Revocation;
 use gatehouse_redis::{Keyspace, RedisPool};
 use gatehouse_session::{SessionError, SessionId, SessionStore};
 use gatehouse_tokens::AccessClaims;

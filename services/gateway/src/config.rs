@@ -870,6 +870,27 @@ fn parse_scalar(raw: &str) -> figment::value::Value {
 }
 
 impl Config {
+    /// What the application's services are built from.
+    #[must_use]
+    pub fn services(&self) -> gatehouse_app::services::Settings {
+        gatehouse_app::services::Settings {
+            db: self.db.clone(),
+            migrate_on_start: self.migrate_on_start,
+            redis_state: self.redis_state.clone(),
+            redis_cache: self.redis_cache.clone(),
+            key_prefix: self.redis_key_prefix.clone(),
+            session: self.session,
+            argon2: self.argon2,
+            password_workers: self.password_workers,
+            password_queue_timeout: self.password_queue_timeout,
+            throttle: self.throttle,
+            tokens: self.tokens.clone(),
+            issuer: self.issuer.clone(),
+            cache: self.cache.clone(),
+            routing: self.routing.clone(),
+        }
+    }
+
     /// Loads from the process environment (and `GATEHOUSE_CONFIG` if set).
     pub fn from_process_env() -> Result<Self, ConfigError> {
         let vars: Vec<(String, String)> = std::env::vars().collect();

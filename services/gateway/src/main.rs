@@ -201,33 +201,24 @@ async fn serve(vars: &[(String, String)]) -> Result<(), Failure> {
 )]
 async fn rotate_keys(vars: &[(String, String)]) -> Result<(), Failure> {
     let config = Config::load(vars)?;
-    let pool = gatehouse_store::connect(&config.db)
-        .await
-        .map_err(|e| Failure::Config(format!("{}: {e}", config::env::DATABASE_URL)))?;
-    let kek = gatehouse_app::tokens::kek_from(&config.key_encryption_key);
-    // Refuse to rotate with a KEK that cannot open the keys in use: the new
-    // keys would be sealed under a different KEK than the old ones.
+    let pool = connect_database(&config.db).await?;
     let clock: Arc<dyn gatehouse_core::Clock> = Arc::new(gatehouse_core::SystemClock);
-    gatehouse_app::tokens::TokenService::start(
-        pool.clone(),
-        kek,
-        config.tokens.clone(),
+    let (report, current) = gatehouse_app::services::rotate_keys_now(
+        &pool,
+        &config.key_encryption_key,
+        &config.tokens,
         &config.issuer,
-        clock.clone(),
+        clock,
     )
     .await
-    .map_err(|e| Failure::Config(format!("{}: {e}", config::env::KEY_ENCRYPTION_KEY)))?;
-    let kek = gatehouse_app::tokens::kek_from(&config.key_encryption_key);
-    let report = gatehouse_app::tokens::maintain(&pool, &kek, &config.tokens, true, clock.now())
-        .await
-        .map_err(|e| anyhow::anyhow!("rotation failed: {e}"))?;
-    let current = gatehouse_store::keys::published(&pool)
-        .await
-        .map_err(anyhow::Error::from)?
-        .into_iter()
-        .find(|k| k.state == "current")
-        .map(|k| k.kid)
-        .unwrap_or_default();
+    .map_err(|e| match e {
+        gatehouse_app::services::RotateError::WrongKek(e) => {
+            Failure::Config(format!("{}: {e}", config::env::KEY_ENCRYPTION_KEY))
+        }
+        other @ gatehouse_app::services::RotateError::Rotation(_) => {
+            Failure::Runtime(anyhow::Error::from(other))
+        }
+    })?;
     println!(
         "rotated: current key {current}; generated {:?}; retired {:?}",
         report.generated, report.retired
@@ -235,12 +226,19 @@ async fn rotate_keys(vars: &[(String, String)]) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Connects to Postgres, or names `DATABASE_URL` in the failure.
+async fn connect_database(
+    db: &gatehouse_app::settings::DbSettings,
+) -> Result<sqlx::PgPool, Failure> {
+    gatehouse_app::services::connect_database(db)
+        .await
+        .map_err(|e| Failure::Config(format!("{}: {e}", config::env::DATABASE_URL)))
+}
+
 async fn migrate(vars: &[(String, String)]) -> Result<(), Failure> {
     let config = DatabaseConfig::load(vars)?;
-    let pool = gatehouse_store::connect(&config.db)
-        .await
-        .map_err(|e| Failure::Config(format!("{}: {e}", config::env::DATABASE_URL)))?;
-    gatehouse_store::migrate(&pool)
+    let pool = connect_database(&config.db).await?;
+    gatehouse_app::services::migrate(&pool)
         .await
         .map_err(anyhow::Error::from)?;
     eprintln!("gatehouse: migrations applied");
@@ -272,10 +270,8 @@ async fn run_bootstrap(
     };
     let seed = bootstrap::seed(demo, upstreams, &passwords, &origins)
         .map_err(|e| Failure::Config(e.to_string()))?;
-    let pool = gatehouse_store::connect(&config.db)
-        .await
-        .map_err(|e| Failure::Config(format!("{}: {e}", config::env::DATABASE_URL)))?;
-    gatehouse_store::migrate(&pool)
+    let pool = connect_database(&config.db).await?;
+    gatehouse_app::services::migrate(&pool)
         .await
         .map_err(anyhow::Error::from)?;
     let hasher = gatehouse_core::PasswordHasher::new(config.argon2)
@@ -326,24 +322,14 @@ async fn run_user(vars: &[(String, String)], action: UserAction) -> Result<(), F
             config::env::REDIS_URL
         ))
     })?;
-    let pool = gatehouse_store::connect(&config.db)
-        .await
-        .map_err(|e| Failure::Config(format!("{}: {e}", config::env::DATABASE_URL)))?;
-    let redis = gatehouse_redis::RedisPool::new(&redis)
-        .map_err(|e| Failure::Config(format!("{}: {e}", config::env::REDIS_URL)))?;
-    let sessions = gatehouse_session::SessionStore::new(
-        redis.clone(),
-        gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
-        std::sync::Arc::new(gatehouse_core::SystemClock),
-        gatehouse_session::SessionConfig::default(),
-    );
-    let revocations = gatehouse_app::revocation::Revocations::writer(
-        sessions,
-        redis,
-        gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
+    let pool = connect_database(&config.db).await?;
+    let revocations = gatehouse_app::services::user_revocations(
+        &redis,
+        &config.redis_key_prefix,
         &config.tokens,
-        std::sync::Arc::new(gatehouse_core::SystemClock),
-    );
+        Arc::new(gatehouse_core::SystemClock),
+    )
+    .map_err(|e| Failure::Config(format!("{}: {e}", config::env::REDIS_URL)))?;
     let operator_error = |e: gatehouse_app::operator::OperatorError| match e {
         gatehouse_app::operator::OperatorError::NotFound(message) => Failure::Config(message),
         other => Failure::Runtime(anyhow::Error::from(other)),
@@ -415,31 +401,26 @@ async fn publish_outbox_now(
     pool: sqlx::PgPool,
     revocations: &gatehouse_app::revocation::Revocations,
 ) -> Result<(), Failure> {
-    let cache_tier = match &config.redis_cache {
-        Some(settings) => Some(gatehouse_cache::RemoteTier::new(
-            gatehouse_redis::RedisPool::new(settings)
-                .map_err(|e| Failure::Config(format!("{}: {e}", config::env::REDIS_CACHE_URL)))?,
-            gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
-        )),
-        None => None,
-    };
-    let directory = std::sync::Arc::new(gatehouse_app::directory::Directory::new(
-        pool.clone(),
-        cache_tier,
-        gatehouse_app::directory::DirectorySettings::default(),
-    ));
-    let relay = gatehouse_app::outbox::Relay::new(
+    let published = gatehouse_app::services::publish_outbox_now(
         pool,
-        revocations.stream().clone(),
-        directory,
-        gatehouse_app::outbox::RelaySettings::default(),
-    );
-    if let Err(e) = relay.drain().await {
-        eprintln!(
-            "note: the change is saved; its event will be published by a running gateway ({e})"
-        );
+        revocations,
+        config.redis_cache.as_ref(),
+        &config.redis_key_prefix,
+    )
+    .await;
+    match published {
+        Err(gatehouse_app::services::PublishError::Redis(e)) => Err(Failure::Config(format!(
+            "{}: {e}",
+            config::env::REDIS_CACHE_URL
+        ))),
+        Err(e) => {
+            eprintln!(
+                "note: the change is saved; its event will be published by a running gateway ({e})"
+            );
+            Ok(())
+        }
+        Ok(_) => Ok(()),
     }
-    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

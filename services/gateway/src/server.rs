@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_redis::{RedisError, RedisPool, RedisSettings};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
@@ -21,24 +20,13 @@ use crate::auth::csrf::CsrfKey;
 use crate::config::HttpSettings;
 use crate::config::{Config, env};
 use crate::state::{AppParts, AppState, AuthState};
-use gatehouse_app::devices::DeviceKey;
-use gatehouse_app::login::LoginService;
-use gatehouse_app::passwords::PasswordPool;
 
 /// Why `serve` could not start; `setting()` names what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    /// Postgres did not answer.
-    #[error("cannot reach Postgres at {address}: {reason}")]
-    Database {
-        /// Host and port, without credentials.
-        address: String,
-        /// What failed.
-        reason: String,
-    },
-    /// Applying migrations failed.
-    #[error("applying migrations failed: {0}")]
-    Migrate(String),
+    /// A store could not be reached or set up, or the keys not loaded.
+    #[error(transparent)]
+    Services(#[from] gatehouse_app::services::BuildError),
     /// The apps' listener could not be bound.
     #[error("cannot listen on {address} (GATEHOUSE_PROXY_LISTEN): {reason}")]
     AppsBind {
@@ -47,23 +35,6 @@ pub enum StartupError {
         /// Why.
         reason: String,
     },
-    /// A Redis server did not answer.
-    #[error("cannot reach Redis at {address}: {reason}")]
-    Redis {
-        /// `REDIS_URL` or `REDIS_CACHE_URL`.
-        setting: &'static str,
-        /// Host and port, without credentials.
-        address: String,
-        /// What failed.
-        reason: String,
-    },
-    /// The argon2 parameters are unusable.
-    #[error("invalid argon2 parameters: {0}")]
-    Argon2(String),
-    /// The signing keys could not be loaded (typically: the key-encryption
-    /// key is not the one they were sealed with).
-    #[error("cannot load signing keys: {0}")]
-    Keys(String),
     /// The listen address could not be bound.
     #[error("cannot listen on {address}: {reason}")]
     Bind {
@@ -86,20 +57,21 @@ impl StartupError {
     /// The configuration variable an operator should look at.
     #[must_use]
     pub fn setting(&self) -> &'static str {
+        use gatehouse_app::services::BuildError;
         match self {
-            Self::Database { .. } | Self::Migrate(_) => env::DATABASE_URL,
-            Self::Redis { setting, .. } => setting,
+            Self::Services(BuildError::Database { .. } | BuildError::Migrate(_)) => {
+                env::DATABASE_URL
+            }
+            Self::Services(BuildError::Redis { cache: false, .. }) => env::REDIS_URL,
+            Self::Services(BuildError::Redis { cache: true, .. }) => env::REDIS_CACHE_URL,
+            Self::Services(BuildError::Argon2(_)) => "GATEHOUSE_ARGON2__*",
+            Self::Services(BuildError::Keys(_)) => env::KEY_ENCRYPTION_KEY,
             Self::Bind { .. } => env::LISTEN,
             Self::MetricsBind { .. } => "GATEHOUSE_METRICS_LISTEN",
             Self::AppsBind { .. } => "GATEHOUSE_PROXY_LISTEN",
-            Self::Argon2(_) => "GATEHOUSE_ARGON2__*",
-            Self::Keys(_) => env::KEY_ENCRYPTION_KEY,
         }
     }
 }
-
-/// How long a sign-in handshake code may wait for the app's origin to redeem it.
-const HANDSHAKE_LIFETIME: Duration = Duration::from_secs(60);
 
 /// A bound, ready-to-run gateway.
 pub struct Application {
@@ -127,76 +99,50 @@ impl Application {
         metrics: PrometheusHandle,
         clock: Arc<dyn gatehouse_core::Clock>,
     ) -> Result<Self, StartupError> {
-        let (db, redis, redis_cache) = connect_stores(config).await?;
-        let (listener, metrics_listener, apps_listener) = bind_listeners(config).await?;
-
-        let auth = auth_state(config, &db, &redis, clock)?;
-        let tokens = gatehouse_app::tokens::TokenService::start(
-            db.clone(),
-            gatehouse_app::tokens::kek_from(&config.key_encryption_key),
-            config.tokens.clone(),
-            &config.issuer,
-            auth.clock.clone(),
+        let services = gatehouse_app::services::Services::build(
+            &config.services(),
+            &config.key_encryption_key,
+            clock,
         )
-        .await
-        .map_err(|e| StartupError::Keys(e.to_string()))?;
-        let (directory, clients, revocations, routing) =
-            wire_cache_and_events(config, &db, &redis, redis_cache.as_ref(), &auth).await?;
-        let revocations = Arc::new(revocations);
-        let tokens = Arc::new(tokens);
-        let relay = Arc::new(gatehouse_app::outbox::Relay::new(
-            db.clone(),
-            revocations.stream().clone(),
-            directory.clone(),
-            gatehouse_app::outbox::RelaySettings::default(),
-        ));
-        let admission = Arc::new(gatehouse_app::admission::Admission::new(
-            directory.clone(),
-            auth.sessions.clone(),
-            tokens.clone(),
-            revocations.clone(),
-            auth.clock.clone(),
-        ));
+        .await?;
+        let (listener, metrics_listener, apps_listener) = bind_listeners(config).await?;
+        let auth = AuthState {
+            login: services.login,
+            refresh: services.refresh,
+            sessions: services.sessions,
+            csrf: CsrfKey::derive(config.key_encryption_key.expose_secret()),
+            cookies: CookieSettings::new(config.session_cookie_name.clone(), config.cookie_secure),
+            issuer: config.issuer.clone(),
+            clock: services.clock,
+            devices: services.devices,
+            throttle: services.throttle,
+        };
+        let admission = services.admission;
         let gate = Arc::new(crate::auth::gate::SessionGate {
             admission: Arc::clone(&admission),
             cookies: auth.cookies.clone(),
             issuer: auth.issuer.clone(),
             failures: crate::auth::failures::FailedPresentations::default(),
         });
-        let app_sessions = app_sessions(config, &redis, &admission);
-        let authz = Arc::new(gatehouse_app::authz::AuthzService::new(directory.clone()));
-        let refresher = gatehouse_app::refresh::Refresher::new(
-            auth.refresh.clone(),
-            Arc::clone(&admission),
-            Arc::clone(&tokens),
-            Arc::clone(&authz),
-            db.clone(),
-            auth.clock.clone(),
-        );
-        let authz_admin = gatehouse_app::authz_admin::AuthzAdmin::new(
-            db.clone(),
-            directory.clone(),
-            relay.clone(),
-        );
         let state = AppState::new(AppParts {
-            refresher,
+            refresher: services.refresher,
             readiness: crate::state::ReadinessMemo::default(),
             denials: crate::audit::DenialAudit::default(),
-            app_sessions,
-            revocations,
-            tokens,
+            app_sessions: services.app_sessions,
+            revocations: services.revocations,
+            tokens: services.tokens,
             admission,
             gate,
-            clients,
-            authz,
-            directory,
-            relay,
-            routing,
-            routing_admin: gatehouse_app::routing_admin::RoutingAdmin::new(db.clone()),
-            authz_admin,
-            db,
-            redis,
-            redis_cache,
+            clients: services.clients,
+            authz: services.authz,
+            directory: services.directory,
+            relay: services.relay,
+            routing: services.routing,
+            routing_admin: services.routing_admin,
+            authz_admin: services.authz_admin,
+            db: services.db,
+            redis: services.redis,
+            redis_cache: services.redis_cache,
             metrics,
             auth: Arc::new(auth),
             http: Arc::new(http_settings(
@@ -358,23 +304,6 @@ async fn bind_listeners(
     Ok((listener, metrics_listener, apps_listener))
 }
 
-/// Handshakes and host-scoped sessions for apps on their own origin.
-fn app_sessions(
-    config: &Config,
-    redis: &RedisPool,
-    admission: &Arc<gatehouse_app::admission::Admission>,
-) -> Arc<gatehouse_app::app_sessions::AppSessions> {
-    Arc::new(gatehouse_app::app_sessions::AppSessions::new(
-        gatehouse_session::Handshakes::new(
-            redis.clone(),
-            gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
-            HANDSHAKE_LIFETIME,
-        ),
-        config.key_encryption_key.expose_secret(),
-        Arc::clone(admission),
-    ))
-}
-
 /// The HTTP settings, with the addresses actually bound (a port 0 in the
 /// configuration is known only now): no instance may be one of them.
 fn http_settings(
@@ -394,65 +323,6 @@ fn http_settings(
         .collect(),
         ..HttpSettings::from_config(config)
     }
-}
-
-/// The tiered cache, the service clients and the revocation mirror, whose
-/// tailer also feeds the cache's invalidation consumer.
-async fn wire_cache_and_events(
-    config: &Config,
-    db: &sqlx::PgPool,
-    redis: &RedisPool,
-    redis_cache: Option<&RedisPool>,
-    auth: &AuthState,
-) -> Result<
-    (
-        Arc<gatehouse_app::directory::Directory>,
-        Arc<gatehouse_app::clients::ServiceClients>,
-        gatehouse_app::revocation::Revocations,
-        Arc<gatehouse_app::routing::Routing>,
-    ),
-    StartupError,
-> {
-    let keys = gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone());
-    let directory = Arc::new(gatehouse_app::directory::Directory::new(
-        db.clone(),
-        Some(gatehouse_cache::RemoteTier::new(
-            redis_cache.unwrap_or(redis).clone(),
-            keys.clone(),
-        )),
-        config.cache.clone(),
-    ));
-    let clients = Arc::new(gatehouse_app::clients::ServiceClients::new(
-        db.clone(),
-        auth.login.passwords().clone(),
-    ));
-    let routing = Arc::new(gatehouse_app::routing::Routing::new(
-        db.clone(),
-        gatehouse_routing::RoutingStore::new(redis.clone(), keys.clone(), config.routing.clone()),
-        gatehouse_routing::Strategy::Weighted,
-        auth.clock.clone(),
-    ));
-    let invalidation: Arc<dyn gatehouse_events::EventConsumer> =
-        Arc::new(gatehouse_app::outbox::Invalidation::new(
-            directory.clone(),
-            clients.clone(),
-            Some(routing.clone()),
-        ));
-    let revocations = gatehouse_app::revocation::Revocations::start(
-        auth.sessions.clone(),
-        redis.clone(),
-        keys,
-        &config.tokens,
-        vec![invalidation],
-        auth.clock.clone(),
-    )
-    .await
-    .map_err(|e| StartupError::Redis {
-        setting: env::REDIS_URL,
-        address: config.redis_state.redacted_address(),
-        reason: e.to_string(),
-    })?;
-    Ok((directory, clients, revocations, routing))
 }
 
 /// Publishes each L1 tier's entries and weighted bytes every 5 s
@@ -484,92 +354,6 @@ async fn metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) {
     }
 }
 
-/// Postgres (migrated when configured), Redis for state, and Redis for the
-/// cache when it is another server.
-async fn connect_stores(
-    config: &Config,
-) -> Result<(sqlx::PgPool, RedisPool, Option<RedisPool>), StartupError> {
-    let db_address = format!(
-        "{}:{}",
-        config.db.connect.get_host(),
-        config.db.connect.get_port()
-    );
-    let db = gatehouse_store::connect(&config.db)
-        .await
-        .map_err(|e| StartupError::Database {
-            address: db_address.clone(),
-            reason: e.to_string(),
-        })?;
-    if config.migrate_on_start {
-        gatehouse_store::migrate(&db)
-            .await
-            .map_err(|e| StartupError::Migrate(e.to_string()))?;
-    }
-
-    let redis = connect_redis(env::REDIS_URL, &config.redis_state).await?;
-    let redis_cache = if config.redis_cache.url == config.redis_state.url {
-        None
-    } else {
-        Some(connect_redis(env::REDIS_CACHE_URL, &config.redis_cache).await?)
-    };
-
-    Ok((db, redis, redis_cache))
-}
-
-/// Sessions, sign-in, throttling, cookies and CSRF, wired from the config.
-fn auth_state(
-    config: &Config,
-    db: &sqlx::PgPool,
-    redis: &RedisPool,
-    clock: Arc<dyn gatehouse_core::Clock>,
-) -> Result<AuthState, StartupError> {
-    let sessions = gatehouse_session::SessionStore::new(
-        redis.clone(),
-        gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
-        clock.clone(),
-        config.session,
-    );
-    let hasher = gatehouse_core::PasswordHasher::new(config.argon2)
-        .map_err(|e| StartupError::Argon2(e.to_string()))?;
-    let passwords = PasswordPool::new(
-        hasher,
-        config.password_workers,
-        config.password_queue_timeout,
-    );
-    let devices = DeviceKey::derive(config.key_encryption_key.expose_secret());
-    let throttle = gatehouse_ratelimit::Throttle::new(
-        redis.clone(),
-        gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
-        clock.clone(),
-        config.throttle,
-    );
-    let auth = AuthState {
-        login: LoginService::new(
-            db.clone(),
-            sessions.clone(),
-            passwords,
-            throttle.clone(),
-            devices.clone(),
-            clock.clone(),
-        ),
-        devices,
-        throttle,
-        refresh: gatehouse_session::RefreshStore::new(
-            redis.clone(),
-            gatehouse_redis::Keyspace::new(config.redis_key_prefix.clone()),
-            clock.clone(),
-            gatehouse_session::RefreshKey::derive(config.key_encryption_key.expose_secret()),
-            gatehouse_session::RefreshLimits::default(),
-        ),
-        sessions,
-        csrf: CsrfKey::derive(config.key_encryption_key.expose_secret()),
-        cookies: CookieSettings::new(config.session_cookie_name.clone(), config.cookie_secure),
-        issuer: config.issuer.clone(),
-        clock,
-    };
-    Ok(auth)
-}
-
 /// Reloads the key ring and runs key maintenance every refresh period, so a
 /// rotation by any instance (or the CLI) reaches this one within a period.
 async fn refresh_keys(tokens: Arc<gatehouse_app::tokens::TokenService>) {
@@ -593,34 +377,11 @@ async fn refresh_keys(tokens: Arc<gatehouse_app::tokens::TokenService>) {
     }
 }
 
-async fn connect_redis(
-    setting: &'static str,
-    settings: &RedisSettings,
-) -> Result<RedisPool, StartupError> {
-    let fail = |reason: String| StartupError::Redis {
-        setting,
-        address: settings.redacted_address(),
-        reason,
-    };
-    let pool = RedisPool::new(settings).map_err(|e| fail(e.to_string()))?;
-    // A start-up check may wait longer than a request would: a server that is
-    // just coming up gets a few attempts.
-    let mut last = RedisError::Timeout(settings.command_timeout);
-    for attempt in 0..3u32 {
-        match pool.warm_up().await {
-            Ok(()) => return Ok(pool),
-            Err(e) => last = e,
-        }
-        tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt + 1))).await;
-    }
-    Err(fail(last.to_string()))
-}
-
 /// Refreshes the `gatehouse_sessions_active` gauge every 15 s. The figure is
 /// approximate: sessions not ended and not past their absolute deadline (an
 /// idled-out session counts until its absolute deadline). See
 /// `SessionStore::count_active`.
-async fn report_active_sessions(sessions: gatehouse_session::SessionStore) {
+async fn report_active_sessions(sessions: gatehouse_app::services::Sessions) {
     let mut tick = tokio::time::interval(Duration::from_secs(15));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {

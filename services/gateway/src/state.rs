@@ -2,9 +2,8 @@
 
 use std::sync::Arc;
 
+use gatehouse_app::services::{Redis as RedisPool, RefreshStore, Sessions as SessionStore};
 use gatehouse_core::Clock;
-use gatehouse_redis::RedisPool;
-use gatehouse_session::SessionStore;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
@@ -99,7 +98,7 @@ pub struct AuthState {
     /// Redis sessions.
     pub sessions: SessionStore,
     /// Refresh-token families (one per session).
-    pub refresh: gatehouse_session::RefreshStore,
+    pub refresh: RefreshStore,
     /// Password sign-in.
     pub login: LoginService,
     /// Signs CSRF tokens.

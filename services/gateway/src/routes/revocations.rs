@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use gatehouse_events::Revocation;
+use gatehouse_app::revocation::Revocation;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
