@@ -36,7 +36,8 @@ browserTest('alice signs in at the login page and lands on her account page with
   assert.equal(page.url(), ACCOUNT_URL, `signed in, the browser is at ${where(page)}`);
   assert.equal(response.status(), 200);
   await assertAccountPage(page, 'alice');
-  assert.deepEqual(await roleNames(page), ['tenant-admin']);
+  // The effective roles, as her tokens carry them (tenant-admin inherits member).
+  assert.deepEqual(await roleNames(page), ['member', 'tenant-admin']);
   // No error or stale notice on a fresh account page.
   assert.equal(await page.getByRole('alert').count(), 0);
 });
