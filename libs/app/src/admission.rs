@@ -80,8 +80,8 @@ pub enum Expect<'a> {
 /// An admitted caller.
 #[derive(Debug, Clone)]
 pub struct Admitted {
-    /// The caller's tenant (active).
-    pub tenant: Tenant,
+    /// The caller's tenant (active), shared with the cache.
+    pub tenant: Arc<Tenant>,
     /// The caller (active).
     pub user_id: Uuid,
     /// The caller's display name.
@@ -443,7 +443,7 @@ impl Admission {
         tenant_id: Uuid,
         user_id: Uuid,
         expect: Expect<'_>,
-    ) -> Result<Result<(Tenant, String), Refusal>, AdmissionError> {
+    ) -> Result<Result<(Arc<Tenant>, String), Refusal>, AdmissionError> {
         let Some(principal) = self.directory.principal(tenant_id, user_id).await?.0 else {
             return Ok(Err(Refusal::TenantInactive));
         };
@@ -455,8 +455,12 @@ impl Admission {
         if !principal.tenant.is_active() {
             return Ok(Err(Refusal::TenantInactive));
         }
-        match principal.user {
-            Some((username, status)) if status == "active" => Ok(Ok((principal.tenant, username))),
+        // A hit on the cache is shared: the tenant is a reference count here,
+        // only the name is copied.
+        match &principal.user {
+            Some((username, status)) if status == "active" => {
+                Ok(Ok((Arc::clone(&principal.tenant), username.clone())))
+            }
             _ => Ok(Err(Refusal::UserInactive)),
         }
     }

@@ -62,8 +62,8 @@ pub struct AuthzService {
 /// One decision and what it was made from.
 #[derive(Debug)]
 pub struct Answer {
-    /// The subject as loaded.
-    pub subject: Subject,
+    /// The subject as loaded (shared with the cache).
+    pub subject: Arc<Subject>,
     /// The compiled rules used.
     pub rules: Arc<CompiledTenant>,
     /// The engine request.
@@ -291,7 +291,7 @@ impl AuthzService {
         &self,
         tenant_id: Uuid,
         user_id: Uuid,
-    ) -> Result<Option<Subject>, AuthzError> {
+    ) -> Result<Option<Arc<Subject>>, AuthzError> {
         let (version, _) = self.directory.version(tenant_id).await?;
         Ok(self
             .directory
@@ -302,7 +302,11 @@ impl AuthzService {
 
     /// The user a request names by user id (the `sub` of a token) or by
     /// username, or 404 saying so (an unparseable name is simply not found).
-    pub async fn subject_named(&self, tenant_id: Uuid, raw: &str) -> Result<Subject, AuthzError> {
+    pub async fn subject_named(
+        &self,
+        tenant_id: Uuid,
+        raw: &str,
+    ) -> Result<Arc<Subject>, AuthzError> {
         let not_found = || AuthzError::NoSuchUser(raw.chars().take(64).collect());
         if let Ok(user_id) = Uuid::try_parse(raw) {
             return self
@@ -321,7 +325,7 @@ impl AuthzService {
         &self,
         tenant_id: Uuid,
         normalized: &str,
-    ) -> Result<Option<Subject>, AuthzError> {
+    ) -> Result<Option<Arc<Subject>>, AuthzError> {
         let (version, _) = self.directory.version(tenant_id).await?;
         Ok(self
             .directory

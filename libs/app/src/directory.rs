@@ -16,7 +16,7 @@
 //! the engine checks expiry at decision time.
 
 use std::collections::HashSet;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use gatehouse_cache::versions::VersionSettings;
@@ -126,10 +126,11 @@ fn tenant_weight(t: &Tenant) -> usize {
 }
 
 /// A store row as a cache value: one wrapper, with the schema byte and the
-/// weight given per row type below.
+/// weight given per row type below. Shared: an L1 hit is a reference count,
+/// not a copy of the row (settings, attributes and assignments included).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Cached<T>(pub T);
+pub struct Cached<T>(pub Arc<T>);
 
 impl CacheValue for Cached<Tenant> {
     const SCHEMA: u8 = 1;
@@ -180,7 +181,7 @@ async fn through<K, T, Fut>(
     cache: &TieredCache<K, Cached<T>>,
     key: &K,
     load: impl FnOnce() -> Fut,
-) -> Result<(Option<T>, Tier), StoreError>
+) -> Result<(Option<Arc<T>>, Tier), StoreError>
 where
     K: CacheKey,
     Cached<T>: CacheValue,
@@ -188,7 +189,7 @@ where
 {
     let lookup = cache
         .get(key, || async {
-            Ok::<_, StoreError>(load().await?.map(Cached))
+            Ok::<_, StoreError>(load().await?.map(|row| Cached(Arc::new(row))))
         })
         .await?;
     Ok((lookup.value.map(|c| c.0), lookup.tier))
@@ -321,7 +322,10 @@ impl Directory {
     }
 
     /// A tenant by slug, active or not (`None`: no such tenant, cached briefly).
-    pub async fn tenant_by_slug(&self, slug: &TenantSlug) -> Result<Option<Tenant>, StoreError> {
+    pub async fn tenant_by_slug(
+        &self,
+        slug: &TenantSlug,
+    ) -> Result<Option<Arc<Tenant>>, StoreError> {
         if !self.slug_may_exist(slug.as_str()).await {
             metrics::counter!("gatehouse_cache_hits_total", "cache" => "slug_index", "tier" => "l1")
                 .increment(1);
@@ -345,7 +349,7 @@ impl Directory {
         &self,
         tenant: Uuid,
         user: Uuid,
-    ) -> Result<(Option<Principal>, Tier), StoreError> {
+    ) -> Result<(Option<Arc<Principal>>, Tier), StoreError> {
         let (version, version_tier) = self.version(tenant).await?;
         if version == 0 {
             return Ok((None, version_tier));
@@ -366,7 +370,7 @@ impl Directory {
         tenant: Uuid,
         version: i64,
         user: Uuid,
-    ) -> Result<(Option<Subject>, Tier), StoreError> {
+    ) -> Result<(Option<Arc<Subject>>, Tier), StoreError> {
         let key = UserKey {
             tenant,
             version,
@@ -385,7 +389,7 @@ impl Directory {
         tenant: Uuid,
         version: i64,
         normalized: &str,
-    ) -> Result<(Option<Subject>, Tier), StoreError> {
+    ) -> Result<(Option<Arc<Subject>>, Tier), StoreError> {
         let key = NameKey {
             tenant,
             version,
@@ -410,10 +414,15 @@ impl Directory {
         let (snapshot, tier) = through(&self.rules, &key, load).await?;
         // The loader always answers `Some`; an empty set is the safe reading
         // of an impossible `None` (it grants nothing).
-        let snapshot = snapshot.unwrap_or_else(|| RulesSnapshot {
-            version,
-            rules: gatehouse_authz::TenantRules::default(),
-        });
+        // A miss compiles the set once per version: the copy out of the
+        // shared cache entry is paid then, not per request.
+        let snapshot = snapshot.map_or_else(
+            || RulesSnapshot {
+                version,
+                rules: gatehouse_authz::TenantRules::default(),
+            },
+            Arc::unwrap_or_clone,
+        );
         Ok((snapshot, tier))
     }
 

@@ -210,8 +210,9 @@ pub async fn change_password(
 /// admission: is the tenant active, does the user still exist and is it active.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Principal {
-    /// The tenant (active or not; admission decides).
-    pub tenant: Tenant,
+    /// The tenant (active or not; admission decides), shared: a cache hit
+    /// hands it on without copying its settings.
+    pub tenant: std::sync::Arc<Tenant>,
     /// The user's display name and status (`active`/`disabled`), or `None`
     /// when the user no longer exists in this tenant.
     pub user: Option<(String, String)>,
@@ -243,7 +244,7 @@ pub async fn principal(
     })
     .await?;
     Ok(row.map(|row| Principal {
-        tenant: row.tenant,
+        tenant: std::sync::Arc::new(row.tenant),
         user: row.username_display.zip(row.user_status),
     }))
 }

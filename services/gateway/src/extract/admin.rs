@@ -75,7 +75,7 @@ pub async fn admin_tenant(
     area: &str,
     access: Access,
     action: &'static str,
-) -> Result<Tenant, ApiError> {
+) -> Result<std::sync::Arc<Tenant>, ApiError> {
     let result = resolve_admin_tenant(state, me, client, raw, area, access).await;
     if let Err(refusal) = &result
         && let Some(suppressed) = state.denials.admit(me.0.session.user_id)
@@ -106,7 +106,7 @@ async fn resolve_admin_tenant(
     raw: &str,
     area: &str,
     access: Access,
-) -> Result<Tenant, ApiError> {
+) -> Result<std::sync::Arc<Tenant>, ApiError> {
     let not_found = || ApiError::not_found("no such tenant");
     let session = &me.0.session;
     let slug = TenantSlug::parse(raw).map_err(|_| not_found())?;

@@ -156,15 +156,15 @@ pub async fn authorise(
     if !answer.decision.allowed {
         return Err(Refused::Denied { action, resource });
     }
-    // The answer is ours: its subject's fields move, nothing is copied on
-    // this path (every verify and proxied request passes here).
+    // The subject is shared with the cache: only what the identity headers
+    // need is copied (every verify and proxied request passes here).
     let roles = answer.rules.set.effective_roles(&answer.request);
     let subject = answer.subject;
     Ok(Granted {
-        username: subject.username,
+        username: subject.username.clone(),
         user_id: subject.id,
         tenant: tenant.slug.clone(),
         roles,
-        attributes: subject.attributes,
+        attributes: subject.attributes.clone(),
     })
 }

@@ -21,7 +21,7 @@ pub struct Authenticated {
     /// The live session.
     pub session: Session,
     /// The caller's tenant (active), as admission read it.
-    pub tenant: gatehouse_app::directory::Tenant,
+    pub tenant: std::sync::Arc<gatehouse_app::directory::Tenant>,
     /// How it was presented.
     pub via: Via,
     /// The access token's claims, when a JWT proved it.

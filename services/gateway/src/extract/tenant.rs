@@ -14,7 +14,7 @@ use crate::error::ApiError;
 /// same 404 for unknown, malformed and disabled tenants. Needs only the
 /// cached directory, as an axum sub-state.
 #[derive(Debug, Clone)]
-pub struct ActiveTenant(pub Tenant);
+pub struct ActiveTenant(pub std::sync::Arc<Tenant>);
 
 impl<S> FromRequestParts<S> for ActiveTenant
 where
@@ -40,7 +40,10 @@ where
 
 /// Resolves `/t/{tenant}`: unknown, malformed and disabled tenants are all the
 /// same 404, so the answer reveals nothing about which tenants exist.
-pub async fn active_tenant(directory: &Directory, raw: &str) -> Result<Tenant, ApiError> {
+pub async fn active_tenant(
+    directory: &Directory,
+    raw: &str,
+) -> Result<std::sync::Arc<Tenant>, ApiError> {
     let not_found = || ApiError::not_found("no such tenant");
     let slug = TenantSlug::parse(raw).map_err(|_| not_found())?;
     match directory.tenant_by_slug(&slug).await? {

@@ -100,7 +100,7 @@ async fn writer<'a>(
     raw_tenant: &str,
     area: &str,
     action: &'static str,
-) -> Result<(Tenant, Writer<'a>), ApiError> {
+) -> Result<(std::sync::Arc<Tenant>, Writer<'a>), ApiError> {
     let tenant = admin_tenant(state, me, client, raw_tenant, area, Access::Write, action).await?;
     let session = &me.0.session;
     let context = ChangeContext {

@@ -131,7 +131,11 @@ impl FromRequestParts<AppState> for Operator {
 
 impl Operator {
     /// The platform tenant, when the caller may administer services.
-    async fn platform(&self, access: Access, action: &'static str) -> Result<Tenant, ApiError> {
+    async fn platform(
+        &self,
+        access: Access,
+        action: &'static str,
+    ) -> Result<std::sync::Arc<Tenant>, ApiError> {
         let (state, me, client) = (&self.state, &self.me, &self.client);
         admin_tenant(state, me, client, SYSTEM_TENANT, "services", access, action).await
     }
@@ -142,7 +146,7 @@ impl Operator {
         raw: &str,
         access: Access,
         action: &'static str,
-    ) -> Result<Tenant, ApiError> {
+    ) -> Result<std::sync::Arc<Tenant>, ApiError> {
         let (state, me, client) = (&self.state, &self.me, &self.client);
         admin_tenant(state, me, client, raw, "rollouts", access, action).await
     }
@@ -175,7 +179,7 @@ pub async fn services_list(op: Operator) -> Result<Json<Value>, ApiError> {
 // ---------------------------------------------------------------- availability
 
 /// The tenant a platform administrator names in a path (404 when unknown).
-async fn named_tenant(op: &Operator, raw: &str) -> Result<Tenant, ApiError> {
+async fn named_tenant(op: &Operator, raw: &str) -> Result<std::sync::Arc<Tenant>, ApiError> {
     let slug = gatehouse_core::TenantSlug::parse(raw)
         .map_err(|e| ApiError::not_found(format!("no tenant: {e}")))?;
     op.state

@@ -97,7 +97,7 @@ struct Resolver<'a> {
     client: &'a ClientInfo,
     /// Whether the answers carry the evaluation trace.
     explain: bool,
-    admitted: HashMap<String, Tenant>,
+    admitted: HashMap<String, std::sync::Arc<Tenant>>,
 }
 
 /// Who a check is about, and whether the caller passed the admin guard for

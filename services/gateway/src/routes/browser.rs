@@ -382,10 +382,10 @@ pub struct CsrfForm {
 /// show instead (sign-in redirect, 403 form expired, 503).
 async fn signed_in_form(
     state: &AppState,
-    tenant: Tenant,
+    tenant: std::sync::Arc<Tenant>,
     headers: &HeaderMap,
     form: &CsrfForm,
-) -> Result<Result<(Tenant, Authenticated), Response>, ApiError> {
+) -> Result<Result<(std::sync::Arc<Tenant>, Authenticated), Response>, ApiError> {
     let me = match page_session(state, &tenant, headers).await? {
         Ok(me) => me,
         Err(response) => return Ok(Err(response)),
