@@ -225,23 +225,10 @@ impl AuthzService {
         user_id: Uuid,
         now: i64,
     ) -> Result<Vec<String>, AuthzError> {
-        let (rules, _) = self.rules(tenant_id).await?;
-        let Some(subject) = self
-            .directory
-            .subject(tenant_id, rules.version, user_id)
-            .await?
-            .0
-        else {
-            return Ok(Vec::new());
-        };
-        let question = Question {
-            resource: String::new(),
-            resource_attributes: Map::new(),
-            action: String::new(),
-            context: Map::new(),
-            now,
-        };
-        Ok(rules.set.effective_roles(&request_for(&subject, question)))
+        Ok(match self.rules_and_subject(tenant_id, user_id).await? {
+            Some((rules, subject)) => effective_of(&rules, &subject, now),
+            None => Vec::new(),
+        })
     }
 
     /// The user's roles at `now`, both ways, from the cache: `effective`
@@ -254,13 +241,7 @@ impl AuthzService {
         user_id: Uuid,
         now: i64,
     ) -> Result<RoleNames, AuthzError> {
-        let (rules, _) = self.rules(tenant_id).await?;
-        let Some(subject) = self
-            .directory
-            .subject(tenant_id, rules.version, user_id)
-            .await?
-            .0
-        else {
+        let Some((rules, subject)) = self.rules_and_subject(tenant_id, user_id).await? else {
             return Ok(RoleNames::default());
         };
         if subject.status != "active" {
@@ -274,16 +255,25 @@ impl AuthzService {
             .collect();
         direct.sort();
         direct.dedup();
-        let question = Question {
-            resource: String::new(),
-            resource_attributes: Map::new(),
-            action: String::new(),
-            context: Map::new(),
-            now,
-        };
-        let mut effective = rules.set.effective_roles(&request_for(&subject, question));
+        let mut effective = effective_of(&rules, &subject, now);
         effective.sort();
         Ok(RoleNames { effective, direct })
+    }
+
+    /// The tenant's compiled rules and the user at their version (`None`:
+    /// no such user).
+    async fn rules_and_subject(
+        &self,
+        tenant_id: Uuid,
+        user_id: Uuid,
+    ) -> Result<Option<(Arc<CompiledTenant>, Arc<Subject>)>, AuthzError> {
+        let (rules, _) = self.rules(tenant_id).await?;
+        let subject = self
+            .directory
+            .subject(tenant_id, rules.version, user_id)
+            .await?
+            .0;
+        Ok(subject.map(|subject| (rules, subject)))
     }
 
     /// Loads a subject by id (through the cache, at the current version).
@@ -359,6 +349,19 @@ pub fn request_for(subject: &Subject, question: Question) -> Request {
         context: question.context,
         now: question.now,
     }
+}
+
+/// The effective roles of `subject` under `rules` at `now` (none for a
+/// disabled user: [`request_for`] gives them no assignments).
+fn effective_of(rules: &CompiledTenant, subject: &Subject, now: i64) -> Vec<String> {
+    let question = Question {
+        resource: String::new(),
+        resource_attributes: Map::new(),
+        action: String::new(),
+        context: Map::new(),
+        now,
+    };
+    rules.set.effective_roles(&request_for(subject, question))
 }
 
 /// A user's roles, named one way everywhere: `effective` are the roles that

@@ -130,8 +130,9 @@ const VIEW_MAX_AGE_MS: u64 = 2_000;
 struct PendingOutcomes {
     /// Instance → successes.
     successes: HashMap<String, u32>,
-    /// Tenant → version → counts for that tenant's canary analysis.
-    stats: HashMap<String, HashMap<String, VersionStats>>,
+    /// Tenant → version → counts for that tenant's canary analysis (keyed
+    /// by id: the text form is made once per flush, not per request).
+    stats: HashMap<Uuid, HashMap<String, VersionStats>>,
 }
 
 /// Registered once: picks made in memory with a fresh health view.
@@ -542,7 +543,12 @@ impl Routing {
                     tracing::warn!(%service, %instance, %successes, error = %e, "batched outcomes not written");
                 }
             }
-            if let Err(e) = self.store.add_stats(&service, &outcomes.stats, now).await {
+            let stats = outcomes
+                .stats
+                .into_iter()
+                .map(|(tenant, by_version)| (tenant.to_string(), by_version))
+                .collect();
+            if let Err(e) = self.store.add_stats(&service, &stats, now).await {
                 tracing::warn!(%service, error = %e, "batched statistics not written");
             }
         }
@@ -600,13 +606,15 @@ impl Routing {
             }
         }
         if counts_for_canary(&pick.why) {
-            service
-                .stats
-                .entry(tenant.to_string())
-                .or_default()
-                .entry(pick.version.clone())
-                .or_default()
-                .count(true, latency);
+            // The version's name is copied only the first time in a batch.
+            let by_version = service.stats.entry(tenant).or_default();
+            match by_version.get_mut(&pick.version) {
+                Some(stats) => stats.count(true, latency),
+                None => by_version
+                    .entry(pick.version.clone())
+                    .or_default()
+                    .count(true, latency),
+            }
         }
         true
     }

@@ -1004,18 +1004,7 @@ pub async fn add_subject_rule(
     actor: Option<Uuid>,
 ) -> Result<SubjectRuleRow, WriteError> {
     let service_id = available_service_id(&mut *conn, tenant_id, service).await?;
-    let version_id: Uuid = sqlx::query_scalar(
-        "SELECT id FROM service_versions WHERE service_id = $1 AND version = $2",
-    )
-    .bind(service_id)
-    .bind(version)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(StoreError::from)?
-    .ok_or_else(|| WriteError::NoVersion {
-        service: service.to_owned(),
-        version: version.to_owned(),
-    })?;
+    let version_id = version_of(&mut *conn, service_id, service, version).await?;
     let (role, attribute, equals) = match matches {
         SubjectMatch::Role(role) => (Some(*role), None, None),
         SubjectMatch::Attribute(name, value) => (None, Some(*name), Some(*value)),
