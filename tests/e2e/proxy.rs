@@ -759,13 +759,7 @@ async fn another_tenants_failures_never_roll_back_a_tenants_canary() {
             canary.clone(),
         ),
     ] {
-        let response = client()
-            .request(method, gateway.url(path))
-            .bearer_auth(&platform)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = admin_call(&gateway, &platform, method, path, Some(body)).await;
         assert!(
             response.status().is_success(),
             "{path}: {}",
@@ -807,12 +801,9 @@ async fn another_tenants_failures_never_roll_back_a_tenants_canary() {
         "the attacker's failures on v2 ({failed_on_v2}) are enough to be judged"
     );
     let system_rollout = || async {
-        let list: Value = client()
-            .get(gateway.url("/admin/api/v1/tenants/system/rollouts"))
-            .bearer_auth(&platform)
-            .send()
+        let path = "/admin/api/v1/tenants/system/rollouts";
+        let list: Value = admin_call(&gateway, &platform, reqwest::Method::GET, path, None)
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
